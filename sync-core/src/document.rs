@@ -1,0 +1,669 @@
+//! One record = one Automerge document: creating, editing, merging, and reading back the merged
+//! value, its conflicts and its history.
+
+use std::collections::BTreeSet;
+
+use automerge::transaction::{CommitOptions, Transactable};
+use automerge::{ActorId, AutoCommit, Change, ChangeHash, ObjId, ROOT, ReadDoc};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::error::RecordError;
+use crate::ids::{PlaceId, RecordId};
+use crate::records::{Note, Record};
+use crate::schema::{FieldType, RecordKind};
+
+/// Who is editing, on which actor, and the device's claimed time.
+#[derive(Debug, Clone)]
+pub struct EditContext {
+    /// The device's Automerge actor.
+    pub actor: ActorId,
+    /// The signed-in user's name (recorded in notes and `created_by`).
+    pub user: String,
+    /// The device clock, ms since epoch. Advisory only: never used for ordering.
+    pub now_ms: i64,
+}
+
+/// One value of a conflicted field and who set it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ConflictValue {
+    /// The value.
+    pub value: Value,
+    /// The actor that set it (hex).
+    pub actor: String,
+    /// The change that set it (hex hash).
+    pub change: String,
+    /// The device's claimed time of that change, ms since epoch.
+    pub claimed_at: i64,
+}
+
+/// A field that two people set differently while apart.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Conflict {
+    /// Field name.
+    pub field: String,
+    /// Chinese label.
+    pub label: String,
+    /// The value shown (Automerge's deterministic winner).
+    pub winner: Value,
+    /// Every concurrent value, winner included.
+    pub values: Vec<ConflictValue>,
+}
+
+/// One change in a record's history.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ChangeInfo {
+    /// Change hash (hex).
+    pub hash: String,
+    /// Actor (hex).
+    pub actor: String,
+    /// The actor's sequence number in this document.
+    pub seq: u64,
+    /// The device's claimed time, ms since epoch.
+    pub claimed_at: i64,
+    /// The message the editing device wrote.
+    pub message: Option<String>,
+    /// Top-level fields the change touched, computed from the change itself.
+    pub touched: Vec<String>,
+}
+
+/// A record's Automerge document.
+#[derive(Debug, Clone)]
+pub struct RecordDoc {
+    id: RecordId,
+    doc: AutoCommit,
+}
+
+impl RecordDoc {
+    /// An empty document, to receive changes (server side, or a phone pulling a new record).
+    pub fn empty(id: RecordId) -> Self {
+        Self {
+            id,
+            doc: AutoCommit::new(),
+        }
+    }
+
+    /// Loads a saved document.
+    pub fn load(id: RecordId, bytes: &[u8]) -> Result<Self, RecordError> {
+        Ok(Self {
+            id,
+            doc: AutoCommit::load(bytes)?,
+        })
+    }
+
+    /// Creates a record with the creator's fields, as one change.
+    pub fn create(
+        id: RecordId,
+        kind: RecordKind,
+        place: &PlaceId,
+        ctx: &EditContext,
+        fields: &[(String, String)],
+    ) -> Result<(Self, Change), RecordError> {
+        let mut doc = AutoCommit::new().with_actor(ctx.actor.clone());
+        let record = Record::new(kind, place, &ctx.user, ctx.now_ms);
+        let res = match &record {
+            Record::Case(r) => autosurgeon::reconcile(&mut doc, r),
+            Record::Bus(r) => autosurgeon::reconcile(&mut doc, r),
+            Record::Contact(r) => autosurgeon::reconcile(&mut doc, r),
+            Record::Volunteer(r) => autosurgeon::reconcile(&mut doc, r),
+        };
+        res.map_err(|e| RecordError::NotARecord(e.to_string()))?;
+        let mut this = Self { id, doc };
+        for (field, value) in fields {
+            this.put_field(kind, field, value)?;
+        }
+        let change = this.commit(ctx, format!("create {kind}"))?;
+        Ok((this, change))
+    }
+
+    /// The record id.
+    pub fn id(&self) -> RecordId {
+        self.id
+    }
+
+    /// The kind stored in the document, if it is a Linli record.
+    pub fn kind(&self) -> Result<RecordKind, RecordError> {
+        match self.doc.get(ROOT, "kind")? {
+            Some((automerge::Value::Scalar(s), _)) => match s.as_str() {
+                Some(k) => k.parse(),
+                None => Err(RecordError::NotARecord("kind is not text".into())),
+            },
+            _ => Err(RecordError::NotARecord("no kind".into())),
+        }
+    }
+
+    /// The merged, typed value.
+    pub fn record(&self) -> Result<Record, RecordError> {
+        Record::hydrate(&self.doc, self.kind()?)
+    }
+
+    /// Sets fields from `field=value` text, as one change. Lists are comma-separated; an empty
+    /// value clears an optional field.
+    pub fn set_fields(
+        &mut self,
+        ctx: &EditContext,
+        fields: &[(String, String)],
+    ) -> Result<Change, RecordError> {
+        let kind = self.kind()?;
+        self.doc.set_actor(ctx.actor.clone());
+        for (field, value) in fields {
+            if let Err(e) = self.put_field(kind, field, value) {
+                self.doc.rollback();
+                return Err(e);
+            }
+        }
+        let names: Vec<&str> = fields.iter().map(|(f, _)| f.as_str()).collect();
+        self.commit(ctx, format!("set {}", names.join(",")))
+    }
+
+    /// Adds `n` to a tally; concurrent tallies add up.
+    pub fn tally(&mut self, ctx: &EditContext, field: &str, n: i64) -> Result<Change, RecordError> {
+        let kind = self.kind()?;
+        let spec = kind.field(field)?;
+        if spec.ty != FieldType::Counter {
+            return Err(RecordError::invalid(field, "is not a tally"));
+        }
+        if n == 0 || n.abs() > 1_000_000 {
+            return Err(RecordError::invalid(
+                field,
+                "a tally step must be a non-zero number up to 1000000",
+            ));
+        }
+        self.doc.set_actor(ctx.actor.clone());
+        self.doc.increment(ROOT, field, n)?;
+        self.commit(ctx, format!("tally {field} {n:+}"))
+    }
+
+    /// Appends a note.
+    pub fn add_note(&mut self, ctx: &EditContext, text: &str) -> Result<Change, RecordError> {
+        let text = text.trim();
+        if text.is_empty() || text.chars().count() > 5000 {
+            return Err(RecordError::invalid(
+                "notes",
+                "a note must have 1 to 5000 characters",
+            ));
+        }
+        self.kind()?;
+        self.doc.set_actor(ctx.actor.clone());
+        let mut notes: Vec<Note> = autosurgeon::hydrate_prop(&self.doc, ROOT, "notes")
+            .map_err(|e| RecordError::NotARecord(e.to_string()))?;
+        notes.push(Note {
+            id: uuid::Uuid::new_v4().simple().to_string(),
+            author: ctx.user.clone(),
+            at: ctx.now_ms,
+            text: text.to_string(),
+        });
+        autosurgeon::reconcile_prop(&mut self.doc, ROOT, "notes", &notes)
+            .map_err(|e| RecordError::NotARecord(e.to_string()))?;
+        self.commit(ctx, "note".to_string())
+    }
+
+    fn put_field(&mut self, kind: RecordKind, field: &str, value: &str) -> Result<(), RecordError> {
+        let spec = kind.field(field)?;
+        let value = value.trim();
+        let bad = |e: autosurgeon::ReconcileError| RecordError::NotARecord(e.to_string());
+        match spec.ty {
+            FieldType::Fixed => {
+                return Err(RecordError::ReadOnlyField {
+                    field: field.into(),
+                    reason: "it is fixed when the record is created".into(),
+                });
+            }
+            FieldType::Counter => {
+                return Err(RecordError::ReadOnlyField {
+                    field: field.into(),
+                    reason: "it is a tally: add to it instead of setting it".into(),
+                });
+            }
+            FieldType::Number => {
+                let n: f64 = value.parse().map_err(|_| {
+                    RecordError::invalid(field, format!("'{value}' is not a number"))
+                })?;
+                self.doc.put(ROOT, field, n)?;
+            }
+            FieldType::Text => {
+                let obj = match self.doc.get(ROOT, field)? {
+                    Some((automerge::Value::Object(automerge::ObjType::Text), id)) => id,
+                    _ => return Err(RecordError::NotARecord(format!("{field} is not text"))),
+                };
+                // A diff against the current text, so concurrent edits elsewhere in it survive.
+                self.doc.update_text(&obj, value)?;
+            }
+            FieldType::Codes(_) | FieldType::List => {
+                let items: Vec<String> = value
+                    .split([',', '，'])
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect();
+                autosurgeon::reconcile_prop(&mut self.doc, ROOT, field, &items).map_err(bad)?;
+            }
+            FieldType::Str | FieldType::Code(_) | FieldType::Date | FieldType::Phone => {
+                self.doc.put(ROOT, field, value)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Validates the pending edits and commits them as one change.
+    fn commit(&mut self, ctx: &EditContext, message: String) -> Result<Change, RecordError> {
+        if let Err(e) = self.record().and_then(|r| r.validate()) {
+            self.doc.rollback();
+            return Err(e);
+        }
+        let opts = CommitOptions::default()
+            .with_message(message)
+            .with_time(ctx.now_ms.div_euclid(1000));
+        self.doc
+            .commit_with(opts)
+            .ok_or_else(|| RecordError::invalid("fields", "nothing changed"))?;
+        self.doc
+            .get_last_local_change()
+            .ok_or_else(|| RecordError::NotARecord("the change was not recorded".into()))
+    }
+
+    /// Applies a change made elsewhere. Applying one already held is a no-op.
+    pub fn apply_change(&mut self, bytes: &[u8]) -> Result<ChangeHash, RecordError> {
+        let change = Change::from_bytes(bytes.to_vec())
+            .map_err(|e| RecordError::NotARecord(format!("not an automerge change: {e}")))?;
+        let hash = change.hash();
+        self.doc.apply_changes([change])?;
+        Ok(hash)
+    }
+
+    /// Applies already-parsed changes.
+    pub fn apply_changes(&mut self, changes: Vec<Change>) -> Result<(), RecordError> {
+        self.doc.apply_changes(changes)?;
+        Ok(())
+    }
+
+    /// Whether the document holds this change.
+    pub fn has_change(&mut self, hash: &ChangeHash) -> bool {
+        self.doc.get_change_by_hash(hash).is_some()
+    }
+
+    /// The current heads.
+    pub fn heads(&mut self) -> Vec<ChangeHash> {
+        self.doc.get_heads()
+    }
+
+    /// Every change, in causal order.
+    pub fn changes(&mut self) -> Vec<Change> {
+        self.doc.get_changes(&[])
+    }
+
+    /// The compact saved form.
+    pub fn save(&mut self) -> Vec<u8> {
+        self.doc.save()
+    }
+
+    /// The underlying Automerge document (read-only).
+    pub fn automerge(&self) -> &AutoCommit {
+        &self.doc
+    }
+
+    /// A copy to try changes on.
+    pub(crate) fn fork(&mut self) -> Self {
+        Self {
+            id: self.id,
+            doc: self.doc.fork().with_actor(ActorId::random()),
+        }
+    }
+
+    /// Every value of one root field, with the op ids that set them.
+    pub(crate) fn values_of(&self, field: &str) -> Vec<(Value, ObjId)> {
+        self.doc
+            .get_all(ROOT, field)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(v, id)| (value_json(&v), id))
+            .collect()
+    }
+
+    /// The top-level fields that changes between two sets of heads touched.
+    pub fn touched(&mut self, before: &[ChangeHash], after: &[ChangeHash]) -> Vec<String> {
+        let mut out = BTreeSet::new();
+        for patch in self.doc.diff(before, after) {
+            let prop = match patch.path.first() {
+                Some((_, p)) => Some(p.clone()),
+                None => match patch.action {
+                    automerge::PatchAction::PutMap { key, .. } => Some(automerge::Prop::Map(key)),
+                    automerge::PatchAction::Increment { prop, .. } => Some(prop),
+                    automerge::PatchAction::Conflict { prop } => Some(prop),
+                    automerge::PatchAction::DeleteMap { key } => Some(automerge::Prop::Map(key)),
+                    _ => None,
+                },
+            };
+            if let Some(automerge::Prop::Map(k)) = prop {
+                out.insert(k);
+            }
+        }
+        out.into_iter().collect()
+    }
+
+    /// Fields that two or more people set differently while apart, with every value and who set
+    /// it (actor and change; the caller maps those to users and devices).
+    pub fn conflicts(&mut self) -> Vec<Conflict> {
+        let Ok(kind) = self.kind() else { return vec![] };
+        let index = ChangeIndex::new(&mut self.doc);
+        let mut out = vec![];
+        for spec in kind.fields().iter().filter(|s| s.ty.is_scalar()) {
+            let all = self.values_of(spec.name);
+            if all.len() < 2 {
+                continue;
+            }
+            let winner = self
+                .doc
+                .get(ROOT, spec.name)
+                .ok()
+                .flatten()
+                .map(|(v, _)| value_json(&v))
+                .unwrap_or(Value::Null);
+            let values = all
+                .into_iter()
+                .map(|(value, id)| {
+                    let (actor, change, claimed_at) = index.lookup(&id);
+                    ConflictValue {
+                        value,
+                        actor,
+                        change,
+                        claimed_at,
+                    }
+                })
+                .collect();
+            out.push(Conflict {
+                field: spec.name.to_string(),
+                label: spec.label.to_string(),
+                winner,
+                values,
+            });
+        }
+        out
+    }
+
+    /// Every change in causal order with what it touched.
+    pub fn history(&mut self) -> Vec<ChangeInfo> {
+        let changes = self.doc.get_changes(&[]);
+        let mut out = Vec::with_capacity(changes.len());
+        for c in changes {
+            let touched = self.touched(c.deps(), &[c.hash()]);
+            out.push(ChangeInfo {
+                hash: c.hash().to_string(),
+                actor: c.actor_id().to_hex_string(),
+                seq: c.seq(),
+                claimed_at: c.timestamp().saturating_mul(1000),
+                message: c.message().map(String::from),
+                touched,
+            });
+        }
+        out
+    }
+}
+
+/// Maps an op id to the change that made it.
+struct ChangeIndex {
+    // (actor, first op counter, last op counter, hash, claimed ms)
+    spans: Vec<(ActorId, u64, u64, ChangeHash, i64)>,
+}
+
+impl ChangeIndex {
+    fn new(doc: &mut AutoCommit) -> Self {
+        let spans = doc
+            .get_changes(&[])
+            .iter()
+            .map(|c| {
+                let start = c.start_op().get();
+                (
+                    c.actor_id().clone(),
+                    start,
+                    start + c.len() as u64,
+                    c.hash(),
+                    c.timestamp().saturating_mul(1000),
+                )
+            })
+            .collect();
+        Self { spans }
+    }
+
+    fn lookup(&self, id: &ObjId) -> (String, String, i64) {
+        if let ObjId::Id(counter, actor, _) = id {
+            if let Some((_, _, _, hash, at)) = self
+                .spans
+                .iter()
+                .find(|(a, start, end, _, _)| a == actor && *counter >= *start && *counter < *end)
+            {
+                return (actor.to_hex_string(), hash.to_string(), *at);
+            }
+            return (actor.to_hex_string(), String::new(), 0);
+        }
+        (String::new(), String::new(), 0)
+    }
+}
+
+fn value_json(v: &automerge::Value<'_>) -> Value {
+    use automerge::ScalarValue as S;
+    match v {
+        automerge::Value::Scalar(s) => match s.as_ref() {
+            S::Str(t) => Value::String(t.to_string()),
+            S::Int(i) => Value::from(*i),
+            S::Uint(u) => Value::from(*u),
+            S::F64(f) => Value::from(*f),
+            S::Counter(c) => Value::from(i64::from(c)),
+            S::Timestamp(t) => Value::from(*t),
+            S::Boolean(b) => Value::Bool(*b),
+            S::Null => Value::Null,
+            other => Value::String(other.to_string()),
+        },
+        automerge::Value::Object(t) => Value::String(format!("<{t}>")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx(user: &str) -> EditContext {
+        EditContext {
+            actor: ActorId::random(),
+            user: user.into(),
+            now_ms: 1_700_000_000_000,
+        }
+    }
+
+    fn kv(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn concurrent_edits_merge_and_status_conflict_is_kept() {
+        let place: PlaceId = "hz/baiyang/haitian/haitiancheng".parse().unwrap();
+        let a = ctx("bus1");
+        let b = ctx("bus2");
+        let (mut doc_a, c0) = RecordDoc::create(
+            RecordId::new(),
+            RecordKind::Case,
+            &place,
+            &a,
+            &kv(&[("summary", "3幢楼道堆放杂物"), ("source", "bus_session")]),
+        )
+        .unwrap();
+        let mut doc_b = RecordDoc::empty(doc_a.id());
+        doc_b.apply_change(c0.raw_bytes()).unwrap();
+
+        let ca = doc_a
+            .set_fields(
+                &a,
+                &kv(&[
+                    ("summary", "3幢楼道堆放杂物,消防通道堵塞"),
+                    ("status", "assigned"),
+                ]),
+            )
+            .unwrap();
+        let cb1 = doc_b
+            .set_fields(
+                &b,
+                &kv(&[("category", "fire_safety"), ("status", "answered_on_site")]),
+            )
+            .unwrap();
+        let cb2 = doc_b.add_note(&b, "已联系物业清理").unwrap();
+
+        doc_a.apply_change(cb1.raw_bytes()).unwrap();
+        doc_a.apply_change(cb2.raw_bytes()).unwrap();
+        doc_b.apply_change(ca.raw_bytes()).unwrap();
+
+        for doc in [&mut doc_a, &mut doc_b] {
+            let Record::Case(case) = doc.record().unwrap() else {
+                panic!("not a case")
+            };
+            assert_eq!(case.summary.as_str(), "3幢楼道堆放杂物,消防通道堵塞");
+            assert_eq!(case.category, "fire_safety");
+            assert_eq!(case.notes.len(), 1);
+            let conflicts = doc.conflicts();
+            assert_eq!(conflicts.len(), 1, "{conflicts:?}");
+            assert_eq!(conflicts[0].field, "status");
+            let mut vals: Vec<_> = conflicts[0]
+                .values
+                .iter()
+                .map(|v| v.value.clone())
+                .collect();
+            vals.sort_by_key(|v| v.to_string());
+            assert_eq!(
+                vals,
+                vec![Value::from("answered_on_site"), Value::from("assigned")]
+            );
+            let actors: BTreeSet<_> = conflicts[0]
+                .values
+                .iter()
+                .map(|v| v.actor.clone())
+                .collect();
+            assert_eq!(
+                actors,
+                BTreeSet::from([a.actor.to_hex_string(), b.actor.to_hex_string()])
+            );
+        }
+        assert_eq!(
+            doc_a.record().unwrap().status(),
+            doc_b.record().unwrap().status()
+        );
+    }
+
+    #[test]
+    fn tallies_add_up_across_phones() {
+        let place: PlaceId = "hz/baiyang/haitian/haitiancheng".parse().unwrap();
+        let a = ctx("bus1");
+        let b = ctx("bus2");
+        let (mut doc_a, c0) = RecordDoc::create(
+            RecordId::new(),
+            RecordKind::Bus,
+            &place,
+            &a,
+            &kv(&[("run_number", "1801")]),
+        )
+        .unwrap();
+        let mut doc_b = RecordDoc::empty(doc_a.id());
+        doc_b.apply_change(c0.raw_bytes()).unwrap();
+        let x = doc_a.tally(&a, "leaflets", 300).unwrap();
+        let y = doc_b.tally(&b, "leaflets", 330).unwrap();
+        doc_a.apply_change(y.raw_bytes()).unwrap();
+        doc_b.apply_change(x.raw_bytes()).unwrap();
+        for doc in [&doc_a, &doc_b] {
+            let Record::Bus(bus) = doc.record().unwrap() else {
+                panic!()
+            };
+            assert_eq!(bus.leaflets.value(), 630);
+        }
+        assert!(doc_a.conflicts().is_empty());
+    }
+
+    #[test]
+    fn invalid_edits_are_refused_and_leave_nothing() {
+        let place: PlaceId = "hz/baiyang".parse().unwrap();
+        let a = ctx("office1");
+        let (mut doc, _) = RecordDoc::create(
+            RecordId::new(),
+            RecordKind::Case,
+            &place,
+            &a,
+            &kv(&[("summary", "漏水")]),
+        )
+        .unwrap();
+        let heads = doc.heads();
+        let err = doc.set_fields(&a, &kv(&[("status", "done")])).unwrap_err();
+        assert!(
+            err.to_string().contains("status: 'done' is not allowed"),
+            "{err}"
+        );
+        let err = doc
+            .set_fields(&a, &kv(&[("deadline", "next week")]))
+            .unwrap_err();
+        assert!(err.to_string().contains("YYYY-MM-DD"), "{err}");
+        let err = doc.set_fields(&a, &kv(&[("place", "hz")])).unwrap_err();
+        assert!(matches!(err, RecordError::ReadOnlyField { .. }));
+        let err = doc.set_fields(&a, &kv(&[("colour", "red")])).unwrap_err();
+        assert!(matches!(err, RecordError::UnknownField { .. }));
+        let err = doc
+            .set_fields(&a, &kv(&[("resident_phone", "secret-abc")]))
+            .unwrap_err();
+        assert!(!err.to_string().contains("secret"));
+        assert_eq!(doc.heads(), heads);
+        let err =
+            RecordDoc::create(RecordId::new(), RecordKind::Case, &place, &a, &[]).unwrap_err();
+        assert!(err.to_string().contains("summary: is required"), "{err}");
+    }
+
+    #[test]
+    fn history_names_touched_fields() {
+        let place: PlaceId = "hz/baiyang".parse().unwrap();
+        let a = ctx("office1");
+        let (mut doc, _) = RecordDoc::create(
+            RecordId::new(),
+            RecordKind::Case,
+            &place,
+            &a,
+            &kv(&[("summary", "停车难")]),
+        )
+        .unwrap();
+        doc.set_fields(
+            &a,
+            &kv(&[("status", "assigned"), ("departments", "police,housing")]),
+        )
+        .unwrap();
+        doc.add_note(&a, "转交公安").unwrap();
+        let h = doc.history();
+        assert_eq!(h.len(), 3);
+        assert_eq!(
+            h[1].touched,
+            vec!["departments".to_string(), "status".to_string()]
+        );
+        assert_eq!(h[2].touched, vec!["notes".to_string()]);
+        assert_eq!(h[0].claimed_at, 1_700_000_000_000);
+    }
+
+    #[test]
+    fn saved_documents_load_back() {
+        let place: PlaceId = "hz/baiyang".parse().unwrap();
+        let a = ctx("steward1");
+        let (mut doc, _) = RecordDoc::create(
+            RecordId::new(),
+            RecordKind::Volunteer,
+            &place,
+            &a,
+            &kv(&[
+                ("activity", "义诊"),
+                ("hours", "2.5"),
+                ("volunteers", "张医生,李护士"),
+            ]),
+        )
+        .unwrap();
+        let bytes = doc.save();
+        let back = RecordDoc::load(doc.id(), &bytes).unwrap();
+        let Record::Volunteer(v) = back.record().unwrap() else {
+            panic!()
+        };
+        assert_eq!(v.volunteers, vec!["张医生", "李护士"]);
+        assert_eq!(v.hours, 2.5);
+    }
+}

@@ -1,0 +1,25 @@
+//! # linli-sync-core
+//!
+//! The shared core of Linli, sans-I/O: phones, the server and tests run the very same code.
+//!
+//! - [`schema`] and [`records`]: the four record kinds, their fields and their mapping onto
+//!   Automerge documents with autosurgeon.
+//! - [`document`]: one record = one document; edits, merges, conflicts and history.
+//! - [`protocol`]: sync protocol v1 messages and their binary codec.
+//! - [`ingest`]: the server's accept/reject logic for a pushed change.
+//! - [`ids`]: identifier newtypes.
+
+pub mod document;
+pub mod error;
+pub mod ids;
+pub mod ingest;
+pub mod protocol;
+pub mod records;
+pub mod schema;
+
+pub use automerge;
+pub use document::{ChangeInfo, Conflict, ConflictValue, EditContext, RecordDoc};
+pub use error::{CodecError, IdError, RecordError};
+pub use ids::{DeviceId, PlaceId, RecordId};
+pub use records::Record;
+pub use schema::{FieldSpec, FieldType, RecordKind};
