@@ -112,7 +112,9 @@ impl RecordDoc {
         for (field, value) in fields {
             this.put_field(kind, field, value)?;
         }
-        let change = this.commit(ctx, format!("create {kind}"))?;
+        // The record id in the message keeps two identical creations (same actor, same second) from
+        // producing byte-identical changes with one hash.
+        let change = this.commit(ctx, format!("create {kind} {id}"))?;
         Ok((this, change))
     }
 

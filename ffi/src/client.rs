@@ -1,0 +1,563 @@
+//! [`FieldClient`]: the object apps hold. Blocking `&self` methods (apps call them off the main
+//! thread), `Send + Sync`, owned arguments and results, one error type.
+//!
+//! Every command except [`FieldClient::login`] and [`FieldClient::sync`] works without a server.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::{Mutex, MutexGuard};
+
+use automerge::Change;
+use linli_sync_core::protocol::MAX_CHANGES_PER_PUSH;
+use linli_sync_core::{EditContext, PlaceId, RecordDoc, RecordId, RecordKind};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::error::SdkError;
+use crate::schema::kind_label;
+use crate::store::{self, Attribution, Identity, keys};
+use crate::sync::{self, Pusher};
+use crate::transport::{self, LoginUser, Transport};
+use crate::types::{
+    ConflictValue, FieldConflict, FieldValue, HistoryEntry, OutboxItem, PlaceInfo, RecordSummary,
+    RecordView, SyncReport, UserInfo, WhoAmI,
+};
+
+/// Most round trips one [`FieldClient::sync`] makes before it reports `more_pending`.
+pub const MAX_SYNC_ROUNDS: u32 = 200;
+
+/// Who a change is attributed to when it is this phone's own and not yet accepted.
+pub const ME_UNSYNCED: &str = "me (unsynced)";
+/// Who a change is attributed to when it is this phone's own and was refused.
+pub const ME_REJECTED: &str = "me (rejected)";
+
+/// A phone: its durable store, its identity and its connection to the server.
+///
+/// Open one per home directory and share it between threads; opening several on the same
+/// directory (threads or processes) is safe too, as every write is one immediate transaction.
+pub struct FieldClient {
+    home: PathBuf,
+    conn: Mutex<Connection>,
+    identity: Identity,
+    agent: ureq::Agent,
+    sync_lock: Mutex<()>,
+}
+
+impl std::fmt::Debug for FieldClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FieldClient")
+            .field("home", &self.home)
+            .field("device_id", &self.identity.device_id)
+            .finish_non_exhaustive()
+    }
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+fn parse_id(id: &str) -> Result<RecordId, SdkError> {
+    Ok(RecordId::from_str(id)?)
+}
+
+fn user_of(conn: &Connection) -> Result<Option<LoginUser>, SdkError> {
+    Ok(store::kv_get(conn, keys::USER)?.and_then(|j| serde_json::from_str(&j).ok()))
+}
+
+impl FieldClient {
+    /// Opens the phone's store in `home_dir` (created if missing): `<home>/linli-phone.db`.
+    pub fn open(home_dir: String) -> Result<Self, SdkError> {
+        let home = PathBuf::from(home_dir);
+        let (conn, identity) = store::open(&home)?;
+        Ok(Self {
+            home,
+            conn: Mutex::new(conn),
+            identity,
+            agent: transport::agent(),
+            sync_lock: Mutex::new(()),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock rolled its transaction back; the connection is sound.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` on the store's connection.
+    pub(crate) fn with_conn<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, SdkError>,
+    ) -> Result<T, SdkError> {
+        f(&mut self.lock())
+    }
+
+    /// The edit context: this install's actor, the last signed-in user, the device clock.
+    fn context(&self, conn: &Connection) -> Result<EditContext, SdkError> {
+        let user = match user_of(conn)? {
+            Some(u) => u.username,
+            None => format!("device-{}", &self.identity.device_id[..8]),
+        };
+        Ok(EditContext {
+            actor: self.identity.actor.clone(),
+            user,
+            now_ms: now_ms(),
+        })
+    }
+
+    /// Logs in to `server_url` and stores the token for later syncs. Needs the server.
+    ///
+    /// Logging in as another user than the one whose changes are still unsent is refused
+    /// ([`SdkError::Conflict`]): sync or discard them first. A new user or server starts pulling
+    /// from the beginning.
+    pub fn login(
+        &self,
+        server_url: String,
+        username: String,
+        password: String,
+    ) -> Result<UserInfo, SdkError> {
+        let base = transport::normalize_url(&server_url)?;
+        let username = username.trim().to_string();
+        if username.is_empty() {
+            return Err(SdkError::invalid("username", "is required"));
+        }
+        {
+            let conn = self.lock();
+            if let Some(prev) = user_of(&conn)? {
+                let unsent = store::count_outbox(&conn, "pending")?
+                    + store::count_outbox(&conn, "rejected")?;
+                if prev.username != username && unsent > 0 {
+                    return Err(SdkError::Conflict {
+                        message: format!(
+                            "{unsent} changes made under another user are still on this phone: \
+                             that user must sync them (or discard refused ones) first"
+                        ),
+                    });
+                }
+            }
+        }
+        let reply = Transport::new(&self.agent, &base).login(
+            &username,
+            &password,
+            &self.identity.device_id,
+        )?;
+        let mut conn = self.lock();
+        let tx = store::immediate(&mut conn)?;
+        let prev_user = user_of(&tx)?.map(|u| u.username);
+        let prev_url = store::kv_get(&tx, keys::SERVER_URL)?;
+        if prev_user.as_deref() != Some(reply.user.username.as_str())
+            || prev_url.as_deref() != Some(base.as_str())
+        {
+            // Other scopes or another server: the old cursor means nothing there.
+            store::kv_delete(&tx, keys::CURSOR)?;
+        }
+        store::kv_set(&tx, keys::SERVER_URL, &base)?;
+        store::kv_set(&tx, keys::ACCESS_TOKEN, &reply.access_token)?;
+        let expires = match &reply.expires_at {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Null => String::new(),
+            other => other.to_string(),
+        };
+        store::kv_set(&tx, keys::TOKEN_EXPIRES_AT, &expires)?;
+        let user_json = serde_json::to_string(&reply.user)
+            .map_err(|_| SdkError::storage("the user could not be stored"))?;
+        store::kv_set(&tx, keys::USER, &user_json)?;
+        tx.commit()?;
+        Ok(user_info(reply.user))
+    }
+
+    /// Forgets the token. Records, unsent changes and the device identity stay; the same user can
+    /// log in again and sync them.
+    pub fn logout(&self) -> Result<(), SdkError> {
+        let mut conn = self.lock();
+        let tx = store::immediate(&mut conn)?;
+        store::kv_delete(&tx, keys::ACCESS_TOKEN)?;
+        store::kv_delete(&tx, keys::TOKEN_EXPIRES_AT)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Who this phone is and who is signed in. Works offline.
+    pub fn whoami(&self) -> Result<WhoAmI, SdkError> {
+        let conn = self.lock();
+        let token = store::kv_get(&conn, keys::ACCESS_TOKEN)?;
+        Ok(WhoAmI {
+            device_id: self.identity.device_id.clone(),
+            actor_id: self.identity.actor.to_hex_string(),
+            server_url: store::kv_get(&conn, keys::SERVER_URL)?,
+            logged_in: token.is_some(),
+            user: user_of(&conn)?.map(user_info),
+            token_expires_at: store::kv_get(&conn, keys::TOKEN_EXPIRES_AT)?
+                .filter(|s| !s.is_empty() && token.is_some()),
+            pending_changes: store::count_outbox(&conn, "pending")?,
+            rejected_changes: store::count_outbox(&conn, "rejected")?,
+            last_sync_at: store::kv_get(&conn, keys::LAST_SYNC_AT)?.and_then(|s| s.parse().ok()),
+        })
+    }
+
+    /// Creates a record of `kind` (case, bus, contact, volunteer) at `place` with its first
+    /// fields, as one change. Returns the new record id. Works offline.
+    ///
+    /// When a user is signed in, `place` must lie within one of their granted places.
+    pub fn create(
+        &self,
+        kind: String,
+        place: String,
+        fields: Vec<FieldValue>,
+    ) -> Result<String, SdkError> {
+        let kind: RecordKind = kind.trim().parse()?;
+        let place: PlaceId = place.trim().parse()?;
+        let fields = pairs(fields);
+        let mut conn = self.lock();
+        if let Some(user) = user_of(&conn)? {
+            let granted: Vec<PlaceId> = user
+                .places
+                .iter()
+                .filter_map(|p| p.id.parse().ok())
+                .collect();
+            if !granted.is_empty() && !granted.iter().any(|g| place.is_within(g)) {
+                return Err(SdkError::Forbidden {
+                    message: format!("{place} is outside the places granted to you"),
+                });
+            }
+        }
+        let tx = store::immediate(&mut conn)?;
+        let ctx = self.context(&tx)?;
+        let id = RecordId::new();
+        let (mut doc, change) = RecordDoc::create(id, kind, &place, &ctx, &fields)?;
+        let now = now_ms();
+        store::save_doc(&tx, &mut doc, now)?;
+        store::push_outbox(&tx, id, kind, &change, now)?;
+        tx.commit()?;
+        Ok(id.to_string())
+    }
+
+    /// Sets fields of a record, as one change. Works offline.
+    pub fn set(&self, id: String, fields: Vec<FieldValue>) -> Result<(), SdkError> {
+        if fields.is_empty() {
+            return Err(SdkError::invalid("fields", "give at least one field=value"));
+        }
+        let fields = pairs(fields);
+        self.edit(&id, |doc, ctx| doc.set_fields(ctx, &fields))
+    }
+
+    /// Adds `n` (may be negative, to correct a miscount) to a tally field. Concurrent tallies on
+    /// several phones add up. Works offline.
+    pub fn tally(&self, id: String, field: String, n: i64) -> Result<(), SdkError> {
+        self.edit(&id, |doc, ctx| doc.tally(ctx, field.trim(), n))
+    }
+
+    /// Appends a dated note. Works offline.
+    pub fn note(&self, id: String, text: String) -> Result<(), SdkError> {
+        self.edit(&id, |doc, ctx| doc.add_note(ctx, &text))
+    }
+
+    /// One edit = one immediate transaction: load, change, save, outbox row.
+    fn edit(
+        &self,
+        id: &str,
+        f: impl FnOnce(&mut RecordDoc, &EditContext) -> Result<Change, linli_sync_core::RecordError>,
+    ) -> Result<(), SdkError> {
+        let id = parse_id(id)?;
+        let mut conn = self.lock();
+        let tx = store::immediate(&mut conn)?;
+        let mut doc = store::load_doc(&tx, id)?.ok_or_else(|| not_found(id))?;
+        let kind = doc.kind()?;
+        let ctx = self.context(&tx)?;
+        let change = f(&mut doc, &ctx)?;
+        let now = now_ms();
+        store::save_doc(&tx, &mut doc, now)?;
+        store::push_outbox(&tx, id, kind, &change, now)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Every record on this phone, most recently changed first. Reads only the list columns.
+    pub fn list(&self) -> Result<Vec<RecordSummary>, SdkError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT d.record_id, d.kind, d.place, d.status, d.title, d.updated_at,
+                    (SELECT COUNT(*) FROM outbox o WHERE o.record_id = d.record_id),
+                    (SELECT COUNT(*) FROM outbox o
+                      WHERE o.record_id = d.record_id AND o.state = 'rejected')
+             FROM documents d ORDER BY d.updated_at DESC, d.record_id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(RecordSummary {
+                id: r.get(0)?,
+                kind: r.get(1)?,
+                place: r.get(2)?,
+                status: r.get(3)?,
+                title: r.get(4)?,
+                updated_at: r.get(5)?,
+                pending_changes: r.get(6)?,
+                rejected_changes: r.get(7)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// One record: merged value, conflicts with who set each value, and history.
+    pub fn get(&self, id: String) -> Result<RecordView, SdkError> {
+        let id = parse_id(&id)?;
+        let conn = self.lock();
+        let mut doc = store::load_doc(&conn, id)?.ok_or_else(|| not_found(id))?;
+        let record = doc.record()?;
+        let me = &self.identity.device_id;
+        let who =
+            |hash_hex: &str| -> Result<(String, String, Option<i64>, &'static str), SdkError> {
+                let attribution = match store::from_hex(hash_hex) {
+                    Some(h) if h.len() == 32 => store::attribution(&conn, &h)?,
+                    _ => Attribution::Unknown,
+                };
+                Ok(match attribution {
+                    Attribution::Confirmed {
+                        user,
+                        device,
+                        received_at,
+                    } => (user, device, Some(received_at), "synced"),
+                    Attribution::Own { rejected: false } => {
+                        (ME_UNSYNCED.into(), me.clone(), None, "pending")
+                    }
+                    Attribution::Own { rejected: true } => {
+                        (ME_REJECTED.into(), me.clone(), None, "rejected")
+                    }
+                    Attribution::Unknown => ("unknown".into(), String::new(), None, "unknown"),
+                })
+            };
+        let mut conflicts = Vec::new();
+        for c in doc.conflicts() {
+            let mut values = Vec::with_capacity(c.values.len());
+            for v in c.values {
+                let (user, device, received_at, _) = who(&v.change)?;
+                values.push(ConflictValue {
+                    value_json: v.value.to_string(),
+                    user,
+                    device,
+                    change: v.change,
+                    claimed_at: v.claimed_at,
+                    received_at,
+                });
+            }
+            conflicts.push(FieldConflict {
+                field: c.field,
+                label: c.label,
+                winner_json: c.winner.to_string(),
+                values,
+            });
+        }
+        let mut history = Vec::new();
+        for h in doc.history() {
+            let (user, device, received_at, state) = who(&h.hash)?;
+            history.push(HistoryEntry {
+                hash: h.hash,
+                user,
+                device,
+                claimed_at: h.claimed_at,
+                received_at,
+                message: h.message,
+                touched: h.touched,
+                state: state.to_string(),
+            });
+        }
+        let pending_changes: u32 = conn.query_row(
+            "SELECT COUNT(*) FROM outbox WHERE record_id = ?1",
+            [id.to_string()],
+            |r| r.get(0),
+        )?;
+        Ok(RecordView {
+            id: id.to_string(),
+            kind: record.kind().as_str().to_string(),
+            kind_label: kind_label(record.kind().as_str()),
+            place: record.place().to_string(),
+            status: record.status().map(String::from),
+            title: record.title(),
+            value_json: record.to_json().to_string(),
+            conflicts,
+            history,
+            pending_changes,
+        })
+    }
+
+    /// The outbox: own changes waiting to be sent and those the server refused, oldest first.
+    pub fn outbox(&self) -> Result<Vec<OutboxItem>, SdkError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, record_id, kind, hash, change, created_at, state, reject_code,
+                    reject_message
+             FROM outbox ORDER BY id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            let hash: Vec<u8> = r.get(3)?;
+            let change: Vec<u8> = r.get(4)?;
+            Ok(OutboxItem {
+                id: r.get(0)?,
+                record_id: r.get(1)?,
+                kind: r.get(2)?,
+                hash: store::to_hex(&hash),
+                description: Change::from_bytes(change)
+                    .ok()
+                    .and_then(|c| c.message().map(String::from)),
+                created_at: r.get(5)?,
+                state: r.get(6)?,
+                reject_code: r.get(7)?,
+                reject_message: r.get(8)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Discards a change the server refused. The change, and every unsent change on the same
+    /// record that builds on it, is removed from the outbox and from the record on this phone
+    /// (the record is rebuilt without them; a refused creation removes the record). Returns how
+    /// many outbox entries were removed. Pending changes cannot be discarded.
+    pub fn discard(&self, outbox_id: i64) -> Result<u32, SdkError> {
+        let mut conn = self.lock();
+        let tx = store::immediate(&mut conn)?;
+        let row: Option<(String, Vec<u8>, String)> = tx
+            .query_row(
+                "SELECT record_id, hash, state FROM outbox WHERE id = ?1",
+                [outbox_id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        let (record, hash, state) = row.ok_or_else(|| SdkError::NotFound {
+            what: format!("outbox entry {outbox_id}"),
+        })?;
+        if state != "rejected" {
+            return Err(SdkError::Conflict {
+                message: format!(
+                    "outbox entry {outbox_id} is waiting to be sent, not refused: only refused changes can be discarded"
+                ),
+            });
+        }
+        let id = parse_id(&record)?;
+        let mut removed_hashes: Vec<[u8; 32]> = Vec::new();
+        if let Some(mut doc) = store::load_doc(&tx, id)? {
+            let mut dropped = std::collections::HashSet::new();
+            dropped.insert(hash.clone());
+            let mut keep = Vec::new();
+            for c in doc.changes() {
+                let h = c.hash();
+                if dropped.contains(&h.0[..]) || c.deps().iter().any(|d| dropped.contains(&d.0[..]))
+                {
+                    dropped.insert(h.0.to_vec());
+                    removed_hashes.push(h.0);
+                } else {
+                    keep.push(c);
+                }
+            }
+            if keep.is_empty() {
+                tx.execute(
+                    "DELETE FROM documents WHERE record_id = ?1",
+                    [id.to_string()],
+                )?;
+            } else {
+                let mut rebuilt = RecordDoc::empty(id);
+                rebuilt.apply_changes(keep)?;
+                store::save_doc(&tx, &mut rebuilt, now_ms())?;
+            }
+        }
+        let mut removed = tx.execute("DELETE FROM outbox WHERE id = ?1", [outbox_id])? as u32;
+        for h in &removed_hashes {
+            if h[..] != hash[..] {
+                removed += tx.execute(
+                    "DELETE FROM outbox WHERE hash = ?1 AND record_id = ?2",
+                    params![&h[..], record],
+                )? as u32;
+            }
+        }
+        tx.commit()?;
+        Ok(removed)
+    }
+
+    /// Syncs with the server: pushes pending changes (in creation order, at most
+    /// `MAX_CHANGES_PER_PUSH` a round) with the cursor, applies each reply in one transaction,
+    /// and repeats while the server has more or changes are still waiting (at most
+    /// [`MAX_SYNC_ROUNDS`] rounds). Refused changes are kept and reported. Needs the server.
+    pub fn sync(&self) -> Result<SyncReport, SdkError> {
+        let _one_sync_at_a_time = self.sync_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let (base, token, me) = {
+            let conn = self.lock();
+            let base = store::kv_get(&conn, keys::SERVER_URL)?;
+            let token = store::kv_get(&conn, keys::ACCESS_TOKEN)?;
+            let user = user_of(&conn)?;
+            match (base, token, user) {
+                (Some(b), Some(t), Some(u)) => (
+                    b,
+                    t,
+                    Pusher {
+                        user: u.username,
+                        device: self.identity.device_id.clone(),
+                    },
+                ),
+                _ => return Err(SdkError::not_logged_in()),
+            }
+        };
+        let transport = Transport::new(&self.agent, &base);
+        let mut report = SyncReport::default();
+        let mut after = 0i64;
+        loop {
+            let (cursor, batch) = self.with_conn(|c| {
+                Ok((
+                    store::cursor(c)?,
+                    store::pending_batch(c, after, MAX_CHANGES_PER_PUSH)?,
+                ))
+            })?;
+            let request = sync::request(cursor.clone(), &batch);
+            let reply = transport.sync(&token, request.encode())?;
+            report.rounds += 1;
+            report.pushed += batch.len() as u32;
+            if let Some(last) = batch.last() {
+                after = last.id;
+            }
+            let applied =
+                self.with_conn(|c| sync::apply_response(c, &cursor, &reply, &me, now_ms()))?;
+            report.accepted += applied.accepted;
+            report.pulled += applied.pulled;
+            report.skipped += applied.skipped;
+            report.rejected.extend(applied.rejected);
+            let waiting = self.with_conn(|c| store::has_pending_after(c, after))?;
+            report.more_pending = reply.more || waiting;
+            if !report.more_pending || report.rounds >= MAX_SYNC_ROUNDS {
+                break;
+            }
+        }
+        Ok(report)
+    }
+
+    /// The home directory this client was opened on.
+    pub fn home_dir(&self) -> String {
+        self.home.to_string_lossy().into_owned()
+    }
+}
+
+fn pairs(fields: Vec<FieldValue>) -> Vec<(String, String)> {
+    fields.into_iter().map(|f| (f.name, f.value)).collect()
+}
+
+fn not_found(id: RecordId) -> SdkError {
+    SdkError::NotFound {
+        what: format!("record {id}"),
+    }
+}
+
+fn user_info(u: LoginUser) -> UserInfo {
+    UserInfo {
+        username: u.username,
+        display_name: u.display_name,
+        role: u.role,
+        places: u
+            .places
+            .into_iter()
+            .map(|p| PlaceInfo {
+                id: p.id,
+                name: p.name,
+            })
+            .collect(),
+    }
+}
+
+// The object crosses threads in apps and in UniFFI: keep it Send + Sync.
+const _: fn() = || {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<FieldClient>();
+};

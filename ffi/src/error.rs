@@ -1,0 +1,171 @@
+//! The one error type of the device SDK.
+//!
+//! Every variant is something an app can act on (go online, log in, fix a field, …). Messages are
+//! lowercase, short and never carry personal data: field values are not echoed (the core's own
+//! messages only quote codes, dates and field names), SQL errors are reduced to their category and
+//! server error bodies are passed on only as the server's own sanitised `message`.
+
+use linli_sync_core::{IdError, RecordError};
+
+/// What went wrong in a call into the device SDK.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SdkError {
+    /// The server cannot be reached (no network, connection refused, timeout). Everything
+    /// captured stays on the phone; sync again later.
+    #[error("the server cannot be reached ({message}); your changes are kept on this phone")]
+    Offline {
+        /// What failed, e.g. "connection refused".
+        message: String,
+    },
+    /// Not logged in, the login was refused, or the server no longer accepts the token.
+    #[error("not authorised: {message}")]
+    Unauthorized {
+        /// What to do about it.
+        message: String,
+    },
+    /// Logged in, but the role or the place grants do not allow this.
+    #[error("forbidden: {message}")]
+    Forbidden {
+        /// Why.
+        message: String,
+    },
+    /// An argument is wrong: unknown kind or field, a value that fails its rule, a bad id.
+    #[error("{field}: {message}")]
+    InvalidInput {
+        /// The argument or record field at fault.
+        field: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// No such record or outbox entry on this phone.
+    #[error("not found: {what}")]
+    NotFound {
+        /// What was looked for (an id, never personal data).
+        what: String,
+    },
+    /// The call does not fit the current state (e.g. discarding a change that is not rejected,
+    /// logging in as someone else while their changes are unsent).
+    #[error("{message}")]
+    Conflict {
+        /// Why.
+        message: String,
+    },
+    /// The on-device store failed (disk full, corrupt file, …).
+    #[error("the on-device store failed: {message}")]
+    Storage {
+        /// The failure's category, without data.
+        message: String,
+    },
+    /// The server answered with an error.
+    #[error("the server answered {status}: {message}")]
+    Server {
+        /// HTTP status (0 when the reply could not be read at all).
+        status: u16,
+        /// The server's message.
+        message: String,
+    },
+}
+
+impl SdkError {
+    /// A stable snake_case code for scripts and logs: `offline`, `unauthorized`, `forbidden`,
+    /// `invalid_input`, `not_found`, `conflict`, `storage`, `server`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Offline { .. } => "offline",
+            Self::Unauthorized { .. } => "unauthorized",
+            Self::Forbidden { .. } => "forbidden",
+            Self::InvalidInput { .. } => "invalid_input",
+            Self::NotFound { .. } => "not_found",
+            Self::Conflict { .. } => "conflict",
+            Self::Storage { .. } => "storage",
+            Self::Server { .. } => "server",
+        }
+    }
+
+    pub(crate) fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::InvalidInput {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn not_logged_in() -> Self {
+        Self::Unauthorized {
+            message: "not logged in on this phone: log in first".into(),
+        }
+    }
+
+    pub(crate) fn storage(message: impl Into<String>) -> Self {
+        Self::Storage {
+            message: message.into(),
+        }
+    }
+}
+
+impl From<rusqlite::Error> for SdkError {
+    fn from(e: rusqlite::Error) -> Self {
+        // Only the SQLite result code's description: never SQL text or bound values.
+        let message = match &e {
+            rusqlite::Error::SqliteFailure(err, _) => match err.code {
+                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked => {
+                    "the database is busy (another process holds it)".to_string()
+                }
+                rusqlite::ErrorCode::DiskFull => "the disk is full".to_string(),
+                rusqlite::ErrorCode::ReadOnly => "the database is read-only".to_string(),
+                rusqlite::ErrorCode::CannotOpen => "the database file cannot be opened".to_string(),
+                rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt => {
+                    "the database file is damaged".to_string()
+                }
+                rusqlite::ErrorCode::SystemIoFailure => "a disk read or write failed".to_string(),
+                other => format!("sqlite error ({other:?})").to_lowercase(),
+            },
+            _ => "unexpected data in the database".to_string(),
+        };
+        Self::Storage { message }
+    }
+}
+
+impl From<RecordError> for SdkError {
+    fn from(e: RecordError) -> Self {
+        match e {
+            RecordError::UnknownKind(_) => Self::invalid("kind", e.to_string()),
+            RecordError::UnknownField { ref field, .. } => Self::invalid(
+                field.clone(),
+                format!("no such field for this kind of record ({e})"),
+            ),
+            RecordError::InvalidField { field, reason } => Self::invalid(field, reason),
+            RecordError::ReadOnlyField { field, reason } => {
+                Self::invalid(field, format!("cannot be changed: {reason}"))
+            }
+            RecordError::NotARecord(_) => Self::Conflict {
+                message: "the record is incomplete on this phone: sync to receive the rest".into(),
+            },
+            RecordError::Automerge(_) => Self::storage("a stored document could not be read"),
+        }
+    }
+}
+
+impl From<IdError> for SdkError {
+    fn from(e: IdError) -> Self {
+        let field = match e {
+            IdError::Record(_) => "id",
+            IdError::Place(_) => "place",
+            IdError::Device(_) => "device_id",
+        };
+        Self::invalid(field, e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_do_not_echo_personal_values() {
+        let e: SdkError = linli_sync_core::schema::check_phone("resident_phone", "call 555 secret")
+            .unwrap_err()
+            .into();
+        assert_eq!(e.code(), "invalid_input");
+        assert!(!e.to_string().contains("secret"), "{e}");
+    }
+}

@@ -1,0 +1,429 @@
+//! The phone's durable store: one SQLite file, `<home>/linli-phone.db`.
+//!
+//! - `documents`: each record's saved Automerge document, plus the columns a list needs (kind,
+//!   place, status, title), so listing never loads documents.
+//! - `outbox`: own changes not yet accepted by the server, in creation order; refused ones stay
+//!   (state `rejected`, with the server's reason) until the user discards them.
+//! - `change_meta`: who pushed each change and when the server received it, as the server
+//!   confirmed it (from accepts and pulls).
+//! - `kv`: cursor, server URL, token, user, device id and actor id.
+//!
+//! WAL journal, `synchronous=FULL`, a busy timeout, and every write in one `BEGIN IMMEDIATE`
+//! transaction: an edit (load, change, save, outbox row) commits as a whole or not at all, and
+//! several connections on the same file (threads, processes) serialise their writes instead of
+//! corrupting or deadlocking.
+
+use std::path::Path;
+use std::time::Duration;
+
+use automerge::{ActorId, Change};
+use linli_sync_core::protocol::Cursor;
+use linli_sync_core::{RecordDoc, RecordId, RecordKind};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+
+use crate::error::SdkError;
+
+/// The database file name inside the SDK's home directory.
+pub const DB_FILE: &str = "linli-phone.db";
+
+/// How long a write waits for another connection's transaction before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA_V1: &str = "
+CREATE TABLE IF NOT EXISTS documents (
+    record_id  TEXT PRIMARY KEY,
+    kind       TEXT NOT NULL,
+    place      TEXT NOT NULL,
+    bytes      BLOB NOT NULL,
+    updated_at INTEGER NOT NULL,
+    status     TEXT,
+    title      TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS documents_updated ON documents (updated_at);
+CREATE TABLE IF NOT EXISTS outbox (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    record_id      TEXT NOT NULL,
+    kind           TEXT NOT NULL,
+    hash           BLOB NOT NULL UNIQUE,
+    change         BLOB NOT NULL,
+    created_at     INTEGER NOT NULL,
+    state          TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'rejected')),
+    reject_code    TEXT,
+    reject_message TEXT
+);
+CREATE INDEX IF NOT EXISTS outbox_record ON outbox (record_id);
+CREATE INDEX IF NOT EXISTS outbox_state ON outbox (state, id);
+CREATE TABLE IF NOT EXISTS change_meta (
+    hash        BLOB PRIMARY KEY,
+    user        TEXT NOT NULL,
+    device      TEXT NOT NULL,
+    received_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS kv (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+";
+
+/// Keys of the `kv` table.
+pub(crate) mod keys {
+    pub const DEVICE_ID: &str = "device_id";
+    pub const ACTOR_ID: &str = "actor_id";
+    pub const SERVER_URL: &str = "server_url";
+    pub const ACCESS_TOKEN: &str = "access_token";
+    pub const TOKEN_EXPIRES_AT: &str = "token_expires_at";
+    pub const USER: &str = "user";
+    pub const CURSOR: &str = "cursor";
+    pub const LAST_SYNC_AT: &str = "last_sync_at";
+}
+
+/// This install's identity, generated once and then read back.
+#[derive(Debug, Clone)]
+pub(crate) struct Identity {
+    pub device_id: String,
+    pub actor: ActorId,
+}
+
+/// An outbox row ready to push.
+#[derive(Debug, Clone)]
+pub(crate) struct OutboxRow {
+    pub id: i64,
+    pub record: RecordId,
+    pub kind: RecordKind,
+    pub change: Vec<u8>,
+}
+
+/// Opens (creating if needed) the store in `home` and returns its identity.
+pub(crate) fn open(home: &Path) -> Result<(Connection, Identity), SdkError> {
+    std::fs::create_dir_all(home)
+        .map_err(|_| SdkError::storage("the home directory cannot be created"))?;
+    let mut conn = Connection::open(home.join(DB_FILE))?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(SdkError::storage(
+            "the database cannot use write-ahead logging",
+        ));
+    }
+    conn.pragma_update(None, "synchronous", "FULL")?;
+
+    let tx = immediate(&mut conn)?;
+    let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Err(SdkError::storage(
+            "the database was written by a newer version of the app",
+        ));
+    }
+    if version < 1 {
+        tx.execute_batch(SCHEMA_V1)?;
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    }
+    // Generated once per install; INSERT OR IGNORE so two first opens agree.
+    tx.execute(
+        "INSERT OR IGNORE INTO kv (key, value) VALUES (?1, ?2)",
+        params![
+            keys::DEVICE_ID,
+            uuid::Uuid::new_v4().hyphenated().to_string()
+        ],
+    )?;
+    tx.execute(
+        "INSERT OR IGNORE INTO kv (key, value) VALUES (?1, ?2)",
+        params![keys::ACTOR_ID, ActorId::random().to_hex_string()],
+    )?;
+    let device_id = kv_get(&tx, keys::DEVICE_ID)?.unwrap_or_default();
+    let actor_hex = kv_get(&tx, keys::ACTOR_ID)?.unwrap_or_default();
+    tx.commit()?;
+    let actor = ActorId::try_from(actor_hex.as_str())
+        .map_err(|_| SdkError::storage("the stored actor id is damaged"))?;
+    Ok((conn, Identity { device_id, actor }))
+}
+
+/// Starts a `BEGIN IMMEDIATE` transaction: the write lock is taken up front, so two writers
+/// queue on the busy timeout instead of failing halfway.
+pub(crate) fn immediate(conn: &mut Connection) -> Result<Transaction<'_>, SdkError> {
+    Ok(conn.transaction_with_behavior(TransactionBehavior::Immediate)?)
+}
+
+/// Reads a `kv` value.
+pub(crate) fn kv_get(conn: &Connection, key: &str) -> Result<Option<String>, SdkError> {
+    Ok(conn
+        .query_row("SELECT value FROM kv WHERE key = ?1", [key], |r| r.get(0))
+        .optional()?)
+}
+
+/// Writes a `kv` value.
+pub(crate) fn kv_set(conn: &Connection, key: &str, value: &str) -> Result<(), SdkError> {
+    conn.execute(
+        "INSERT INTO kv (key, value) VALUES (?1, ?2)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        params![key, value],
+    )?;
+    Ok(())
+}
+
+/// Deletes a `kv` value.
+pub(crate) fn kv_delete(conn: &Connection, key: &str) -> Result<(), SdkError> {
+    conn.execute("DELETE FROM kv WHERE key = ?1", [key])?;
+    Ok(())
+}
+
+/// The stored cursor (the start when none).
+pub(crate) fn cursor(conn: &Connection) -> Result<Cursor, SdkError> {
+    match kv_get(conn, keys::CURSOR)? {
+        None => Ok(Cursor::start()),
+        Some(hex) => from_hex(&hex)
+            .map(Cursor)
+            .ok_or_else(|| SdkError::storage("the stored sync cursor is damaged")),
+    }
+}
+
+/// Stores the cursor.
+pub(crate) fn set_cursor(conn: &Connection, cursor: &Cursor) -> Result<(), SdkError> {
+    kv_set(conn, keys::CURSOR, &to_hex(&cursor.0))
+}
+
+/// Loads a record's document, `None` if this phone does not hold it.
+pub(crate) fn load_doc(conn: &Connection, id: RecordId) -> Result<Option<RecordDoc>, SdkError> {
+    let bytes: Option<Vec<u8>> = conn
+        .query_row(
+            "SELECT bytes FROM documents WHERE record_id = ?1",
+            [id.to_string()],
+            |r| r.get(0),
+        )
+        .optional()?;
+    bytes
+        .map(|b| {
+            RecordDoc::load(id, &b).map_err(|_| SdkError::storage("a stored document is damaged"))
+        })
+        .transpose()
+}
+
+/// Saves a document with its list columns.
+pub(crate) fn save_doc(conn: &Connection, doc: &mut RecordDoc, now: i64) -> Result<(), SdkError> {
+    let (kind, place, status, title) = match doc.record() {
+        Ok(r) => (
+            r.kind().as_str().to_string(),
+            r.place().to_string(),
+            r.status().map(String::from),
+            r.title(),
+        ),
+        // Part of a record pulled before its creation change: keep it, show it as incomplete.
+        Err(_) => (
+            doc.kind()
+                .map(|k| k.as_str().to_string())
+                .unwrap_or_default(),
+            String::new(),
+            None,
+            String::new(),
+        ),
+    };
+    let bytes = doc.save();
+    conn.execute(
+        "INSERT INTO documents (record_id, kind, place, bytes, updated_at, status, title)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT (record_id) DO UPDATE SET kind = excluded.kind, place = excluded.place,
+             bytes = excluded.bytes, updated_at = excluded.updated_at,
+             status = excluded.status, title = excluded.title",
+        params![doc.id().to_string(), kind, place, bytes, now, status, title],
+    )?;
+    Ok(())
+}
+
+/// Adds an own change to the outbox.
+pub(crate) fn push_outbox(
+    conn: &Connection,
+    record: RecordId,
+    kind: RecordKind,
+    change: &Change,
+    now: i64,
+) -> Result<i64, SdkError> {
+    conn.execute(
+        "INSERT INTO outbox (record_id, kind, hash, change, created_at, state)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'pending')",
+        params![
+            record.to_string(),
+            kind.as_str(),
+            &change.hash().0[..],
+            change.raw_bytes(),
+            now
+        ],
+    )?;
+    Ok(conn.last_insert_rowid())
+}
+
+/// The next pending changes to push: creation order, after outbox id `after`, at most `limit`.
+pub(crate) fn pending_batch(
+    conn: &Connection,
+    after: i64,
+    limit: usize,
+) -> Result<Vec<OutboxRow>, SdkError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, record_id, kind, change FROM outbox
+         WHERE state = 'pending' AND id > ?1 ORDER BY id LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![after, limit as i64], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, Vec<u8>>(3)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (id, record, kind, change) = row?;
+        let record = record
+            .parse()
+            .map_err(|_| SdkError::storage("an outbox entry is damaged"))?;
+        let kind = kind
+            .parse()
+            .map_err(|_| SdkError::storage("an outbox entry is damaged"))?;
+        out.push(OutboxRow {
+            id,
+            record,
+            kind,
+            change,
+        });
+    }
+    Ok(out)
+}
+
+/// Whether pending changes exist after outbox id `after`.
+pub(crate) fn has_pending_after(conn: &Connection, after: i64) -> Result<bool, SdkError> {
+    Ok(conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM outbox WHERE state = 'pending' AND id > ?1)",
+        [after],
+        |r| r.get(0),
+    )?)
+}
+
+/// Counts outbox rows in a state.
+pub(crate) fn count_outbox(conn: &Connection, state: &str) -> Result<u32, SdkError> {
+    Ok(conn.query_row(
+        "SELECT COUNT(*) FROM outbox WHERE state = ?1",
+        [state],
+        |r| r.get(0),
+    )?)
+}
+
+/// Who is attributed a change, as far as this phone knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Attribution {
+    /// Confirmed by the server.
+    Confirmed {
+        user: String,
+        device: String,
+        received_at: i64,
+    },
+    /// Own change, still in the outbox.
+    Own { rejected: bool },
+    /// Not known (e.g. received inside a snapshot).
+    Unknown,
+}
+
+/// Looks up who made a change (by its 32-byte hash).
+pub(crate) fn attribution(conn: &Connection, hash: &[u8]) -> Result<Attribution, SdkError> {
+    let meta = conn
+        .prepare_cached("SELECT user, device, received_at FROM change_meta WHERE hash = ?1")?
+        .query_row([hash], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?;
+    if let Some((user, device, received_at)) = meta {
+        return Ok(Attribution::Confirmed {
+            user,
+            device,
+            received_at,
+        });
+    }
+    let state: Option<String> = conn
+        .prepare_cached("SELECT state FROM outbox WHERE hash = ?1")?
+        .query_row([hash], |r| r.get(0))
+        .optional()?;
+    Ok(match state {
+        Some(s) => Attribution::Own {
+            rejected: s == "rejected",
+        },
+        None => Attribution::Unknown,
+    })
+}
+
+/// Records who pushed a change and when the server received it.
+pub(crate) fn put_change_meta(
+    conn: &Connection,
+    hash: &[u8],
+    user: &str,
+    device: &str,
+    received_at: i64,
+) -> Result<(), SdkError> {
+    conn.prepare_cached(
+        "INSERT INTO change_meta (hash, user, device, received_at) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (hash) DO UPDATE SET user = excluded.user, device = excluded.device,
+             received_at = excluded.received_at",
+    )?
+    .execute(params![hash, user, device, received_at])?;
+    Ok(())
+}
+
+/// Lower-case hex.
+pub(crate) fn to_hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+/// Parses hex, `None` if it is not.
+pub(crate) fn from_hex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_round_trips() {
+        assert_eq!(to_hex(&[0, 15, 255]), "000fff");
+        assert_eq!(from_hex("000fff").unwrap(), vec![0, 15, 255]);
+        assert!(from_hex("0g").is_none());
+        assert!(from_hex("abc").is_none());
+    }
+
+    #[test]
+    fn opening_twice_keeps_the_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_c1, a) = open(dir.path()).unwrap();
+        let (_c2, b) = open(dir.path()).unwrap();
+        assert_eq!(a.device_id, b.device_id);
+        assert_eq!(a.actor, b.actor);
+        let mode: String = _c2
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn first_opens_racing_on_a_fresh_directory_agree() {
+        let dir = tempfile::tempdir().unwrap();
+        let ids: Vec<String> = (0..4)
+            .map(|_| {
+                let path = dir.path().to_path_buf();
+                std::thread::spawn(move || open(&path).unwrap().1.device_id)
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .collect();
+        assert!(ids.iter().all(|id| id == &ids[0]), "{ids:?}");
+    }
+}

@@ -1,0 +1,373 @@
+//! The phone side of one sync round: build the request from the outbox, and apply the server's
+//! reply in one transaction. [`apply_response`] takes an already decoded [`SyncResponse`], so the
+//! outbox state machine is tested without a server.
+//!
+//! Outbox states: `pending` → (accepted) deleted, its who/when kept in `change_meta`;
+//! `pending` → (refused, not retryable) `rejected` with code and message, kept and shown, never
+//! resent; `pending` → (refused, retryable: `server_error`, `missing_dependencies`) stays
+//! `pending` with the last reason noted; `rejected` → (discarded by the user) deleted.
+
+use std::collections::BTreeMap;
+
+use linli_sync_core::protocol::{Cursor, MAX_PAGE, PushChange, SyncRequest, SyncResponse};
+use linli_sync_core::{RecordDoc, RecordId};
+use rusqlite::{Connection, params};
+
+use crate::error::SdkError;
+use crate::store::{self, OutboxRow, keys};
+use crate::types::RejectedChange;
+
+/// Who pushes: the signed-in user and this device, recorded against accepted changes.
+#[derive(Debug, Clone)]
+pub(crate) struct Pusher {
+    pub user: String,
+    pub device: String,
+}
+
+/// What applying one reply did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Applied {
+    pub accepted: u32,
+    pub pulled: u32,
+    pub skipped: u32,
+    pub rejected: Vec<RejectedChange>,
+}
+
+/// The request for a batch of outbox rows.
+pub(crate) fn request(cursor: Cursor, batch: &[OutboxRow]) -> SyncRequest {
+    SyncRequest {
+        cursor,
+        changes: batch
+            .iter()
+            .map(|row| PushChange {
+                record: *row.record.as_bytes(),
+                kind: row.kind,
+                change: row.change.clone(),
+            })
+            .collect(),
+        max_pull: MAX_PAGE,
+    }
+}
+
+/// Applies a sync reply in ONE transaction: accepted changes leave the outbox (their who/when is
+/// kept), refused ones are marked, pulled changes are merged into their documents, and the new
+/// cursor is stored — but only if the stored cursor is still the one `sent` (another sync on the
+/// same store may have moved it further; pulled changes are idempotent either way).
+pub(crate) fn apply_response(
+    conn: &mut Connection,
+    sent: &Cursor,
+    resp: &SyncResponse,
+    me: &Pusher,
+    now: i64,
+) -> Result<Applied, SdkError> {
+    let tx = store::immediate(conn)?;
+    let mut out = Applied::default();
+
+    for a in &resp.accepted {
+        tx.prepare_cached("DELETE FROM outbox WHERE hash = ?1")?
+            .execute([&a.hash[..]])?;
+        store::put_change_meta(&tx, &a.hash, &me.user, &me.device, a.received_at)?;
+        out.accepted += 1;
+    }
+
+    for r in &resp.rejected {
+        let retryable = r.code.is_retryable();
+        let sql = if retryable {
+            "UPDATE outbox SET reject_code = ?2, reject_message = ?3
+             WHERE hash = ?1 AND state = 'pending'"
+        } else {
+            "UPDATE outbox SET state = 'rejected', reject_code = ?2, reject_message = ?3
+             WHERE hash = ?1"
+        };
+        tx.prepare_cached(sql)?
+            .execute(params![&r.hash[..], r.code.as_str(), r.message])?;
+        out.rejected.push(RejectedChange {
+            record: RecordId::from_bytes(r.record).to_string(),
+            hash: store::to_hex(&r.hash),
+            code: r.code.as_str().to_string(),
+            message: r.message.clone(),
+            retryable,
+        });
+    }
+
+    let mut docs: BTreeMap<RecordId, RecordDoc> = BTreeMap::new();
+    for p in &resp.changes {
+        let id = RecordId::from_bytes(p.record);
+        let doc = match docs.entry(id) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                e.insert(store::load_doc(&tx, id)?.unwrap_or_else(|| RecordDoc::empty(id)))
+            }
+        };
+        match doc.apply_change(&p.change) {
+            Ok(hash) => {
+                store::put_change_meta(&tx, &hash.0, &p.user, &p.device, p.received_at)?;
+                out.pulled += 1;
+            }
+            // The server validated it, so this is damage on the way: skip it rather than block
+            // every later sync on it.
+            Err(_) => out.skipped += 1,
+        }
+    }
+    for doc in docs.values_mut() {
+        store::save_doc(&tx, doc, now)?;
+    }
+
+    if store::cursor(&tx)? == *sent {
+        store::set_cursor(&tx, &resp.cursor)?;
+    }
+    store::kv_set(&tx, keys::LAST_SYNC_AT, &now.to_string())?;
+    tx.commit()?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use automerge::ActorId;
+    use linli_sync_core::protocol::{Accepted, PulledChange, RejectCode, Rejected};
+    use linli_sync_core::{EditContext, RecordKind};
+
+    use super::*;
+    use crate::{FieldClient, FieldValue};
+
+    fn me() -> Pusher {
+        Pusher {
+            user: "steward1".into(),
+            device: "dev-1".into(),
+        }
+    }
+
+    fn hash_of(bytes: &[u8]) -> [u8; 32] {
+        automerge::Change::from_bytes(bytes.to_vec())
+            .unwrap()
+            .hash()
+            .0
+    }
+
+    fn three_edits(client: &FieldClient) -> (String, Vec<OutboxRow>) {
+        let id = client
+            .create(
+                "bus".into(),
+                "hz/baiyang/haitian".into(),
+                vec![FieldValue::new("run_number", "1801")],
+            )
+            .unwrap();
+        client.tally(id.clone(), "leaflets".into(), 10).unwrap();
+        client.note(id.clone(), "到站".into()).unwrap();
+        let rows = client
+            .with_conn(|c| store::pending_batch(c, 0, 100))
+            .unwrap();
+        assert_eq!(rows.len(), 3);
+        (id, rows)
+    }
+
+    #[test]
+    fn accepted_changes_leave_the_outbox_and_keep_who_and_when() {
+        let dir = tempfile::tempdir().unwrap();
+        let client = FieldClient::open(dir.path().to_string_lossy().into()).unwrap();
+        let (id, rows) = three_edits(&client);
+        let resp = SyncResponse {
+            accepted: rows
+                .iter()
+                .map(|r| Accepted {
+                    hash: hash_of(&r.change),
+                    received_at: 1_000 + r.id,
+                })
+                .collect(),
+            cursor: Cursor::from_seq(3),
+            ..Default::default()
+        };
+        let applied = client
+            .with_conn(|c| apply_response(c, &Cursor::start(), &resp, &me(), 5))
+            .unwrap();
+        assert_eq!(applied.accepted, 3);
+        assert!(client.outbox().unwrap().is_empty());
+        assert_eq!(
+            client.with_conn(|c| store::cursor(c)).unwrap(),
+            Cursor::from_seq(3)
+        );
+        let view = client.get(id).unwrap();
+        assert_eq!(view.pending_changes, 0);
+        assert!(view.history.iter().all(|h| h.user == "steward1"
+            && h.device == "dev-1"
+            && h.state == "synced"
+            && h.received_at.is_some()));
+    }
+
+    #[test]
+    fn refused_changes_are_kept_until_discarded_and_retryable_ones_stay_pending() {
+        let dir = tempfile::tempdir().unwrap();
+        let client = FieldClient::open(dir.path().to_string_lossy().into()).unwrap();
+        let (id, rows) = three_edits(&client);
+        let record = *rows[0].record.as_bytes();
+        let resp = SyncResponse {
+            accepted: vec![Accepted {
+                hash: hash_of(&rows[0].change),
+                received_at: 7,
+            }],
+            rejected: vec![
+                Rejected {
+                    hash: hash_of(&rows[1].change),
+                    record,
+                    code: RejectCode::Forbidden,
+                    message: "a steward cannot tally leaflets".into(),
+                },
+                Rejected {
+                    hash: hash_of(&rows[2].change),
+                    record,
+                    code: RejectCode::MissingDependencies,
+                    message: "depends on a change the server does not have".into(),
+                },
+            ],
+            cursor: Cursor::from_seq(1),
+            ..Default::default()
+        };
+        let applied = client
+            .with_conn(|c| apply_response(c, &Cursor::start(), &resp, &me(), 5))
+            .unwrap();
+        assert_eq!(applied.accepted, 1);
+        assert_eq!(applied.rejected.len(), 2);
+        assert!(!applied.rejected[0].retryable);
+        assert!(applied.rejected[1].retryable);
+
+        let outbox = client.outbox().unwrap();
+        assert_eq!(outbox.len(), 2);
+        assert_eq!(outbox[0].state, "rejected");
+        assert_eq!(outbox[0].reject_code.as_deref(), Some("forbidden"));
+        assert_eq!(outbox[1].state, "pending");
+        assert_eq!(
+            outbox[1].reject_code.as_deref(),
+            Some("missing_dependencies")
+        );
+        // Only the pending one is sent again.
+        let again = client
+            .with_conn(|c| store::pending_batch(c, 0, 100))
+            .unwrap();
+        assert_eq!(again.iter().map(|r| r.id).collect::<Vec<_>>(), [rows[2].id]);
+
+        // Pending changes cannot be discarded; the rejected one can, and takes the note that
+        // builds on it along (it could never be accepted without it).
+        let err = client.discard(outbox[1].id).unwrap_err();
+        assert_eq!(err.code(), "conflict");
+        assert_eq!(client.discard(outbox[0].id).unwrap(), 2);
+        assert!(client.outbox().unwrap().is_empty());
+        let view = client.get(id.clone()).unwrap();
+        let value: serde_json::Value = serde_json::from_str(&view.value_json).unwrap();
+        assert_eq!(value["leaflets"], 0);
+        assert_eq!(value["notes"].as_array().unwrap().len(), 0);
+        assert_eq!(view.history.len(), 1);
+
+        // The phone goes on editing, and the new change is a clean successor.
+        client.tally(id, "leaflets".into(), 5).unwrap();
+        assert_eq!(client.outbox().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn pulled_changes_create_and_merge_documents_with_their_authors() {
+        let dir = tempfile::tempdir().unwrap();
+        let client = FieldClient::open(dir.path().to_string_lossy().into()).unwrap();
+        // Another phone creates a bus session and tallies leaflets.
+        let other = EditContext {
+            actor: ActorId::random(),
+            user: "bus2".into(),
+            now_ms: 1_700_000_000_000,
+        };
+        let place = "hz/baiyang/haitian".parse().unwrap();
+        let id = RecordId::new();
+        let (mut doc, c0) = RecordDoc::create(
+            id,
+            RecordKind::Bus,
+            &place,
+            &other,
+            &[("run_number".into(), "1801".into())],
+        )
+        .unwrap();
+        let c1 = doc.tally(&other, "leaflets", 300).unwrap();
+        let pulled = |c: &automerge::Change, at: i64| PulledChange {
+            record: *id.as_bytes(),
+            change: c.raw_bytes().to_vec(),
+            received_at: at,
+            user: "bus2".into(),
+            device: "dev-2".into(),
+        };
+        let resp = SyncResponse {
+            changes: vec![
+                pulled(&c0, 10),
+                pulled(&c1, 11),
+                PulledChange {
+                    change: vec![1, 2, 3],
+                    ..pulled(&c1, 12)
+                },
+            ],
+            cursor: Cursor::from_seq(3),
+            more: true,
+            ..Default::default()
+        };
+        let applied = client
+            .with_conn(|c| apply_response(c, &Cursor::start(), &resp, &me(), 5))
+            .unwrap();
+        assert_eq!((applied.pulled, applied.skipped), (2, 1));
+
+        // This phone adds its own leaflets; the tallies add up.
+        client.tally(id.to_string(), "leaflets".into(), 30).unwrap();
+        let list = client.list().unwrap();
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0].kind, "bus");
+        assert_eq!(list[0].pending_changes, 1);
+        let view = client.get(id.to_string()).unwrap();
+        let value: serde_json::Value = serde_json::from_str(&view.value_json).unwrap();
+        assert_eq!(value["leaflets"], 330);
+        assert_eq!(view.history[0].user, "bus2");
+        assert_eq!(view.history[0].received_at, Some(10));
+        assert_eq!(view.history[2].user, "me (unsynced)");
+
+        // Both phones set the same field while apart: both values are shown, with who set each.
+        let c2 = doc
+            .set_fields(&other, &[("leader".into(), "王车长".into())])
+            .unwrap();
+        client
+            .set(id.to_string(), vec![FieldValue::new("leader", "李车长")])
+            .unwrap();
+        let resp2 = SyncResponse {
+            changes: vec![pulled(&c2, 20)],
+            cursor: Cursor::from_seq(4),
+            ..Default::default()
+        };
+        client
+            .with_conn(|c| apply_response(c, &Cursor::from_seq(3), &resp2, &me(), 7))
+            .unwrap();
+        let view = client.get(id.to_string()).unwrap();
+        assert_eq!(view.conflicts.len(), 1, "{:?}", view.conflicts);
+        let leader = &view.conflicts[0];
+        assert_eq!(
+            (leader.field.as_str(), leader.label.as_str()),
+            ("leader", "车长")
+        );
+        let mut who: Vec<(String, String)> = leader
+            .values
+            .iter()
+            .map(|v| (v.value_json.clone(), v.user.clone()))
+            .collect();
+        who.sort();
+        assert_eq!(
+            who,
+            [
+                ("\"李车长\"".to_string(), crate::ME_UNSYNCED.to_string()),
+                ("\"王车长\"".to_string(), "bus2".to_string()),
+            ]
+        );
+
+        // A reply based on an outdated cursor does not move the cursor back.
+        let stale = SyncResponse {
+            cursor: Cursor::from_seq(1),
+            ..Default::default()
+        };
+        client
+            .with_conn(|c| apply_response(c, &Cursor::start(), &stale, &me(), 6))
+            .unwrap();
+        assert_eq!(
+            client.with_conn(|c| store::cursor(c)).unwrap(),
+            Cursor::from_seq(4)
+        );
+    }
+}

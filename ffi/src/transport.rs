@@ -1,0 +1,280 @@
+//! Blocking HTTP to the Linli server (ureq): login and the one-round-trip sync.
+//!
+//! Network failures become [`SdkError::Offline`]; 401 becomes [`SdkError::Unauthorized`], 403
+//! [`SdkError::Forbidden`]; other error replies carry the server's JSON `message`.
+
+use std::time::Duration;
+
+use linli_sync_core::protocol::{CONTENT_TYPE, MAX_BODY_BYTES, SyncResponse};
+use serde::{Deserialize, Serialize};
+use ureq::Body;
+use ureq::http::Response;
+
+use crate::error::SdkError;
+
+/// Connection set-up limit: past it the server counts as unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Whole-exchange limit (a large first sync on a slow link still fits).
+const CALL_TIMEOUT: Duration = Duration::from_secs(120);
+/// Largest JSON reply read.
+const MAX_JSON_BYTES: u64 = 1024 * 1024;
+
+/// `POST /v1/auth/login` body.
+#[derive(Debug, Serialize)]
+struct LoginRequest<'a> {
+    username: &'a str,
+    password: &'a str,
+    device_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    device_name: Option<&'a str>,
+}
+
+/// A place in the login reply.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct LoginPlace {
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+}
+
+/// The user in the login reply (also what `kv.user` stores).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct LoginUser {
+    pub username: String,
+    #[serde(default)]
+    pub display_name: String,
+    #[serde(default)]
+    pub role: String,
+    #[serde(default)]
+    pub places: Vec<LoginPlace>,
+}
+
+/// `POST /v1/auth/login` reply.
+#[derive(Debug, Deserialize)]
+pub(crate) struct LoginResponse {
+    pub access_token: String,
+    #[serde(default)]
+    pub expires_at: serde_json::Value,
+    pub user: LoginUser,
+}
+
+/// The JSON error body of 4xx/5xx replies.
+#[derive(Debug, Deserialize)]
+struct ErrorBody {
+    #[serde(default)]
+    error: String,
+    #[serde(default)]
+    message: String,
+}
+
+/// An HTTP client bound to one server.
+pub(crate) struct Transport<'a> {
+    agent: &'a ureq::Agent,
+    base: String,
+}
+
+/// The agent the SDK uses: no status-as-error (bodies are read), bounded timeouts.
+pub(crate) fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_connect(Some(CONNECT_TIMEOUT))
+        .timeout_global(Some(CALL_TIMEOUT))
+        .user_agent(concat!("linli-ffi/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .new_agent()
+}
+
+/// Checks and normalises a server URL (`http://host:port`, no trailing slash).
+pub(crate) fn normalize_url(url: &str) -> Result<String, SdkError> {
+    let url = url.trim().trim_end_matches('/');
+    let rest = if let Some(rest) = url.strip_prefix("http://") {
+        rest
+    } else if url.starts_with("https://") {
+        return Err(SdkError::invalid(
+            "server_url",
+            "this build has no TLS support yet; use an http:// URL (or a TLS-terminating proxy on the device network)",
+        ));
+    } else {
+        return Err(SdkError::invalid(
+            "server_url",
+            "expected a URL such as http://192.168.1.10:8080",
+        ));
+    };
+    if rest.is_empty() || rest.contains(char::is_whitespace) {
+        return Err(SdkError::invalid("server_url", "the URL has no host"));
+    }
+    Ok(url.to_string())
+}
+
+impl<'a> Transport<'a> {
+    /// A transport for `base` (already normalised).
+    pub fn new(agent: &'a ureq::Agent, base: &str) -> Self {
+        Self {
+            agent,
+            base: base.to_string(),
+        }
+    }
+
+    /// Logs in; a 401 is a wrong name or password.
+    pub fn login(
+        &self,
+        username: &str,
+        password: &str,
+        device_id: &str,
+    ) -> Result<LoginResponse, SdkError> {
+        let body = LoginRequest {
+            username,
+            password,
+            device_id,
+            device_name: None,
+        };
+        let mut resp = self
+            .agent
+            .post(format!("{}/v1/auth/login", self.base))
+            .send_json(&body)
+            .map_err(network_error)?;
+        let status = resp.status().as_u16();
+        if status == 401 {
+            return Err(SdkError::Unauthorized {
+                message: "the user name or password was not accepted".into(),
+            });
+        }
+        if status != 200 {
+            return Err(error_reply(status, &mut resp));
+        }
+        resp.body_mut()
+            .with_config()
+            .limit(MAX_JSON_BYTES)
+            .read_json::<LoginResponse>()
+            .map_err(|e| match e {
+                ureq::Error::Json(_) => SdkError::Server {
+                    status,
+                    message: "the login reply is not what this app expects".into(),
+                },
+                other => network_error(other),
+            })
+    }
+
+    /// One sync round trip. A 422 (every pushed change refused) carries a normal sync reply.
+    pub fn sync(&self, token: &str, body: Vec<u8>) -> Result<SyncResponse, SdkError> {
+        let mut resp = self
+            .agent
+            .post(format!("{}/v1/sync", self.base))
+            .header("authorization", format!("Bearer {token}"))
+            .header("accept", CONTENT_TYPE)
+            .content_type(CONTENT_TYPE)
+            .send(&body[..])
+            .map_err(network_error)?;
+        let status = resp.status().as_u16();
+        let binary = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with(CONTENT_TYPE));
+        match status {
+            200 | 422 if binary => {
+                let bytes = resp
+                    .body_mut()
+                    .with_config()
+                    .limit(MAX_BODY_BYTES as u64 + 1024)
+                    .read_to_vec()
+                    .map_err(network_error)?;
+                SyncResponse::decode(&bytes).map_err(|e| SdkError::Server {
+                    status,
+                    message: format!("the sync reply could not be read: {e}"),
+                })
+            }
+            401 => Err(SdkError::Unauthorized {
+                message: "the server no longer accepts this login: log in again".into(),
+            }),
+            _ => Err(error_reply(status, &mut resp)),
+        }
+    }
+}
+
+/// Maps an error reply: 403 to Forbidden, the rest to Server with the server's message.
+fn error_reply(status: u16, resp: &mut Response<Body>) -> SdkError {
+    let body = resp
+        .body_mut()
+        .with_config()
+        .limit(MAX_JSON_BYTES)
+        .read_json::<ErrorBody>()
+        .ok();
+    let message = match body {
+        Some(b) if !b.message.is_empty() => b.message,
+        Some(b) if !b.error.is_empty() => b.error,
+        _ => format!("unexpected reply (HTTP {status})"),
+    };
+    match status {
+        401 => SdkError::Unauthorized { message },
+        403 => SdkError::Forbidden { message },
+        _ => SdkError::Server { status, message },
+    }
+}
+
+/// Maps a ureq failure that is not an HTTP status.
+fn network_error(e: ureq::Error) -> SdkError {
+    use std::io::ErrorKind as K;
+    let message = match &e {
+        ureq::Error::Io(io) => match io.kind() {
+            K::ConnectionRefused => "connection refused".to_string(),
+            K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof => {
+                "the connection was cut".to_string()
+            }
+            K::TimedOut | K::WouldBlock => "timed out".to_string(),
+            K::NotConnected | K::AddrNotAvailable | K::NetworkUnreachable | K::HostUnreachable => {
+                "no network".to_string()
+            }
+            _ => "network error".to_string(),
+        },
+        ureq::Error::Timeout(_) => "timed out".to_string(),
+        ureq::Error::HostNotFound => "host not found".to_string(),
+        ureq::Error::ConnectionFailed => "connection failed".to_string(),
+        ureq::Error::BadUri(_) => {
+            return SdkError::invalid("server_url", "the server URL is not valid");
+        }
+        ureq::Error::BodyExceedsLimit(_) | ureq::Error::LargeResponseHeader(..) => {
+            return SdkError::Server {
+                status: 0,
+                message: "the reply is too large".into(),
+            };
+        }
+        ureq::Error::Protocol(_) => {
+            return SdkError::Server {
+                status: 0,
+                message: "the reply is not valid HTTP".into(),
+            };
+        }
+        _ => "network error".to_string(),
+    };
+    SdkError::Offline { message }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_checked_and_normalised() {
+        assert_eq!(
+            normalize_url(" http://127.0.0.1:8080/ ").unwrap(),
+            "http://127.0.0.1:8080"
+        );
+        assert!(normalize_url("ftp://x").is_err());
+        assert!(normalize_url("http://").is_err());
+    }
+
+    #[test]
+    fn an_unreachable_server_is_offline() {
+        // Bind then drop a listener: the port is closed, so the connection is refused.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let agent = agent();
+        let t = Transport::new(&agent, &format!("http://127.0.0.1:{port}"));
+        let err = t.sync("token", vec![]).unwrap_err();
+        assert_eq!(err.code(), "offline", "{err}");
+    }
+}

@@ -1,0 +1,302 @@
+//! The plain data the SDK hands to apps: owned strings, numbers, vectors and records of them, so
+//! each maps one-to-one onto a UniFFI record. Times are milliseconds since the Unix epoch.
+
+use serde::Serialize;
+
+/// One `field=value` pair for [`crate::FieldClient::create`] and [`crate::FieldClient::set`].
+/// Lists are comma-separated (`departments=police,housing`); an empty value clears an optional
+/// field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldValue {
+    /// Field name, e.g. `status`.
+    pub name: String,
+    /// The value as text.
+    pub value: String,
+}
+
+impl FieldValue {
+    /// A pair from anything string-like.
+    pub fn new(name: impl Into<String>, value: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            value: value.into(),
+        }
+    }
+
+    /// Parses `name=value` (split at the first `=`; the value may be empty or contain `=`).
+    pub fn parse(text: &str) -> Result<Self, crate::SdkError> {
+        match text.split_once('=') {
+            Some((name, value)) if !name.trim().is_empty() => Ok(Self::new(name.trim(), value)),
+            _ => Err(crate::SdkError::InvalidInput {
+                field: "fields".into(),
+                message: "expected field=value".into(),
+            }),
+        }
+    }
+}
+
+impl<N: Into<String>, V: Into<String>> From<(N, V)> for FieldValue {
+    fn from((name, value): (N, V)) -> Self {
+        Self::new(name, value)
+    }
+}
+
+/// A place the signed-in user is granted (everything below it is covered too).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlaceInfo {
+    /// The place id, a path such as `hz/baiyang/haitian`.
+    pub id: String,
+    /// Its name, e.g. 海天社区.
+    pub name: String,
+}
+
+/// The signed-in user, as the server described them at login.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UserInfo {
+    /// Login name.
+    pub username: String,
+    /// Name to show.
+    pub display_name: String,
+    /// Role code (steward, bus_team, volunteer_coordinator, office, admin, …).
+    pub role: String,
+    /// Granted places.
+    pub places: Vec<PlaceInfo>,
+}
+
+/// Who this phone is and who is signed in on it. Answered without the server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WhoAmI {
+    /// This install's device id (a UUID generated once).
+    pub device_id: String,
+    /// This install's Automerge actor (hex).
+    pub actor_id: String,
+    /// The server last logged in to.
+    pub server_url: Option<String>,
+    /// Whether a token is stored (it may still have expired on the server).
+    pub logged_in: bool,
+    /// The user last logged in (kept after logout until another user logs in).
+    pub user: Option<UserInfo>,
+    /// When the stored token expires, as the server gave it.
+    pub token_expires_at: Option<String>,
+    /// Changes waiting to be sent.
+    pub pending_changes: u32,
+    /// Changes the server refused (kept until discarded).
+    pub rejected_changes: u32,
+    /// When this phone last synced successfully.
+    pub last_sync_at: Option<i64>,
+}
+
+/// One line of the record list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RecordSummary {
+    /// Record id (UUID).
+    pub id: String,
+    /// Kind code: case, bus, contact, volunteer (empty while only part of a pulled record is here).
+    pub kind: String,
+    /// Place id.
+    pub place: String,
+    /// A case's status code; `None` for other kinds.
+    pub status: Option<String>,
+    /// A one-line title.
+    pub title: String,
+    /// Own changes not yet accepted by the server (pending or rejected).
+    pub pending_changes: u32,
+    /// Of those, how many the server refused.
+    pub rejected_changes: u32,
+    /// When this phone last stored the record.
+    pub updated_at: i64,
+}
+
+/// One value of a conflicted field, with who set it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConflictValue {
+    /// The value, as JSON text.
+    pub value_json: String,
+    /// Who set it: the user name the server confirmed, `me (unsynced)` for this phone's own
+    /// unsent change, or `unknown`.
+    pub user: String,
+    /// From which device (empty when unknown).
+    pub device: String,
+    /// The change that set it (hex hash).
+    pub change: String,
+    /// The device's claimed time of that change (advisory).
+    pub claimed_at: i64,
+    /// When the server received that change, if known.
+    pub received_at: Option<i64>,
+}
+
+/// A field that people set differently while apart. The winner is shown; every value is kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldConflict {
+    /// Field name.
+    pub field: String,
+    /// Chinese label.
+    pub label: String,
+    /// The value displayed (the deterministic winner), as JSON text.
+    pub winner_json: String,
+    /// Every concurrent value, winner included.
+    pub values: Vec<ConflictValue>,
+}
+
+/// One change in a record's history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HistoryEntry {
+    /// Change hash (hex).
+    pub hash: String,
+    /// Who made it (as in [`ConflictValue::user`]).
+    pub user: String,
+    /// From which device (empty when unknown).
+    pub device: String,
+    /// The device's claimed time (advisory).
+    pub claimed_at: i64,
+    /// When the server received it, if known.
+    pub received_at: Option<i64>,
+    /// What the editing device said it did (`set status`, `note`, …).
+    pub message: Option<String>,
+    /// Top-level fields it touched.
+    pub touched: Vec<String>,
+    /// `synced`, `pending` (own, unsent), `rejected` (own, refused) or `unknown`.
+    pub state: String,
+}
+
+/// A record with its merged value, its conflicts and its history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RecordView {
+    /// Record id.
+    pub id: String,
+    /// Kind code.
+    pub kind: String,
+    /// Kind label in Chinese.
+    pub kind_label: String,
+    /// Place id.
+    pub place: String,
+    /// A case's status code.
+    pub status: Option<String>,
+    /// One-line title.
+    pub title: String,
+    /// The merged, typed value as JSON text (tallies as numbers, text as strings, notes as a list).
+    pub value_json: String,
+    /// Fields with concurrent values.
+    pub conflicts: Vec<FieldConflict>,
+    /// Every change, oldest first.
+    pub history: Vec<HistoryEntry>,
+    /// Own changes not yet accepted (pending or rejected).
+    pub pending_changes: u32,
+}
+
+/// A change in the outbox: waiting to be sent, or refused by the server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OutboxItem {
+    /// Outbox entry number (for [`crate::FieldClient::discard`]).
+    pub id: i64,
+    /// The record.
+    pub record_id: String,
+    /// The record kind.
+    pub kind: String,
+    /// Change hash (hex).
+    pub hash: String,
+    /// What the change does (`create case`, `set status`, `tally leaflets +5`, `note`).
+    pub description: Option<String>,
+    /// When it was made on this phone.
+    pub created_at: i64,
+    /// `pending` or `rejected`.
+    pub state: String,
+    /// The server's reason code for the last refusal (also set on pending changes whose last
+    /// refusal was retryable).
+    pub reject_code: Option<String>,
+    /// The server's explanation.
+    pub reject_message: Option<String>,
+}
+
+/// A change the server refused during a sync.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RejectedChange {
+    /// The record.
+    pub record: String,
+    /// The change hash (hex).
+    pub hash: String,
+    /// Machine-readable reason (`invalid_record`, `out_of_scope`, …).
+    pub code: String,
+    /// The server's explanation.
+    pub message: String,
+    /// Whether the change stays pending and is sent again next sync.
+    pub retryable: bool,
+}
+
+/// What one [`crate::FieldClient::sync`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SyncReport {
+    /// Changes sent.
+    pub pushed: u32,
+    /// Of those, accepted (or already held) by the server.
+    pub accepted: u32,
+    /// Changes by others received and applied.
+    pub pulled: u32,
+    /// Changes received that could not be applied (damaged on the way; not retried).
+    pub skipped: u32,
+    /// Refusals, with reasons.
+    pub rejected: Vec<RejectedChange>,
+    /// Whether the server still has more, or changes are still waiting (the round limit was hit).
+    pub more_pending: bool,
+    /// Round trips made.
+    pub rounds: u32,
+}
+
+/// One allowed value of a coded field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Choice {
+    /// Stored code.
+    pub code: String,
+    /// Chinese label.
+    pub label: String,
+}
+
+/// A field of a record kind, to build forms and parse `field=value`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldInfo {
+    /// Field name.
+    pub name: String,
+    /// Chinese label.
+    pub label: String,
+    /// `str`, `code`, `codes`, `list`, `date`, `phone`, `number`, `text`, `tally` or `fixed`.
+    pub field_type: String,
+    /// Must be non-empty.
+    pub required: bool,
+    /// Personal data.
+    pub personal: bool,
+    /// Whether `set` may change it (tallies are changed with `tally`, fixed fields never).
+    pub editable: bool,
+    /// Allowed codes for `code` and `codes` fields.
+    pub choices: Vec<Choice>,
+}
+
+/// A record kind and its fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KindInfo {
+    /// Kind code.
+    pub code: String,
+    /// Chinese label.
+    pub label: String,
+    /// Fields in display order.
+    pub fields: Vec<FieldInfo>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_values_parse_at_the_first_equals_sign() {
+        assert_eq!(
+            FieldValue::parse("summary=a=b").unwrap(),
+            FieldValue::new("summary", "a=b")
+        );
+        assert_eq!(
+            FieldValue::parse("deadline=").unwrap(),
+            FieldValue::new("deadline", "")
+        );
+        let err = FieldValue::parse("resident_phone 13800001111").unwrap_err();
+        assert!(!err.to_string().contains("1380"), "{err}");
+        assert!(FieldValue::parse("=x").is_err());
+    }
+}

@@ -1,0 +1,183 @@
+//! The HTTP error type: every handler returns [`Result<T>`], and every failure becomes a JSON body
+//! `{"error": code, "message": text}` with its status decided here, in one place.
+//!
+//! Database and internal failures are logged (inside the request's span, so with its request id)
+//! and answered with a generic 500: SQL text, file paths and personal data never reach a client.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+/// A handler result.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything a request can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// 400: the request is malformed; the message says how.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 401: no valid credentials. The message is deliberately generic.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// 403: authenticated, but not allowed.
+    #[error("{0}")]
+    Forbidden(String),
+    /// 404: nothing there (or nothing the caller may see).
+    #[error("{0}")]
+    NotFound(String),
+    /// 409: the request conflicts with what is stored.
+    #[error("{0}")]
+    Conflict(String),
+    /// 413: the body is larger than allowed.
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// 415: the body has the wrong content type.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// 422: well-formed but semantically refused.
+    #[error("{0}")]
+    Unprocessable(String),
+    /// 500: a database failure (logged, never echoed).
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    /// 500: a migration failure at start-up.
+    #[error(transparent)]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// 500: any other internal failure (logged, never echoed).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// Shorthand for an internal error from anything displayable.
+    pub fn internal(e: impl std::fmt::Display) -> Self {
+        Self::Internal(e.to_string())
+    }
+
+    /// The HTTP status of this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Database(e) if is_unique_violation(e) => StatusCode::CONFLICT,
+            Self::Database(_) | Self::Migrate(_) | Self::Internal(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        }
+    }
+
+    /// The stable machine-readable code of this error.
+    pub fn code(&self) -> &'static str {
+        match self.status() {
+            StatusCode::BAD_REQUEST => "bad_request",
+            StatusCode::UNAUTHORIZED => "unauthorized",
+            StatusCode::FORBIDDEN => "forbidden",
+            StatusCode::NOT_FOUND => "not_found",
+            StatusCode::CONFLICT => "conflict",
+            StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+            StatusCode::UNPROCESSABLE_ENTITY => "unprocessable",
+            _ => "internal",
+        }
+    }
+
+    /// The message sent to the client: the error's own text for 4xx, a generic line for 5xx.
+    fn public_message(&self) -> String {
+        match self {
+            Self::Database(e) if is_unique_violation(e) => "this already exists".to_string(),
+            Self::Database(_) | Self::Migrate(_) | Self::Internal(_) => {
+                "internal server error".to_string()
+            }
+            other => other.to_string(),
+        }
+    }
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+/// The JSON body of an error response.
+pub fn error_body(status: StatusCode, code: &str, message: &str) -> Response {
+    (status, Json(json!({ "error": code, "message": message }))).into_response()
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            // Logged with the request span (method, route, request id); the detail stays here.
+            tracing::error!(error = %self, "request failed");
+        }
+        let mut response = error_body(status, self.code(), &self.public_message());
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"linli\""),
+            );
+        }
+        response
+    }
+}
+
+/// Maps an axum extractor rejection (bad JSON, query, path or body) to our JSON error, keeping its
+/// status and its message (which describes the input's shape, not its content).
+pub fn from_rejection(status: StatusCode, text: String) -> Error {
+    match status {
+        StatusCode::PAYLOAD_TOO_LARGE => Error::PayloadTooLarge(text),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => Error::UnsupportedMediaType(text),
+        StatusCode::UNPROCESSABLE_ENTITY => Error::Unprocessable(text),
+        s if s.is_server_error() => Error::Internal(text),
+        _ => Error::BadRequest(text),
+    }
+}
+
+macro_rules! impl_from_rejection {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Error {
+            fn from(r: $t) -> Self {
+                from_rejection(r.status(), r.body_text())
+            }
+        }
+    )*};
+}
+
+impl_from_rejection!(
+    axum::extract::rejection::JsonRejection,
+    axum::extract::rejection::QueryRejection,
+    axum::extract::rejection::PathRejection,
+    axum::extract::rejection::BytesRejection
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn internal_errors_are_generic() {
+        let resp = Error::Internal("secret path /var/x".into()).into_response();
+        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(resp.into_body(), 1024).await.unwrap();
+        let text = String::from_utf8(body.to_vec()).unwrap();
+        assert!(!text.contains("secret"), "{text}");
+        assert!(text.contains("\"internal\""), "{text}");
+    }
+
+    #[test]
+    fn statuses_map_in_one_place() {
+        assert_eq!(Error::Conflict("x".into()).status(), StatusCode::CONFLICT);
+        assert_eq!(
+            Error::PayloadTooLarge("x".into()).code(),
+            "payload_too_large"
+        );
+        assert_eq!(Error::Unauthorized("x".into()).code(), "unauthorized");
+    }
+}

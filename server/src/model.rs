@@ -1,0 +1,190 @@
+//! The server's own domain types: roles, place levels, users and places as stored.
+
+use std::fmt;
+use std::str::FromStr;
+
+use linli_sync_core::PlaceId;
+use serde::Serialize;
+
+/// What a user does, which decides what they may see and edit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Building steward (楼长 / 楼栋管家).
+    Steward,
+    /// Service-bus team member (直通车).
+    Bus,
+    /// Back-office staff of a community or street (社区/街道).
+    Office,
+    /// System operator.
+    Admin,
+}
+
+impl Role {
+    /// Every role.
+    pub const ALL: [Role; 4] = [Self::Steward, Self::Bus, Self::Office, Self::Admin];
+
+    /// The stored code.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Steward => "steward",
+            Self::Bus => "bus",
+            Self::Office => "office",
+            Self::Admin => "admin",
+        }
+    }
+
+    /// Whether this role sees residents' personal data (phone numbers) unmasked.
+    pub fn sees_personal_data(&self) -> bool {
+        matches!(self, Self::Office | Self::Admin)
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| format!("unknown role '{s}' (expected steward, bus, office or admin)"))
+    }
+}
+
+/// The level of a node in the place tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlaceLevel {
+    /// 区 / 开发区.
+    District,
+    /// 街道.
+    Street,
+    /// 社区.
+    Community,
+    /// 小区.
+    Estate,
+    /// 楼栋 / 幢.
+    Building,
+    /// 单元.
+    Unit,
+    /// 户.
+    Household,
+}
+
+impl PlaceLevel {
+    /// Every level, from the root down.
+    pub const ALL: [PlaceLevel; 7] = [
+        Self::District,
+        Self::Street,
+        Self::Community,
+        Self::Estate,
+        Self::Building,
+        Self::Unit,
+        Self::Household,
+    ];
+
+    /// The stored code.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::District => "district",
+            Self::Street => "street",
+            Self::Community => "community",
+            Self::Estate => "estate",
+            Self::Building => "building",
+            Self::Unit => "unit",
+            Self::Household => "household",
+        }
+    }
+}
+
+impl FromStr for PlaceLevel {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|l| l.as_str() == s)
+            .ok_or_else(|| format!("unknown place level '{s}'"))
+    }
+}
+
+/// A node of the place tree.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Place {
+    /// Its path.
+    pub id: PlaceId,
+    /// The node above, `None` at the root.
+    pub parent: Option<PlaceId>,
+    /// Chinese name, e.g. 海天城小区.
+    pub name: String,
+    /// Its level.
+    pub level: PlaceLevel,
+}
+
+/// A user account as stored.
+#[derive(Debug, Clone)]
+pub struct User {
+    /// Opaque id (a UUID string), the token's `sub`.
+    pub id: String,
+    /// Login name, unique.
+    pub username: String,
+    /// The argon2 PHC string.
+    pub password_hash: String,
+    /// What the user does.
+    pub role: Role,
+    /// Name shown in the apps (Chinese).
+    pub display_name: String,
+    /// Disabled users cannot log in and their tokens stop working.
+    pub disabled: bool,
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Lowercase hex of some bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+/// Bytes from lowercase or uppercase hex, `None` if it is not hex.
+pub fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_round_trips() {
+        assert_eq!(hex(&[0, 15, 255]), "000fff");
+        assert_eq!(unhex("000fff").unwrap(), vec![0, 15, 255]);
+        assert!(unhex("0g").is_none());
+        assert!(unhex("abc").is_none());
+    }
+
+    #[test]
+    fn roles_parse() {
+        assert_eq!("office".parse::<Role>().unwrap(), Role::Office);
+        assert!("boss".parse::<Role>().is_err());
+        assert!(!Role::Steward.sees_personal_data());
+    }
+}

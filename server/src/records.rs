@@ -1,0 +1,448 @@
+//! The records API (JSON, authenticated): lists from the projection table and one record's
+//! detail with its conflicts and history, enriched with who pushed each change.
+//!
+//! Only records within the caller's grants are visible; others are answered 404 as if missing.
+//! Residents' phone numbers are masked for roles that don't need them (stewards, bus teams).
+
+use std::collections::HashMap;
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use linli_sync_core::schema::{self, FieldType, mask_phone};
+use linli_sync_core::{PlaceId, RecordDoc, RecordId, RecordKind};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::auth::AuthUser;
+use crate::error::{Error, Result};
+use crate::extract::{PathParams, QueryParams};
+use crate::model::{Role, hex};
+use crate::state::AppState;
+use crate::store::{ChangeMeta, RecordFilter, RecordRow};
+
+/// Default page size of lists.
+pub const DEFAULT_LIMIT: u32 = 50;
+/// Largest page size of lists.
+pub const MAX_LIMIT: u32 = 500;
+
+/// The routes of this module.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/records", get(list))
+        .route("/v1/records/{id}", get(detail))
+}
+
+/// Query of `GET /v1/records`.
+#[derive(Debug, Default, Deserialize)]
+pub struct ListQuery {
+    /// `case`, `bus`, `contact` or `volunteer`.
+    pub kind: Option<String>,
+    /// A place path: only records within it.
+    pub place: Option<String>,
+    /// A case status code.
+    pub status: Option<String>,
+    /// A case category code.
+    pub category: Option<String>,
+    /// RFC 3339 time or ms since the epoch: only records updated since.
+    pub updated_since: Option<String>,
+    /// Page size (default 50, at most 500).
+    pub limit: Option<u32>,
+    /// The `next` of the previous page.
+    pub after: Option<String>,
+}
+
+/// One record in a list.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RecordSummary {
+    /// Record id.
+    pub id: String,
+    /// Kind code.
+    pub kind: String,
+    /// Place path.
+    pub place: String,
+    /// Case status.
+    pub status: Option<String>,
+    /// Case category.
+    pub category: Option<String>,
+    /// First receive time, ms.
+    pub created_at: i64,
+    /// Last receive time, ms.
+    pub updated_at: i64,
+    /// The typed record (personal data masked per role).
+    pub value: Value,
+}
+
+/// `GET /v1/records` reply.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RecordPage {
+    /// Newest-updated first.
+    pub records: Vec<RecordSummary>,
+    /// Pass as `after` to get the next page; `null` on the last page.
+    pub next: Option<String>,
+}
+
+fn codes_list(codes: &[schema::Code]) -> String {
+    codes.iter().map(|c| c.code).collect::<Vec<_>>().join(", ")
+}
+
+fn check_code(what: &str, codes: &[schema::Code], value: &str) -> Result<()> {
+    if codes.iter().any(|c| c.code == value) {
+        Ok(())
+    } else {
+        Err(Error::BadRequest(format!(
+            "unknown {what} '{value}' (expected one of {})",
+            codes_list(codes)
+        )))
+    }
+}
+
+/// Parses `updated_since`: RFC 3339 or integer milliseconds.
+fn parse_time(s: &str) -> Result<i64> {
+    if let Ok(ms) = s.trim().parse::<i64>() {
+        return Ok(ms);
+    }
+    chrono::DateTime::parse_from_rfc3339(s.trim())
+        .map(|t| t.timestamp_millis())
+        .map_err(|_| {
+            Error::BadRequest(format!(
+                "updated_since '{s}' is not a time (expected RFC 3339 such as \
+                 2024-05-01T08:00:00+08:00, or milliseconds since the epoch)"
+            ))
+        })
+}
+
+fn parse_after(s: &str) -> Result<(i64, String)> {
+    let bad = || Error::BadRequest("after: not a cursor this server issued".into());
+    let (at, id) = s.split_once('.').ok_or_else(bad)?;
+    let at: i64 = at.parse().map_err(|_| bad())?;
+    let id: RecordId = id.parse().map_err(|_| bad())?;
+    Ok((at, id.to_string()))
+}
+
+/// Masks residents' phone numbers in a record value for roles that may not see them.
+fn mask_value(kind: RecordKind, role: Role, value: &mut Value) {
+    if role.sees_personal_data() {
+        return;
+    }
+    for spec in kind.fields() {
+        if spec.personal
+            && spec.ty == FieldType::Phone
+            && let Some(v) = value.get_mut(spec.name)
+        {
+            mask_scalar(v);
+        }
+    }
+}
+
+fn is_masked_field(kind: RecordKind, role: Role, field: &str) -> bool {
+    !role.sees_personal_data()
+        && kind
+            .fields()
+            .iter()
+            .any(|f| f.name == field && f.personal && f.ty == FieldType::Phone)
+}
+
+fn mask_scalar(v: &mut Value) {
+    if let Value::String(s) = v
+        && !s.is_empty()
+    {
+        *s = mask_phone(s);
+    }
+}
+
+fn summary(row: RecordRow, role: Role) -> Result<RecordSummary> {
+    let kind: RecordKind = row.kind.parse().map_err(Error::internal)?;
+    let mut value: Value = serde_json::from_str(&row.value).map_err(Error::internal)?;
+    mask_value(kind, role, &mut value);
+    Ok(RecordSummary {
+        id: row.id,
+        kind: row.kind,
+        place: row.place,
+        status: row.status,
+        category: row.category,
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+        value,
+    })
+}
+
+async fn list(
+    State(state): State<AppState>,
+    user: AuthUser,
+    QueryParams(q): QueryParams<ListQuery>,
+) -> Result<Json<RecordPage>> {
+    let kind = match q.kind.as_deref().filter(|s| !s.is_empty()) {
+        Some(k) => Some(k.parse::<RecordKind>().map_err(|_| {
+            let kinds: Vec<&str> = RecordKind::ALL.iter().map(|k| k.as_str()).collect();
+            Error::BadRequest(format!(
+                "unknown kind '{k}' (expected one of {})",
+                kinds.join(", ")
+            ))
+        })?),
+        None => None,
+    };
+    let status = q.status.filter(|s| !s.is_empty());
+    if let Some(s) = &status {
+        check_code("status", schema::CASE_STATUSES, s)?;
+    }
+    let category = q.category.filter(|s| !s.is_empty());
+    if let Some(c) = &category {
+        check_code("category", schema::CATEGORIES, c)?;
+    }
+    let place = match q.place.as_deref().filter(|s| !s.is_empty()) {
+        Some(p) => Some(
+            p.parse::<PlaceId>()
+                .map_err(|e| Error::BadRequest(e.to_string()))?,
+        ),
+        None => None,
+    };
+    let updated_since = q.updated_since.as_deref().map(parse_time).transpose()?;
+    let after = q
+        .after
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .map(parse_after)
+        .transpose()?;
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
+
+    let filter = RecordFilter {
+        scopes: user.scopes_within(place.as_ref()),
+        kind,
+        status,
+        category,
+        updated_since,
+        after,
+        limit: limit + 1,
+    };
+    let mut rows = state.store.list_records(&filter).await?;
+    let next = if rows.len() > limit as usize {
+        rows.truncate(limit as usize);
+        rows.last().map(|r| format!("{}.{}", r.updated_at, r.id))
+    } else {
+        None
+    };
+    let records = rows
+        .into_iter()
+        .map(|r| summary(r, user.role))
+        .collect::<Result<_>>()?;
+    Ok(Json(RecordPage { records, next }))
+}
+
+/// One value of a conflicted field, with who set it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConflictValueView {
+    /// The value (masked per role when personal).
+    pub value: Value,
+    /// Who pushed it (login name), if the server holds the change.
+    pub user: Option<String>,
+    /// From which device.
+    pub device: Option<String>,
+    /// The Automerge actor (hex).
+    pub actor: String,
+    /// The device's claimed time, ms.
+    pub claimed_at: i64,
+    /// The server's receive time, ms.
+    pub received_at: Option<i64>,
+    /// The change hash (hex).
+    pub change: String,
+}
+
+/// A conflicted field.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConflictView {
+    /// Field name.
+    pub field: String,
+    /// Chinese label.
+    pub label: String,
+    /// The value shown.
+    pub winner: Value,
+    /// Every concurrent value.
+    pub values: Vec<ConflictValueView>,
+}
+
+/// One change of a record's history.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    /// Change hash (hex).
+    pub hash: String,
+    /// Who pushed it (login name).
+    pub user: Option<String>,
+    /// Their display name.
+    pub display_name: Option<String>,
+    /// From which device.
+    pub device: Option<String>,
+    /// The Automerge actor (hex).
+    pub actor: String,
+    /// The device's claimed time, ms.
+    pub claimed_at: i64,
+    /// The server's receive time, ms.
+    pub received_at: Option<i64>,
+    /// Fields the change touched.
+    pub touched: Vec<String>,
+    /// The editing device's message.
+    pub message: Option<String>,
+}
+
+/// `GET /v1/records/{id}` reply.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RecordDetail {
+    /// Record id.
+    pub id: String,
+    /// Kind code.
+    pub kind: String,
+    /// Place path.
+    pub place: String,
+    /// Case status.
+    pub status: Option<String>,
+    /// Case category.
+    pub category: Option<String>,
+    /// First receive time, ms.
+    pub created_at: i64,
+    /// Last receive time, ms.
+    pub updated_at: i64,
+    /// The merged typed record.
+    pub value: Value,
+    /// Fields set differently by different people, with every value.
+    pub conflicts: Vec<ConflictView>,
+    /// Every change, in causal order.
+    pub history: Vec<HistoryEntry>,
+}
+
+async fn detail(
+    State(state): State<AppState>,
+    user: AuthUser,
+    PathParams(id): PathParams<String>,
+) -> Result<Json<RecordDetail>> {
+    let not_found = || Error::NotFound(format!("no record {id}"));
+    let record: RecordId = id
+        .parse()
+        .map_err(|e: linli_sync_core::IdError| Error::BadRequest(e.to_string()))?;
+    let row = state
+        .store
+        .record_row(record)
+        .await?
+        .ok_or_else(not_found)?;
+    let place: PlaceId = row.place.parse().map_err(Error::internal)?;
+    if !user.can_access(&place) {
+        return Err(not_found());
+    }
+    let kind: RecordKind = row.kind.parse().map_err(Error::internal)?;
+    let bytes = state
+        .store
+        .record_doc(record)
+        .await?
+        .ok_or_else(not_found)?;
+    let (conflicts, history) = tokio::task::spawn_blocking(move || {
+        RecordDoc::load(record, &bytes).map(|mut doc| (doc.conflicts(), doc.history()))
+    })
+    .await
+    .map_err(Error::internal)?
+    .map_err(|e| Error::Internal(format!("stored document {record} does not load: {e}")))?;
+    let meta: HashMap<String, ChangeMeta> = state
+        .store
+        .change_meta(record)
+        .await?
+        .into_iter()
+        .map(|m| (hex(&m.hash), m))
+        .collect();
+
+    let role = user.role;
+    let conflicts = conflicts
+        .into_iter()
+        .map(|c| {
+            let masked = is_masked_field(kind, role, &c.field);
+            let mut winner = c.winner;
+            if masked {
+                mask_scalar(&mut winner);
+            }
+            ConflictView {
+                values: c
+                    .values
+                    .into_iter()
+                    .map(|v| {
+                        let m = meta.get(&v.change);
+                        let mut value = v.value;
+                        if masked {
+                            mask_scalar(&mut value);
+                        }
+                        ConflictValueView {
+                            value,
+                            user: m.map(|m| m.username.clone()),
+                            device: m.map(|m| m.device_id.clone()),
+                            actor: v.actor,
+                            claimed_at: v.claimed_at,
+                            received_at: m.map(|m| m.received_at),
+                            change: v.change,
+                        }
+                    })
+                    .collect(),
+                field: c.field,
+                label: c.label,
+                winner,
+            }
+        })
+        .collect();
+    let history = history
+        .into_iter()
+        .map(|h| {
+            let m = meta.get(&h.hash);
+            HistoryEntry {
+                user: m.map(|m| m.username.clone()),
+                display_name: m.map(|m| m.display_name.clone()),
+                device: m.map(|m| m.device_id.clone()),
+                received_at: m.map(|m| m.received_at),
+                hash: h.hash,
+                actor: h.actor,
+                claimed_at: h.claimed_at,
+                touched: h.touched,
+                message: h.message,
+            }
+        })
+        .collect();
+    let summary = summary(row, role)?;
+    Ok(Json(RecordDetail {
+        id: summary.id,
+        kind: summary.kind,
+        place: summary.place,
+        status: summary.status,
+        category: summary.category,
+        created_at: summary.created_at,
+        updated_at: summary.updated_at,
+        value: summary.value,
+        conflicts,
+        history,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phones_are_masked_for_field_roles_only() {
+        let v = || serde_json::json!({"resident_phone": "13812345678", "resident_name": "王"});
+        let mut steward = v();
+        mask_value(RecordKind::Case, Role::Steward, &mut steward);
+        assert_eq!(steward["resident_phone"], "138****5678");
+        let mut office = v();
+        mask_value(RecordKind::Case, Role::Office, &mut office);
+        assert_eq!(office["resident_phone"], "13812345678");
+    }
+
+    #[test]
+    fn times_and_cursors_parse() {
+        assert_eq!(parse_time("1700000000000").unwrap(), 1_700_000_000_000);
+        assert_eq!(
+            parse_time("2023-11-14T22:13:20Z").unwrap(),
+            1_700_000_000_000
+        );
+        assert!(parse_time("yesterday").is_err());
+        let id = RecordId::new();
+        assert_eq!(
+            parse_after(&format!("5.{id}")).unwrap(),
+            (5, id.to_string())
+        );
+        assert!(parse_after("5").is_err());
+    }
+}

@@ -1,0 +1,37 @@
+//! The state every handler shares.
+
+use std::sync::Arc;
+
+use tokio::sync::Mutex;
+
+use crate::auth::JwtKeys;
+use crate::config::Config;
+use crate::store::Store;
+use crate::sync::DocCache;
+
+/// Shared by all handlers; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// The database.
+    pub store: Store,
+    /// Token signing keys.
+    pub keys: Arc<JwtKeys>,
+    /// The configuration the server was opened with.
+    pub config: Arc<Config>,
+    /// The hot-document cache. Its lock also serializes the accept path: one writer at a time
+    /// (SQLite has a single writer anyway, and a document is never ingested twice at once).
+    pub(crate) writer: Arc<Mutex<DocCache>>,
+}
+
+impl AppState {
+    /// Assembles the state from its parts.
+    pub fn new(store: Store, keys: JwtKeys, config: Config) -> Self {
+        let writer = Arc::new(Mutex::new(DocCache::new(config.doc_cache)));
+        Self {
+            store,
+            keys: Arc::new(keys),
+            config: Arc::new(config),
+            writer,
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! Persistence. All SQL of the server lives under this module, behind [`Store`]'s methods, so a
+//! PostgreSQL backend can later implement the same surface.
+//!
+//! The SQLite file is opened in WAL mode with `synchronous = FULL`: when a method that writes
+//! returns, the write is on disk, so an acknowledgement sent after it is a promise kept.
+
+mod accounts;
+mod log;
+mod projection;
+
+use std::borrow::Cow;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use linli_sync_core::PlaceId;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, SqlSafeStr, Sqlite};
+
+pub use log::{ActorBinding, ChangeMeta, NewChange, ProjectionUpdate, PulledRow, RejectionRow};
+pub use projection::{RecordFilter, RecordRow};
+
+use crate::error::{Error, Result};
+
+/// The numbered migrations of the SQLite backend, embedded in the binary.
+///
+/// Equivalent to `sqlx::migrate!("./migrations/sqlite")`, which needs sqlx's `macros` feature
+/// (and with it a second, host-side build of SQLite); listing the files here keeps builds fast.
+/// Add new files to the end of this list.
+const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "init",
+    include_str!("../../migrations/sqlite/0001_init.sql"),
+)];
+
+fn sqlite_migrator() -> Migrator {
+    Migrator::with_migrations(
+        SQLITE_MIGRATIONS
+            .iter()
+            .map(|(version, description, sql)| {
+                Migration::new(
+                    *version,
+                    Cow::Borrowed(*description),
+                    MigrationType::Simple,
+                    sql.into_sql_str(),
+                    false,
+                )
+            })
+            .collect(),
+    )
+}
+
+/// The server's database.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+impl Store {
+    /// Opens (creating if missing) the SQLite database at `path` and runs pending migrations.
+    pub async fn open_sqlite(path: &Path) -> Result<Store> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await?;
+        let store = Store { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Applies the migrations not yet applied.
+    pub async fn migrate(&self) -> Result<()> {
+        sqlite_migrator().run(&self.pool).await?;
+        Ok(())
+    }
+
+    /// A cheap query proving the database answers.
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Closes the pool (waits for connections to be returned).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Appends `(column within any of scopes)` to a query. "Within" means the place itself or any
+/// place below it; the subtree test is a range on the path (`p/` ≤ x < `p0`, since `0` follows
+/// `/` in byte order), exact and able to use the column's index (unlike `LIKE`, where `_` in a
+/// path would be a wildcard). No scopes means nothing matches.
+fn push_within(qb: &mut QueryBuilder<Sqlite>, column: &str, scopes: &[PlaceId]) {
+    if scopes.is_empty() {
+        qb.push("(0)");
+        return;
+    }
+    qb.push("(");
+    for (i, scope) in scopes.iter().enumerate() {
+        if i > 0 {
+            qb.push(" OR ");
+        }
+        qb.push(format!("{column} = "));
+        qb.push_bind(scope.as_str().to_string());
+        qb.push(format!(" OR ({column} >= "));
+        qb.push_bind(format!("{}/", scope.as_str()));
+        qb.push(format!(" AND {column} < "));
+        qb.push_bind(format!("{}0", scope.as_str()));
+        qb.push(")");
+    }
+    qb.push(")");
+}
+
+/// Parses a stored place id; a bad one is a corrupt row, hence internal.
+fn place_from_db(s: &str) -> Result<PlaceId> {
+    PlaceId::from_str(s).map_err(Error::internal)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Place, PlaceLevel};
+
+    pub(crate) async fn temp_store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(&dir.path().join("linli.db"))
+            .await
+            .unwrap();
+        (dir, store)
+    }
+
+    fn p(s: &str) -> PlaceId {
+        s.parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn migrations_are_idempotent_and_pragmas_hold() {
+        let (dir, store) = temp_store().await;
+        store.migrate().await.unwrap();
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(mode, "wal");
+        let sync: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(sync, 2, "synchronous=FULL");
+        let fk: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(fk, 1);
+        store.close().await;
+        // Re-opening an existing database migrates nothing and works.
+        let again = Store::open_sqlite(&dir.path().join("linli.db"))
+            .await
+            .unwrap();
+        again.ping().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn within_is_by_whole_segments() {
+        let (_dir, store) = temp_store().await;
+        for (id, level) in [
+            ("hz", PlaceLevel::District),
+            ("hz/bai_yang", PlaceLevel::Street),
+            ("hz/bai_yang/a", PlaceLevel::Community),
+            ("hz/baixyang", PlaceLevel::Street),
+            ("hz/bai_yang0", PlaceLevel::Street),
+        ] {
+            let id = p(id);
+            store
+                .upsert_place(&Place {
+                    parent: id.parent(),
+                    id,
+                    name: "x".into(),
+                    level,
+                })
+                .await
+                .unwrap();
+        }
+        let got: Vec<String> = store
+            .places_within(&[p("hz/bai_yang")])
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|pl| pl.id.to_string())
+            .collect();
+        assert_eq!(got, vec!["hz/bai_yang", "hz/bai_yang/a"]);
+        assert!(store.places_within(&[]).await.unwrap().is_empty());
+    }
+}

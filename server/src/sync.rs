@@ -1,0 +1,383 @@
+//! `POST /v1/sync`: one round trip that pushes a phone's changes and pulls others'.
+//!
+//! Push: each change, in order, is acknowledged only after it is committed (log row, actor
+//! binding and projection row in one transaction), or rejected with a machine-readable reason
+//! that is also stored for the back-office. Pull: a bounded page of others' changes within the
+//! caller's grants after the phone's cursor; the work is proportional to the new changes, never
+//! to the history or to the number of documents.
+
+use std::num::NonZeroUsize;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use linli_sync_core::automerge::Change;
+use linli_sync_core::ingest::{Ingested, Refusal, ingest};
+use linli_sync_core::protocol::{
+    self, Accepted, Cursor, PulledChange, PushChange, RejectCode, Rejected, SyncRequest,
+    SyncResponse,
+};
+use linli_sync_core::{CodecError, PlaceId, RecordDoc, RecordId, RecordKind};
+use lru::LruCache;
+
+use crate::auth::AuthUser;
+use crate::error::{Error, Result};
+use crate::model::now_ms;
+use crate::state::AppState;
+use crate::store::{ActorBinding, NewChange, ProjectionUpdate, RejectionRow, Store};
+
+/// Changes per reply when the phone asks for 0 (no preference).
+pub const DEFAULT_PAGE: u32 = 500;
+
+/// The routes of this module.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/sync", post(sync))
+        .layer(DefaultBodyLimit::max(protocol::MAX_BODY_BYTES))
+}
+
+/// A bounded LRU of hot record documents, keyed by record id. Documents not in it are loaded
+/// from their saved form in the database, so memory does not grow with the number of records.
+pub struct DocCache {
+    docs: LruCache<RecordId, RecordDoc>,
+}
+
+impl std::fmt::Debug for DocCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DocCache")
+            .field("len", &self.docs.len())
+            .field("cap", &self.docs.cap())
+            .finish()
+    }
+}
+
+impl DocCache {
+    /// A cache of at most `capacity` documents (at least 1).
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            docs: LruCache::new(NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN)),
+        }
+    }
+
+    /// Takes a record's document out: from the cache, else from the store, else a new empty
+    /// one. The caller puts it back only if it matches what is committed, so a failure (or a
+    /// cancelled request) between ingest and commit can never leave an uncommitted state cached.
+    async fn take(&mut self, store: &Store, id: RecordId) -> Result<RecordDoc> {
+        if let Some(doc) = self.docs.pop(&id) {
+            return Ok(doc);
+        }
+        match store.record_doc(id).await? {
+            Some(bytes) => RecordDoc::load(id, &bytes)
+                .map_err(|e| Error::Internal(format!("stored document {id} does not load: {e}"))),
+            None => Ok(RecordDoc::empty(id)),
+        }
+    }
+
+    fn put(&mut self, doc: RecordDoc) {
+        self.docs.put(doc.id(), doc);
+    }
+
+    /// Documents currently cached.
+    pub fn len(&self) -> usize {
+        self.docs.len()
+    }
+
+    /// Whether no document is cached.
+    pub fn is_empty(&self) -> bool {
+        self.docs.is_empty()
+    }
+}
+
+fn is_sync_body(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case(protocol::CONTENT_TYPE))
+}
+
+async fn sync(
+    State(state): State<AppState>,
+    user: AuthUser,
+    headers: HeaderMap,
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> Result<Response> {
+    if !is_sync_body(&headers) {
+        return Err(Error::UnsupportedMediaType(format!(
+            "a sync body must be sent as Content-Type: {}",
+            protocol::CONTENT_TYPE
+        )));
+    }
+    let body = body?;
+    let req = SyncRequest::decode(&body).map_err(|e| match e {
+        CodecError::TooLarge(_) => Error::PayloadTooLarge(e.to_string()),
+        other => Error::BadRequest(other.to_string()),
+    })?;
+    drop(body);
+
+    let mut reply = SyncResponse::default();
+    if !req.changes.is_empty() {
+        let mut cache = state.writer.lock().await;
+        for push in &req.changes {
+            match push_one(&state.store, &mut cache, &user, push).await {
+                Ok(accepted) => reply.accepted.push(accepted),
+                Err(rejected) => reply.rejected.push(rejected),
+            }
+        }
+    }
+
+    let limit = match req.max_pull {
+        0 => DEFAULT_PAGE,
+        n => n.min(protocol::MAX_PAGE),
+    };
+    let cursor = req.cursor.seq().unwrap_or(0);
+    let (mut rows, end) = state
+        .store
+        .pull(cursor, user.device_id, &user.places, limit)
+        .await?;
+    if rows.len() > limit as usize {
+        rows.truncate(limit as usize);
+        reply.more = true;
+        reply.cursor = Cursor::from_seq(rows.last().map_or(end, |r| r.seq));
+    } else {
+        reply.cursor = Cursor::from_seq(end);
+    }
+    reply.changes = rows
+        .into_iter()
+        .map(|r| {
+            let record: RecordId = r
+                .record_id
+                .parse()
+                .map_err(|e| Error::Internal(format!("change {}: {e}", r.seq)))?;
+            Ok(PulledChange {
+                record: *record.as_bytes(),
+                change: r.bytes,
+                received_at: r.received_at,
+                user: r.username,
+                device: r.device_id,
+            })
+        })
+        .collect::<Result<_>>()?;
+    reply.server_time = now_ms();
+    state
+        .store
+        .touch_device(user.device_id, reply.server_time)
+        .await?;
+
+    tracing::info!(
+        user = %user.username,
+        pushed = req.changes.len(),
+        accepted = reply.accepted.len(),
+        rejected = reply.rejected.len(),
+        pulled = reply.changes.len(),
+        more = reply.more,
+        "sync"
+    );
+    let status = if !req.changes.is_empty() && reply.accepted.is_empty() {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        [(
+            CONTENT_TYPE,
+            HeaderValue::from_static(protocol::CONTENT_TYPE),
+        )],
+        reply.encode(),
+    )
+        .into_response())
+}
+
+/// Accepts or rejects one pushed change. Runs under the writer lock.
+async fn push_one(
+    store: &Store,
+    cache: &mut DocCache,
+    user: &AuthUser,
+    push: &PushChange,
+) -> std::result::Result<Accepted, Rejected> {
+    let record = RecordId::from_bytes(push.record);
+    let received_at = now_ms();
+    let outcome = accept(store, cache, user, push, record, received_at).await;
+    let refusal = match outcome {
+        Ok(accepted) => return Ok(accepted),
+        Err(refusal) => refusal,
+    };
+    tracing::info!(
+        user = %user.username,
+        record = %record,
+        code = refusal.code.as_str(),
+        reason = %refusal.message,
+        "change rejected"
+    );
+    let row = RejectionRow {
+        hash: &refusal.hash,
+        record,
+        user_id: &user.user_id,
+        device: user.device_id,
+        code: refusal.code.as_str(),
+        message: &refusal.message,
+        at: received_at,
+    };
+    if let Err(e) = store.record_rejection(&row).await {
+        tracing::error!(error = %e, "could not store a rejection");
+    }
+    Err(Rejected {
+        hash: refusal.hash,
+        record: push.record,
+        code: refusal.code,
+        message: refusal.message,
+    })
+}
+
+fn server_error(e: Error, hash: [u8; 32]) -> Refusal {
+    tracing::error!(error = %e, "accepting a change failed");
+    Refusal::new(
+        RejectCode::ServerError,
+        "the server could not store this change; it will be sent again",
+        hash,
+    )
+}
+
+async fn accept(
+    store: &Store,
+    cache: &mut DocCache,
+    user: &AuthUser,
+    push: &PushChange,
+    record: RecordId,
+    received_at: i64,
+) -> std::result::Result<Accepted, Refusal> {
+    // A retried push is answered from the log without touching the document.
+    let hash = match Change::from_bytes(push.change.clone()) {
+        Ok(change) => change.hash().0,
+        Err(e) => {
+            return Err(Refusal::new(
+                RejectCode::MalformedChange,
+                format!("not an automerge change: {e}"),
+                [0; 32],
+            ));
+        }
+    };
+    match store.change_received_at(record, &hash).await {
+        Ok(Some(at)) => {
+            return Ok(Accepted {
+                hash,
+                received_at: at,
+            });
+        }
+        Ok(None) => {}
+        Err(e) => return Err(server_error(e, hash)),
+    }
+
+    let mut doc = cache
+        .take(store, record)
+        .await
+        .map_err(|e| server_error(e, hash))?;
+    let authorize = |place: &PlaceId, _kind: RecordKind| {
+        if user.can_access(place) {
+            Ok(())
+        } else {
+            Err(Refusal::new(
+                RejectCode::OutOfScope,
+                format!("{place} is outside the places granted to {}", user.username),
+                hash,
+            ))
+        }
+    };
+    let applied = match ingest(&mut doc, push, authorize) {
+        Ok(Ingested::Duplicate { hash }) => {
+            // The document is unchanged: keep it hot.
+            cache.put(doc);
+            let at = store
+                .change_received_at(record, &hash)
+                .await
+                .map_err(|e| server_error(e, hash))?;
+            return Ok(Accepted {
+                hash,
+                received_at: at.unwrap_or(received_at),
+            });
+        }
+        Ok(applied) => applied,
+        Err(refusal) => {
+            // A refusal leaves the document as it was.
+            cache.put(doc);
+            return Err(refusal);
+        }
+    };
+    let Ingested::Applied {
+        hash,
+        actor,
+        claimed_at,
+        touched,
+        place,
+        kind,
+    } = applied
+    else {
+        unreachable!("duplicates returned above")
+    };
+
+    // From here on `doc` holds an uncommitted change: on any failure it is dropped (the next
+    // push reloads the committed document from the store).
+    match store.actor_binding(&actor).await {
+        Ok(ActorBinding::Device(d)) if d != user.device_id.to_string() => {
+            return Err(Refusal::new(
+                RejectCode::ForeignActor,
+                "this change was made under another device's actor",
+                hash,
+            ));
+        }
+        Ok(_) => {}
+        Err(e) => return Err(server_error(e, hash)),
+    }
+    let value = match doc.record() {
+        Ok(r) => r,
+        Err(e) => return Err(Refusal::new(RejectCode::InvalidRecord, e.to_string(), hash)),
+    };
+    let json = value.to_json();
+    let saved = doc.save();
+    let change = NewChange {
+        hash: &hash,
+        record,
+        place: &place,
+        kind,
+        bytes: &push.change,
+        actor: &actor,
+        device: user.device_id,
+        user_id: &user.user_id,
+        claimed_at,
+        received_at,
+        touched: &touched,
+    };
+    let projection = ProjectionUpdate {
+        status: value.status(),
+        category: value.category(),
+        value: &json,
+        doc: &saved,
+    };
+    store
+        .commit_change(&change, &projection)
+        .await
+        .map_err(|e| server_error(e, hash))?;
+    cache.put(doc);
+    Ok(Accepted { hash, received_at })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cache_is_bounded() {
+        let mut cache = DocCache::new(2);
+        for _ in 0..5 {
+            cache.put(RecordDoc::empty(RecordId::new()));
+        }
+        assert_eq!(cache.len(), 2);
+        assert_eq!(DocCache::new(0).docs.cap().get(), 1);
+    }
+}

@@ -1,0 +1,314 @@
+//! `POST /v1/sync`: framing errors, idempotent pushes, scopes, actors and paging.
+
+use axum::http::StatusCode;
+use linli_sync_core::RecordKind;
+use linli_sync_core::protocol::{self, PushChange, RejectCode, SyncRequest};
+
+use crate::common::{TestApp, new_case, push};
+
+#[tokio::test]
+async fn garbage_is_a_400_with_the_codec_message_and_the_server_keeps_serving() {
+    let app = TestApp::demo().await;
+    let mut phone = app.login("bus1").await;
+    let (status, ct, body) = app
+        .sync_raw(
+            &phone.token,
+            protocol::CONTENT_TYPE,
+            b"\x00\xffnot a sync message".to_vec(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(ct.as_deref(), Some("application/json"));
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert!(v["message"].as_str().unwrap().contains("LNLS"), "{v}");
+
+    // Truncated valid message.
+    let (doc, change) = new_case(&phone, "hz/baiyang/haitian", "parking");
+    let bytes = SyncRequest {
+        changes: vec![push(&doc, RecordKind::Case, &change)],
+        ..Default::default()
+    }
+    .encode();
+    let (status, _, _) = app
+        .sync_raw(
+            &phone.token,
+            protocol::CONTENT_TYPE,
+            bytes[..bytes.len() - 3].to_vec(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    // Garbage change bytes inside a valid message: rejected, not a crash.
+    let bad = PushChange {
+        record: *doc.id().as_bytes(),
+        kind: RecordKind::Case,
+        change: vec![0x85, 0x6f, 0x4a, 0x83, 9, 9, 9],
+    };
+    let (status, resp) = app.sync(&mut phone, vec![bad], 0).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(resp.rejected[0].code, RejectCode::MalformedChange);
+
+    let (status, resp) = app
+        .sync(&mut phone, vec![push(&doc, RecordKind::Case, &change)], 0)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(resp.accepted.len(), 1);
+}
+
+#[tokio::test]
+async fn wrong_content_type_is_415_and_oversized_is_413() {
+    let app = TestApp::demo().await;
+    let phone = app.login("bus1").await;
+    let body = SyncRequest::default().encode();
+    let (status, _, body) = app.sync_raw(&phone.token, "application/json", body).await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains(protocol::CONTENT_TYPE)
+    );
+
+    // Sync bodies may be far larger than JSON bodies (64 KiB)...
+    let mut phone = phone;
+    let details = "漏".repeat(60_000);
+    let (doc, change) = phone.create(
+        RecordKind::Case,
+        "hz/baiyang/haitian",
+        &[
+            ("summary", "地下室渗水"),
+            ("details", details.as_str()),
+            ("source", "hotline"),
+        ],
+    );
+    assert!(change.raw_bytes().len() > 100_000);
+    let (status, resp) = app
+        .sync(&mut phone, vec![push(&doc, RecordKind::Case, &change)], 0)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{:?}", resp.rejected);
+
+    // ...but not larger than the protocol's limit.
+    let huge = vec![0u8; protocol::MAX_BODY_BYTES + 1];
+    let (status, _, body) = app
+        .sync_raw(&phone.token, protocol::CONTENT_TYPE, huge)
+        .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["error"], "payload_too_large");
+}
+
+#[tokio::test]
+async fn a_push_sent_twice_is_stored_once_and_acknowledged_twice() {
+    let app = TestApp::demo().await;
+    let mut phone = app.login("bus1").await;
+    let (doc, change) = new_case(&phone, "hz/baiyang/haitian/haitiancheng", "noise");
+    let p = push(&doc, RecordKind::Case, &change);
+
+    let (status, first) = app.sync(&mut phone, vec![p.clone()], 0).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(first.accepted.len(), 1);
+    assert_eq!(first.accepted[0].hash, change.hash().0);
+    // The phone's own change is not sent back to it.
+    assert!(first.changes.is_empty());
+
+    // The reply was lost; the phone sends the very same push again (same change twice, too).
+    phone.cursor = Default::default();
+    let (status, second) = app.sync(&mut phone, vec![p.clone(), p], 0).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(second.accepted.len(), 2);
+    assert_eq!(
+        second.accepted[0], first.accepted[0],
+        "original received_at"
+    );
+    assert_eq!(app.state.store.change_count().await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn others_pull_what_is_in_their_places_only() {
+    let app = TestApp::demo().await;
+    let mut bus1 = app.login("bus1").await;
+    let mut bus2 = app.login("bus2").await;
+    let mut steward1 = app.login("steward1").await;
+    let mut steward2 = app.login("steward2").await;
+
+    let (b3, c1) = new_case(&bus1, "hz/baiyang/haitian/haitiancheng/b3", "fire_safety");
+    let (b1, c2) = new_case(&bus1, "hz/baiyang/haitian/haitiancheng/b1", "dogs");
+    let (status, resp) = app
+        .sync(
+            &mut bus1,
+            vec![
+                push(&b3, RecordKind::Case, &c1),
+                push(&b1, RecordKind::Case, &c2),
+            ],
+            0,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(resp.accepted.len(), 2);
+
+    let (_, pulled) = app.sync(&mut bus2, vec![], 0).await;
+    assert_eq!(pulled.changes.len(), 2);
+    assert_eq!(pulled.changes[0].user, "bus1");
+    assert_eq!(pulled.changes[0].change, c1.raw_bytes());
+    assert!(!pulled.more);
+
+    let (_, pulled) = app.sync(&mut steward1, vec![], 0).await;
+    assert_eq!(pulled.changes.len(), 1, "steward1 holds building 3 only");
+    assert_eq!(pulled.changes[0].record, *b3.id().as_bytes());
+
+    let (_, pulled) = app.sync(&mut steward2, vec![], 0).await;
+    assert!(pulled.changes.is_empty());
+
+    // Nothing new: the cursor holds and nothing is repeated.
+    let (_, again) = app.sync(&mut bus2, vec![], 0).await;
+    assert!(again.changes.is_empty());
+}
+
+#[tokio::test]
+async fn pulls_are_paged() {
+    let app = TestApp::demo().await;
+    let mut bus1 = app.login("bus1").await;
+    let mut bus2 = app.login("bus2").await;
+    let pushes: Vec<PushChange> = (0..5)
+        .map(|_| {
+            let (doc, c) = new_case(&bus1, "hz/baiyang/haitian/tianyuan", "parking");
+            push(&doc, RecordKind::Case, &c)
+        })
+        .collect();
+    let (_, resp) = app.sync(&mut bus1, pushes, 0).await;
+    assert_eq!(resp.accepted.len(), 5);
+
+    let mut seen = 0;
+    let mut rounds = 0;
+    loop {
+        let (_, page) = app.sync(&mut bus2, vec![], 2).await;
+        seen += page.changes.len();
+        rounds += 1;
+        assert!(page.changes.len() <= 2);
+        if !page.more {
+            break;
+        }
+    }
+    assert_eq!(seen, 5);
+    assert_eq!(rounds, 3);
+}
+
+#[tokio::test]
+async fn out_of_scope_and_foreign_actor_are_rejected_and_recorded() {
+    let app = TestApp::demo().await;
+    let mut steward1 = app.login("steward1").await;
+    let (doc, change) = new_case(&steward1, "hz/baiyang/dabei/wenhuiyuan/b1", "noise");
+    let (status, resp) = app
+        .sync(
+            &mut steward1,
+            vec![push(&doc, RecordKind::Case, &change)],
+            0,
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "all rejected");
+    assert_eq!(resp.rejected.len(), 1);
+    assert_eq!(resp.rejected[0].code, RejectCode::OutOfScope);
+    assert_eq!(resp.rejected[0].hash, change.hash().0);
+
+    // bus1 creates a case; bus2 forges a change under bus1's actor.
+    let mut bus1 = app.login("bus1").await;
+    let mut bus2 = app.login("bus2").await;
+    let (mut case, c0) = new_case(&bus1, "hz/baiyang/haitian", "parking");
+    let (status, _) = app
+        .sync(&mut bus1, vec![push(&case, RecordKind::Case, &c0)], 0)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    bus2.actor = bus1.actor.clone();
+    let forged = bus2.set(&mut case, &[("status", "withdrawn")]);
+    let (status, resp) = app
+        .sync(&mut bus2, vec![push(&case, RecordKind::Case, &forged)], 0)
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(resp.rejected[0].code, RejectCode::ForeignActor);
+    assert_eq!(app.state.store.rejection_count().await.unwrap(), 2);
+
+    // The forged change left no trace: bus1's next edit applies on the committed document.
+    let next = bus1.set(&mut new_case_copy(&case, &c0), &[("status", "assigned")]);
+    let (status, resp) = app
+        .sync(&mut bus1, vec![push(&case, RecordKind::Case, &next)], 0)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{:?}", resp.rejected);
+}
+
+/// A copy of a document holding only its creating change.
+fn new_case_copy(
+    doc: &linli_sync_core::RecordDoc,
+    c0: &linli_sync_core::automerge::Change,
+) -> linli_sync_core::RecordDoc {
+    let mut copy = linli_sync_core::RecordDoc::empty(doc.id());
+    copy.apply_change(c0.raw_bytes()).unwrap();
+    copy
+}
+
+#[tokio::test]
+async fn identical_creating_changes_of_two_records_are_both_kept() {
+    // One actor, same content, same second. The core names the record in the creating change, so
+    // the hashes differ; the server would keep both even if they did not (it keys by record and hash).
+    let app = TestApp::demo().await;
+    let mut bus1 = app.login("bus1").await;
+    let mut bus2 = app.login("bus2").await;
+    let (a, ca) = new_case(&bus1, "hz/baiyang/haitian", "parking");
+    let (b, cb) = new_case(&bus1, "hz/baiyang/haitian", "parking");
+    assert_ne!(ca.hash(), cb.hash());
+    let (status, resp) = app
+        .sync(
+            &mut bus1,
+            vec![
+                push(&a, RecordKind::Case, &ca),
+                push(&b, RecordKind::Case, &cb),
+            ],
+            0,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(resp.accepted.len(), 2);
+    assert_eq!(app.state.store.change_count().await.unwrap(), 2);
+    let (_, pulled) = app.sync(&mut bus2, vec![], 0).await;
+    let mut records: Vec<[u8; 16]> = pulled.changes.iter().map(|c| c.record).collect();
+    records.sort();
+    let mut expected = vec![*a.id().as_bytes(), *b.id().as_bytes()];
+    expected.sort();
+    assert_eq!(records, expected);
+}
+
+#[tokio::test]
+async fn documents_evicted_from_the_cache_are_reloaded_from_the_store() {
+    let app = TestApp::demo_with(|c| c.doc_cache = 1).await;
+    let mut bus1 = app.login("bus1").await;
+    let (mut a, ca) = new_case(&bus1, "hz/baiyang/haitian", "parking");
+    let (b, cb) = new_case(&bus1, "hz/baiyang/haitian", "noise");
+    let (status, _) = app
+        .sync(
+            &mut bus1,
+            vec![
+                push(&a, RecordKind::Case, &ca),
+                push(&b, RecordKind::Case, &cb),
+            ],
+            0,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    // `a` was evicted by `b`; its next edit applies on the document loaded from the store.
+    let edit = bus1.set(&mut a, &[("status", "assigned")]);
+    let (status, resp) = app
+        .sync(&mut bus1, vec![push(&a, RecordKind::Case, &edit)], 0)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{:?}", resp.rejected);
+
+    let office = app.login("office1").await;
+    let (_, list) = app
+        .json(
+            "GET",
+            "/v1/records?status=assigned",
+            Some(&office.token),
+            None,
+        )
+        .await;
+    assert_eq!(list["records"][0]["id"], a.id().to_string());
+}

@@ -1,0 +1,375 @@
+//! Sync benchmark: starts the real `linli-server` binary (use `--release`) on a fresh data
+//! directory and measures it with simulated phones that speak sync protocol v1 with the core's
+//! own documents and codec. Prints the figures as Markdown for `BENCHMARKS.md`.
+//!
+//! ```sh
+//! cargo run --release -p linli-tests --bin linli-bench
+//! ```
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use linli_sync_core::automerge::ActorId;
+use linli_sync_core::protocol::{CONTENT_TYPE, Cursor, PushChange, SyncRequest, SyncResponse};
+use linli_sync_core::{EditContext, RecordDoc, RecordId, RecordKind};
+use linli_tests::{HAITIANCHENG, ServerProcess, login_token};
+
+#[derive(Parser)]
+#[command(about = "Measures Linli sync against the real server binary")]
+struct Args {
+    /// Simulated phones in the throughput run.
+    #[arg(long, default_value_t = 200)]
+    phones: usize,
+    /// Records each phone creates.
+    #[arg(long, default_value_t = 50)]
+    records: usize,
+    /// Records per push in the throughput run.
+    #[arg(long, default_value_t = 10)]
+    per_push: usize,
+    /// Concurrent phones syncing at once.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Size of the large server in the idle-sync comparison.
+    #[arg(long, default_value_t = 100_000)]
+    large: usize,
+}
+
+/// A phone at the protocol level: a device identity, a token and a cursor.
+struct SimPhone {
+    url: String,
+    token: String,
+    actor: ActorId,
+    cursor: Cursor,
+    agent: ureq::Agent,
+}
+
+/// One request's measurements.
+struct Exchange {
+    reply: SyncResponse,
+    sent: usize,
+    received: usize,
+    elapsed: Duration,
+}
+
+impl SimPhone {
+    fn login(url: &str, user: &str) -> Self {
+        let device = uuid_like();
+        Self {
+            url: url.to_string(),
+            token: login_token(url, user, &device),
+            actor: ActorId::random(),
+            cursor: Cursor::start(),
+            agent: ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .build()
+                .into(),
+        }
+    }
+
+    fn ctx(&self) -> EditContext {
+        EditContext {
+            actor: self.actor.clone(),
+            user: "bench".into(),
+            now_ms: chrono_now(),
+        }
+    }
+
+    fn new_case(&self, n: usize) -> (RecordDoc, PushChange) {
+        let fields = vec![
+            (
+                "summary".to_string(),
+                format!("{n}号问题：楼道堆放杂物，影响消防通道"),
+            ),
+            ("category".to_string(), "fire_safety".to_string()),
+            ("source".to_string(), "bus_session".to_string()),
+            ("building".to_string(), "3幢".to_string()),
+            ("room".to_string(), format!("{}", 100 + n % 600)),
+        ];
+        let (doc, change) = RecordDoc::create(
+            RecordId::new(),
+            RecordKind::Case,
+            &HAITIANCHENG.parse().expect("place"),
+            &self.ctx(),
+            &fields,
+        )
+        .expect("valid case");
+        let push = PushChange {
+            record: *doc.id().as_bytes(),
+            kind: RecordKind::Case,
+            change: change.raw_bytes().to_vec(),
+        };
+        (doc, push)
+    }
+
+    fn sync(&mut self, changes: Vec<PushChange>, max_pull: u32) -> Exchange {
+        let body = SyncRequest {
+            cursor: self.cursor.clone(),
+            changes,
+            max_pull,
+        }
+        .encode();
+        let started = Instant::now();
+        let mut resp = self
+            .agent
+            .post(format!("{}/v1/sync", self.url))
+            .header("content-type", CONTENT_TYPE)
+            .header("authorization", &format!("Bearer {}", self.token))
+            .send(&body[..])
+            .expect("sync request");
+        let status = resp.status().as_u16();
+        let bytes = resp
+            .body_mut()
+            .with_config()
+            .limit(64 << 20)
+            .read_to_vec()
+            .expect("reply");
+        let elapsed = started.elapsed();
+        assert!(status == 200, "sync answered {status}");
+        let reply = SyncResponse::decode(&bytes).expect("reply decodes");
+        self.cursor = reply.cursor.clone();
+        Exchange {
+            sent: body.len(),
+            received: bytes.len(),
+            elapsed,
+            reply,
+        }
+    }
+
+    /// Pulls until caught up; returns the number of changes pulled.
+    fn catch_up(&mut self) -> usize {
+        let mut n = 0;
+        loop {
+            let x = self.sync(vec![], 1000);
+            n += x.reply.changes.len();
+            if !x.reply.more {
+                return n;
+            }
+        }
+    }
+}
+
+fn uuid_like() -> String {
+    RecordId::new().to_string()
+}
+
+fn chrono_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// Fills a server with `n` records through the sync endpoint, 1000 per push.
+fn seed(url: &str, n: usize) {
+    let mut phone = SimPhone::login(url, "bus1");
+    let mut made = 0;
+    while made < n {
+        let batch: Vec<PushChange> = (made..(made + 1000).min(n))
+            .map(|i| phone.new_case(i).1)
+            .collect();
+        made += batch.len();
+        let x = phone.sync(batch, 1);
+        assert!(
+            x.reply.rejected.is_empty(),
+            "{:?}",
+            x.reply.rejected.first()
+        );
+    }
+}
+
+/// Idle-sync cost on a server holding `n` records: median latency and bytes each way.
+fn idle_sync_cost(n: usize) -> (Duration, usize, usize) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = ServerProcess::start(dir.path());
+    let started = Instant::now();
+    seed(&server.url, n);
+    eprintln!(
+        "  seeded {n} records in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    let mut phone = SimPhone::login(&server.url, "bus2");
+    phone.catch_up();
+    let mut lat = vec![];
+    let (mut sent, mut received) = (0, 0);
+    for _ in 0..300 {
+        let x = phone.sync(vec![], 500);
+        assert!(x.reply.changes.is_empty());
+        lat.push(x.elapsed);
+        sent = x.sent;
+        received = x.received;
+    }
+    lat.sort();
+    (percentile(&lat, 0.5), sent, received)
+}
+
+fn main() {
+    let args = Args::parse();
+    println!("## Sync benchmark\n");
+    println!(
+        "Command: `cargo run --release -p linli-tests --bin linli-bench` on {} cores; real `linli-server` (release) with its SQLite store (WAL, synchronous=FULL) on local disk, phones simulated at the protocol level on loopback.\n",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    );
+
+    // 1. Throughput: many phones each pushing their offline records.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = ServerProcess::start(dir.path());
+    let total = args.phones * args.records;
+    eprintln!(
+        "throughput: {} phones x {} records",
+        args.phones, args.records
+    );
+    let mut phones: Vec<SimPhone> = (0..args.phones)
+        .map(|i| SimPhone::login(&server.url, if i % 2 == 0 { "bus1" } else { "bus2" }))
+        .collect();
+    // Each phone captures its records offline first; the sync itself is what is timed.
+    let mut plan: Vec<Vec<Vec<PushChange>>> = vec![];
+    let mut sample_json = 0usize;
+    let mut sample_change = 0usize;
+    for (p, phone) in phones.iter().enumerate() {
+        let mut pushes = vec![];
+        let mut batch = vec![];
+        for r in 0..args.records {
+            let (doc, push) = phone.new_case(p * args.records + r);
+            if p == 0 && r == 0 {
+                sample_json = serde_json::to_vec(&doc.record().expect("record").to_json())
+                    .expect("json")
+                    .len();
+                sample_change = push.change.len();
+            }
+            batch.push(push);
+            if batch.len() == args.per_push {
+                pushes.push(std::mem::take(&mut batch));
+            }
+        }
+        if !batch.is_empty() {
+            pushes.push(batch);
+        }
+        plan.push(pushes);
+    }
+    let latencies = Mutex::new(Vec::with_capacity(total / args.per_push + 1));
+    let bytes_up = AtomicUsize::new(0);
+    let bytes_down = AtomicUsize::new(0);
+    let pulled = AtomicUsize::new(0);
+    let next = AtomicUsize::new(0);
+    let work: Vec<Mutex<(SimPhone, Vec<Vec<PushChange>>)>> =
+        phones.drain(..).zip(plan).map(Mutex::new).collect();
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..args.concurrency {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(slot) = work.get(i) else { break };
+                    let mut guard = slot.lock().expect("phone");
+                    let (phone, pushes) = &mut *guard;
+                    for batch in std::mem::take(pushes) {
+                        let x = phone.sync(batch, 100);
+                        assert!(x.reply.rejected.is_empty());
+                        bytes_up.fetch_add(x.sent, Ordering::Relaxed);
+                        bytes_down.fetch_add(x.received, Ordering::Relaxed);
+                        pulled.fetch_add(x.reply.changes.len(), Ordering::Relaxed);
+                        latencies.lock().expect("lat").push(x.elapsed);
+                    }
+                }
+            });
+        }
+    });
+    let elapsed = started.elapsed();
+    let mut lat = latencies.into_inner().expect("lat");
+    lat.sort();
+    let peak = server.pid().and_then(peak_rss_kib);
+    println!("### {} phones × {} records\n", args.phones, args.records);
+    println!("| figure | value |\n|---|---|");
+    println!("| records synced | {total} |");
+    println!(
+        "| sync requests | {} ({} records per push, each also pulling up to 100 others' changes) |",
+        lat.len(),
+        args.per_push
+    );
+    println!("| phones syncing at once | {} |", args.concurrency);
+    println!("| total time | {:.2} s |", elapsed.as_secs_f64());
+    println!(
+        "| records per second | {:.0} |",
+        total as f64 / elapsed.as_secs_f64()
+    );
+    println!("| request latency p50 | {} |", ms(percentile(&lat, 0.5)));
+    println!("| request latency p99 | {} |", ms(percentile(&lat, 0.99)));
+    println!(
+        "| bytes up per record (whole request bodies) | {:.0} |",
+        bytes_up.load(Ordering::Relaxed) as f64 / total as f64
+    );
+    println!("| one new case: Automerge change on the wire | {sample_change} bytes |");
+    println!("| the same case as plain JSON | {sample_json} bytes |");
+    println!(
+        "| bytes down (pulled {} changes) | {} |",
+        pulled.load(Ordering::Relaxed),
+        bytes_down.load(Ordering::Relaxed)
+    );
+    println!(
+        "| server peak memory (VmHWM) | {} |",
+        peak.map(|k| format!("{:.1} MiB", k as f64 / 1024.0))
+            .unwrap_or_else(|| "n/a".into())
+    );
+    println!();
+
+    // 2. One new change on a server holding the records above: one small round trip.
+    let mut watcher = SimPhone::login(&server.url, "office1");
+    let caught = watcher.catch_up();
+    let mut editor = SimPhone::login(&server.url, "bus1");
+    let (_doc, push) = editor.new_case(999_999);
+    editor.sync(vec![push], 1);
+    let x = watcher.sync(vec![], 500);
+    println!("### One new change on a server holding {total} records\n");
+    println!("| figure | value |\n|---|---|");
+    println!("| changes the watcher pulled to catch up first | {caught} |");
+    println!(
+        "| round trips for the next sync | 1 (more = {}) |",
+        x.reply.more
+    );
+    println!("| changes delivered | {} |", x.reply.changes.len());
+    println!("| request bytes | {} |", x.sent);
+    println!("| reply bytes | {} |", x.received);
+    println!("| total on the wire (bodies) | {} |", x.sent + x.received);
+    println!("| latency | {} |", ms(x.elapsed));
+    println!();
+    drop(server);
+
+    // 3. A phone with nothing new: the same cost whatever the server holds.
+    eprintln!("idle sync: 100 records");
+    let (small_lat, small_up, small_down) = idle_sync_cost(100);
+    eprintln!("idle sync: {} records", args.large);
+    let (large_lat, large_up, large_down) = idle_sync_cost(args.large);
+    println!("### A sync with nothing new (median of 300)\n");
+    println!("| server holds | latency | request bytes | reply bytes |\n|---|---|---|---|");
+    println!(
+        "| 100 records | {} | {small_up} | {small_down} |",
+        ms(small_lat)
+    );
+    println!(
+        "| {} records | {} | {large_up} | {large_down} |",
+        args.large,
+        ms(large_lat)
+    );
+}

@@ -1,0 +1,274 @@
+//! Whole-system test harness: the real `linli-server` binary as a child process, phones as real
+//! device SDK clients (or real `linli-field` processes), and a raw HTTP client for hostile input.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The demo password of every demo user.
+pub const DEMO_PASSWORD: &str = "linli-demo";
+/// The demo estate 海天城小区, where bus run 1801 takes place.
+pub const HAITIANCHENG: &str = "hz/baiyang/haitian/haitiancheng";
+
+/// Path of a workspace binary, built once per test process (a no-op when it is fresh), so
+/// `cargo test` alone is enough to run the whole-system tests.
+pub fn workspace_bin(name: &str) -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    let target = target_dir();
+    BUILT.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "-p", "linli-server", "-p", "linli-field"]);
+        if profile_is_release() {
+            cmd.arg("--release");
+        }
+        let status = cmd
+            .current_dir(workspace_root())
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building the binaries failed");
+    });
+    let path = target.join(name);
+    assert!(path.exists(), "{} is missing", path.display());
+    path
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+fn profile_is_release() -> bool {
+    target_dir().file_name().is_some_and(|n| n == "release")
+}
+
+/// `target/<profile>` of the running test or bench binary.
+fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().expect("exe dir");
+    // Test binaries live in target/<profile>/deps, bench binaries in target/<profile>.
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.parent().expect("profile dir").to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
+}
+
+/// A running `linli-server serve --demo` process on a free loopback port.
+pub struct ServerProcess {
+    child: Option<Child>,
+    /// Base URL, e.g. `http://127.0.0.1:41234`.
+    pub url: String,
+    /// Its data directory (kept across restarts).
+    pub data_dir: PathBuf,
+    bind: String,
+}
+
+impl ServerProcess {
+    /// Starts a demo server on a fresh port with `data_dir`.
+    pub fn start(data_dir: &Path) -> Self {
+        Self::start_on(data_dir, "127.0.0.1:0")
+    }
+
+    fn start_on(data_dir: &Path, bind: &str) -> Self {
+        let mut child = Command::new(workspace_bin("linli-server"))
+            .args(["serve", "--demo", "--bind", bind, "--data-dir"])
+            .arg(data_dir)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("linli-server starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if !sent && let Some(i) = line.find("http://") {
+                    let url = line[i..]
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or("")
+                        .to_string();
+                    let _ = tx.send(url);
+                    sent = true;
+                }
+            }
+        });
+        let url = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the server prints its address within a minute");
+        let bind = url
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string();
+        let this = Self {
+            child: Some(child),
+            url: url.trim_end_matches('/').to_string(),
+            data_dir: data_dir.to_path_buf(),
+            bind,
+        };
+        this.wait_healthy();
+        this
+    }
+
+    fn wait_healthy(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(r) = ureq::get(&format!("{}/healthz", self.url)).call()
+                && r.status() == 200
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("server at {} never became healthy", self.url);
+    }
+
+    /// Kills the process at once (SIGKILL: no graceful shutdown, like a crash or power cut).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Kills and starts it again on the same address and data directory.
+    pub fn restart(&mut self) {
+        self.kill();
+        let again = Self::start_on(&self.data_dir.clone(), &self.bind.clone());
+        *self = again;
+    }
+
+    /// The process id (for memory readings in the benchmark).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Logs in over plain HTTP and returns the access token.
+pub fn login_token(url: &str, user: &str, device_id: &str) -> String {
+    let body = serde_json::json!({
+        "username": user, "password": DEMO_PASSWORD, "device_id": device_id, "device_name": "test"
+    });
+    let resp: serde_json::Value = ureq::post(&format!("{url}/v1/auth/login"))
+        .send_json(&body)
+        .expect("login")
+        .body_mut()
+        .read_json()
+        .expect("login json");
+    resp["access_token"].as_str().expect("token").to_string()
+}
+
+/// A raw HTTP exchange: status and body bytes, whatever the status.
+pub fn raw_post(url: &str, token: Option<&str>, content_type: &str, body: &[u8]) -> (u16, Vec<u8>) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut req = agent.post(url).header("content-type", content_type);
+    if let Some(t) = token {
+        req = req.header("authorization", &format!("Bearer {t}"));
+    }
+    match req.send(body) {
+        Ok(mut r) => {
+            let status = r.status().as_u16();
+            let bytes = r
+                .body_mut()
+                .with_config()
+                .limit(64 << 20)
+                .read_to_vec()
+                .unwrap_or_default();
+            (status, bytes)
+        }
+        Err(e) => panic!("request failed: {e}"),
+    }
+}
+
+/// A raw GET with a token: status and JSON body (Null if not JSON).
+pub fn raw_get_json(url: &str, token: &str) -> (u16, serde_json::Value) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut r = agent
+        .get(url)
+        .header("authorization", &format!("Bearer {token}"))
+        .call()
+        .expect("request");
+    let status = r.status().as_u16();
+    let body = r.body_mut().read_json().unwrap_or(serde_json::Value::Null);
+    (status, body)
+}
+
+/// A loopback TCP proxy that can swallow the server's replies: the request reaches the server and
+/// is processed, but the phone never hears back (a reply lost on a bad mobile link).
+pub struct LossyProxy {
+    /// The proxy's base URL.
+    pub url: String,
+    drop_replies: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl LossyProxy {
+    /// Forwards to `upstream` (`http://host:port`).
+    pub fn start(upstream: &str) -> Self {
+        use std::net::{TcpListener, TcpStream};
+        use std::sync::atomic::Ordering;
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let upstream = upstream.trim_start_matches("http://").to_string();
+        let drop_replies = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = drop_replies.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().map_while(Result::ok) {
+                let Ok(server) = TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                let flag = flag.clone();
+                let (mut c_read, mut s_write) =
+                    (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut c_read, &mut s_write);
+                    let _ = s_write.shutdown(std::net::Shutdown::Write);
+                });
+                let (mut s_read, mut c_write) = (server, client);
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 16 * 1024];
+                    loop {
+                        match std::io::Read::read(&mut s_read, &mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => {
+                                if flag.load(Ordering::SeqCst) {
+                                    // The reply is lost: cut the phone's connection.
+                                    let _ = c_write.shutdown(std::net::Shutdown::Both);
+                                    break;
+                                }
+                                if std::io::Write::write_all(&mut c_write, &buf[..n]).is_err() {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    let _ = c_write.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        Self { url, drop_replies }
+    }
+
+    /// From now on, replies are (not) lost.
+    pub fn lose_replies(&self, lose: bool) {
+        self.drop_replies
+            .store(lose, std::sync::atomic::Ordering::SeqCst);
+    }
+}

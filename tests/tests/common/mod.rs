@@ -1,0 +1,85 @@
+//! Phones for the stories: a thin wrapper over the device SDK that panics with context, so the
+//! stories read as steps.
+
+use linli_ffi::FieldClient;
+use serde_json::Value;
+use tempfile::TempDir;
+
+pub use linli_tests::*;
+
+/// A phone with its own on-device store.
+pub struct Phone {
+    pub client: FieldClient,
+    pub user: String,
+    _home: TempDir,
+}
+
+impl Phone {
+    /// A new phone signed in as `user` (a demo user).
+    pub fn login(server: &ServerProcess, user: &str) -> Phone {
+        let home = tempfile::tempdir().unwrap();
+        let client = FieldClient::open(home.path().to_str().unwrap().to_string()).unwrap();
+        client
+            .login(
+                server.url.clone(),
+                user.to_string(),
+                DEMO_PASSWORD.to_string(),
+            )
+            .unwrap_or_else(|e| panic!("{user} logs in: {e}"));
+        Phone {
+            client,
+            user: user.into(),
+            _home: home,
+        }
+    }
+
+    pub fn create(&self, kind: &str, place: &str, fields: &[(&str, &str)]) -> String {
+        self.client
+            .create(kind.into(), place.into(), pairs(fields))
+            .unwrap_or_else(|e| panic!("{} creates a {kind}: {e}", self.user))
+    }
+
+    pub fn set(&self, id: &str, fields: &[(&str, &str)]) {
+        self.client
+            .set(id.into(), pairs(fields))
+            .unwrap_or_else(|e| panic!("{} sets {fields:?}: {e}", self.user));
+    }
+
+    pub fn tally(&self, id: &str, field: &str, n: i64) {
+        self.client
+            .tally(id.into(), field.into(), n)
+            .unwrap_or_else(|e| panic!("{} tallies {field}: {e}", self.user));
+    }
+
+    pub fn note(&self, id: &str, text: &str) {
+        self.client
+            .note(id.into(), text.into())
+            .unwrap_or_else(|e| panic!("{} adds a note: {e}", self.user));
+    }
+
+    pub fn sync(&self) -> linli_ffi::SyncReport {
+        self.client
+            .sync()
+            .unwrap_or_else(|e| panic!("{} syncs: {e}", self.user))
+    }
+
+    /// The merged value as JSON.
+    pub fn value(&self, id: &str) -> Value {
+        let view = self.client.get(id.into()).unwrap();
+        serde_json::from_str(&view.value_json).unwrap()
+    }
+
+    pub fn view(&self, id: &str) -> linli_ffi::RecordView {
+        self.client.get(id.into()).unwrap()
+    }
+}
+
+fn pairs(fields: &[(&str, &str)]) -> Vec<linli_ffi::FieldValue> {
+    fields
+        .iter()
+        .map(|(k, v)| linli_ffi::FieldValue {
+            name: k.to_string(),
+            value: v.to_string(),
+        })
+        .collect()
+}

@@ -1,0 +1,8 @@
+//! Whole-system stories: the real server binary, phones running the real device SDK.
+
+mod common;
+mod field_cli;
+mod hostile_input;
+mod idempotent_push;
+mod restart;
+mod story_bus_run;
