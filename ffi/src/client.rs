@@ -2,24 +2,30 @@
 //! thread), `Send + Sync`, owned arguments and results, one error type.
 //!
 //! Every command except [`FieldClient::login`] and [`FieldClient::sync`] works without a server.
+//!
+//! Two `impl` blocks: the first is for Rust callers only (the field CLI and the whole-system tests
+//! use [`FieldClient::open`] and [`FieldClient::login`]); the second is exported over UniFFI, so
+//! its doc comments are what Kotlin and Swift developers read.
 
+use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::str::FromStr;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use automerge::Change;
 use linli_sync_core::protocol::MAX_CHANGES_PER_PUSH;
 use linli_sync_core::{EditContext, PlaceId, RecordDoc, RecordId, RecordKind};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::error::SdkError;
+use crate::error::ApiError;
+use crate::listener::SyncListener;
 use crate::schema::kind_label;
 use crate::store::{self, Attribution, Identity, keys};
 use crate::sync::{self, Pusher};
-use crate::transport::{self, LoginUser, Transport};
+use crate::transport::{self, LoginPlace, LoginUser, Transport};
 use crate::types::{
     ConflictValue, FieldConflict, FieldValue, HistoryEntry, OutboxItem, PlaceInfo, RecordSummary,
-    RecordView, SyncReport, UserInfo, WhoAmI,
+    RecordView, SyncProgress, SyncReport, UserInfo, WhoAmI,
 };
 
 /// Most round trips one [`FieldClient::sync`] makes before it reports `more_pending`.
@@ -30,16 +36,27 @@ pub const ME_UNSYNCED: &str = "me (unsynced)";
 /// Who a change is attributed to when it is this phone's own and was refused.
 pub const ME_REJECTED: &str = "me (rejected)";
 
-/// A phone: its durable store, its identity and its connection to the server.
+/// A phone's Linli store and its connection to the server: the one object an app holds.
 ///
-/// Open one per home directory and share it between threads; opening several on the same
-/// directory (threads or processes) is safe too, as every write is one immediate transaction.
+/// Create one when the app starts, on a private directory of the app (Android `filesDir`, iOS
+/// Application Support), and keep it for the app's lifetime. Every method blocks (SQLite and
+/// HTTP): call them from a background thread (Kotlin `Dispatchers.IO`, a Swift `Task` or
+/// detached queue), never the main thread. Methods are safe to call from several threads at once;
+/// opening several clients on the same directory (threads or processes) is safe too, as every
+/// write is one SQLite transaction.
+///
+/// Everything except `login` and `sync` works offline. Times are milliseconds since the Unix
+/// epoch. Errors arrive as `ApiError` (Kotlin `ApiException`).
+#[derive(uniffi::Object)]
 pub struct FieldClient {
     home: PathBuf,
+    /// The server given at construction, used by `login` when it is given none.
+    server_url: Option<String>,
     conn: Mutex<Connection>,
     identity: Identity,
     agent: ureq::Agent,
     sync_lock: Mutex<()>,
+    listener: Mutex<Option<Arc<dyn SyncListener>>>,
 }
 
 impl std::fmt::Debug for FieldClient {
@@ -55,26 +72,19 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-fn parse_id(id: &str) -> Result<RecordId, SdkError> {
+fn parse_id(id: &str) -> Result<RecordId, ApiError> {
     Ok(RecordId::from_str(id)?)
 }
 
-fn user_of(conn: &Connection) -> Result<Option<LoginUser>, SdkError> {
+fn user_of(conn: &Connection) -> Result<Option<LoginUser>, ApiError> {
     Ok(store::kv_get(conn, keys::USER)?.and_then(|j| serde_json::from_str(&j).ok()))
 }
 
 impl FieldClient {
     /// Opens the phone's store in `home_dir` (created if missing): `<home>/linli-phone.db`.
-    pub fn open(home_dir: String) -> Result<Self, SdkError> {
-        let home = PathBuf::from(home_dir);
-        let (conn, identity) = store::open(&home)?;
-        Ok(Self {
-            home,
-            conn: Mutex::new(conn),
-            identity,
-            agent: transport::agent(),
-            sync_lock: Mutex::new(()),
-        })
+    /// Apps use the exported constructor [`FieldClient::new`], which also takes a server URL.
+    pub fn open(home_dir: String) -> Result<Self, ApiError> {
+        Self::new(home_dir, None)
     }
 
     fn lock(&self) -> MutexGuard<'_, Connection> {
@@ -85,13 +95,13 @@ impl FieldClient {
     /// Runs `f` on the store's connection.
     pub(crate) fn with_conn<T>(
         &self,
-        f: impl FnOnce(&mut Connection) -> Result<T, SdkError>,
-    ) -> Result<T, SdkError> {
+        f: impl FnOnce(&mut Connection) -> Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
         f(&mut self.lock())
     }
 
     /// The edit context: this install's actor, the last signed-in user, the device clock.
-    fn context(&self, conn: &Connection) -> Result<EditContext, SdkError> {
+    fn context(&self, conn: &Connection) -> Result<EditContext, ApiError> {
         let user = match user_of(conn)? {
             Some(u) => u.username,
             None => format!("device-{}", &self.identity.device_id[..8]),
@@ -103,21 +113,22 @@ impl FieldClient {
         })
     }
 
-    /// Logs in to `server_url` and stores the token for later syncs. Needs the server.
+    /// Logs in to `server_url` and stores the token for later syncs. Needs the server. (Apps call
+    /// the exported `login`, [`FieldClient::sign_in`], whose server URL is optional.)
     ///
     /// Logging in as another user than the one whose changes are still unsent is refused
-    /// ([`SdkError::Conflict`]): sync or discard them first. A new user or server starts pulling
+    /// ([`ApiError::Conflict`]): sync or discard them first. A new user or server starts pulling
     /// from the beginning.
     pub fn login(
         &self,
         server_url: String,
         username: String,
         password: String,
-    ) -> Result<UserInfo, SdkError> {
+    ) -> Result<UserInfo, ApiError> {
         let base = transport::normalize_url(&server_url)?;
         let username = username.trim().to_string();
         if username.is_empty() {
-            return Err(SdkError::invalid("username", "is required"));
+            return Err(ApiError::invalid("username", "is required"));
         }
         {
             let conn = self.lock();
@@ -125,8 +136,8 @@ impl FieldClient {
                 let unsent = store::count_outbox(&conn, "pending")?
                     + store::count_outbox(&conn, "rejected")?;
                 if prev.username != username && unsent > 0 {
-                    return Err(SdkError::Conflict {
-                        message: format!(
+                    return Err(ApiError::Conflict {
+                        reason: format!(
                             "{unsent} changes made under another user are still on this phone: \
                              that user must sync them (or discard refused ones) first"
                         ),
@@ -150,104 +161,50 @@ impl FieldClient {
             store::kv_delete(&tx, keys::CURSOR)?;
         }
         store::kv_set(&tx, keys::SERVER_URL, &base)?;
-        store::kv_set(&tx, keys::ACCESS_TOKEN, &reply.access_token)?;
-        let expires = match &reply.expires_at {
-            serde_json::Value::String(s) => s.clone(),
-            serde_json::Value::Null => String::new(),
-            other => other.to_string(),
+        store_tokens(&tx, &reply)?;
+        tx.commit()?;
+        Ok(reply.user.into())
+    }
+
+    /// Trades the stored refresh token for new tokens (the access token expired while the phone
+    /// was offline, or was refused). When the server refuses the refresh, the stored tokens are
+    /// forgotten and the user must log in again; records and unsent changes stay either way.
+    fn refresh_login(&self, transport: &Transport<'_>) -> Result<String, ApiError> {
+        let refresh = {
+            let conn = self.lock();
+            store::kv_get(&conn, keys::REFRESH_TOKEN)?
         };
-        store::kv_set(&tx, keys::TOKEN_EXPIRES_AT, &expires)?;
-        let user_json = serde_json::to_string(&reply.user)
-            .map_err(|_| SdkError::storage("the user could not be stored"))?;
-        store::kv_set(&tx, keys::USER, &user_json)?;
-        tx.commit()?;
-        Ok(user_info(reply.user))
-    }
-
-    /// Forgets the token. Records, unsent changes and the device identity stay; the same user can
-    /// log in again and sync them.
-    pub fn logout(&self) -> Result<(), SdkError> {
-        let mut conn = self.lock();
-        let tx = store::immediate(&mut conn)?;
-        store::kv_delete(&tx, keys::ACCESS_TOKEN)?;
-        store::kv_delete(&tx, keys::TOKEN_EXPIRES_AT)?;
-        tx.commit()?;
-        Ok(())
-    }
-
-    /// Who this phone is and who is signed in. Works offline.
-    pub fn whoami(&self) -> Result<WhoAmI, SdkError> {
-        let conn = self.lock();
-        let token = store::kv_get(&conn, keys::ACCESS_TOKEN)?;
-        Ok(WhoAmI {
-            device_id: self.identity.device_id.clone(),
-            actor_id: self.identity.actor.to_hex_string(),
-            server_url: store::kv_get(&conn, keys::SERVER_URL)?,
-            logged_in: token.is_some(),
-            user: user_of(&conn)?.map(user_info),
-            token_expires_at: store::kv_get(&conn, keys::TOKEN_EXPIRES_AT)?
-                .filter(|s| !s.is_empty() && token.is_some()),
-            pending_changes: store::count_outbox(&conn, "pending")?,
-            rejected_changes: store::count_outbox(&conn, "rejected")?,
-            last_sync_at: store::kv_get(&conn, keys::LAST_SYNC_AT)?.and_then(|s| s.parse().ok()),
-        })
-    }
-
-    /// Creates a record of `kind` (case, bus, contact, volunteer) at `place` with its first
-    /// fields, as one change. Returns the new record id. Works offline.
-    ///
-    /// When a user is signed in, `place` must lie within one of their granted places.
-    pub fn create(
-        &self,
-        kind: String,
-        place: String,
-        fields: Vec<FieldValue>,
-    ) -> Result<String, SdkError> {
-        let kind: RecordKind = kind.trim().parse()?;
-        let place: PlaceId = place.trim().parse()?;
-        let fields = pairs(fields);
-        let mut conn = self.lock();
-        if let Some(user) = user_of(&conn)? {
-            let granted: Vec<PlaceId> = user
-                .places
-                .iter()
-                .filter_map(|p| p.id.parse().ok())
-                .collect();
-            if !granted.is_empty() && !granted.iter().any(|g| place.is_within(g)) {
-                return Err(SdkError::Forbidden {
-                    message: format!("{place} is outside the places granted to you"),
-                });
+        let Some(refresh) = refresh else {
+            return Err(ApiError::Unauthorized {
+                reason: "the login has expired: log in again (your changes stay on this phone)"
+                    .into(),
+            });
+        };
+        match transport.refresh(&refresh) {
+            Ok(reply) => {
+                let mut conn = self.lock();
+                let tx = store::immediate(&mut conn)?;
+                store_tokens(&tx, &reply)?;
+                tx.commit()?;
+                Ok(reply.access_token)
             }
+            Err(ApiError::Unauthorized { .. }) => {
+                let mut conn = self.lock();
+                let tx = store::immediate(&mut conn)?;
+                store::kv_delete(&tx, keys::ACCESS_TOKEN)?;
+                store::kv_delete(&tx, keys::REFRESH_TOKEN)?;
+                store::kv_delete(&tx, keys::TOKEN_EXPIRES_AT)?;
+                let waiting = store::count_outbox(&tx, "pending")?;
+                tx.commit()?;
+                Err(ApiError::Unauthorized {
+                    reason: format!(
+                        "the login has expired or was revoked: log in again; the {waiting} \
+                         changes waiting stay on this phone and are sent after the login"
+                    ),
+                })
+            }
+            Err(other) => Err(other),
         }
-        let tx = store::immediate(&mut conn)?;
-        let ctx = self.context(&tx)?;
-        let id = RecordId::new();
-        let (mut doc, change) = RecordDoc::create(id, kind, &place, &ctx, &fields)?;
-        let now = now_ms();
-        store::save_doc(&tx, &mut doc, now)?;
-        store::push_outbox(&tx, id, kind, &change, now)?;
-        tx.commit()?;
-        Ok(id.to_string())
-    }
-
-    /// Sets fields of a record, as one change. Works offline.
-    pub fn set(&self, id: String, fields: Vec<FieldValue>) -> Result<(), SdkError> {
-        if fields.is_empty() {
-            return Err(SdkError::invalid("fields", "give at least one field=value"));
-        }
-        let fields = pairs(fields);
-        self.edit(&id, |doc, ctx| doc.set_fields(ctx, &fields))
-    }
-
-    /// Adds `n` (may be negative, to correct a miscount) to a tally field. Concurrent tallies on
-    /// several phones add up. Works offline.
-    pub fn tally(&self, id: String, field: String, n: i64) -> Result<(), SdkError> {
-        self.edit(&id, |doc, ctx| doc.tally(ctx, field.trim(), n))
-    }
-
-    /// Appends a dated note. Works offline.
-    pub fn note(&self, id: String, text: String) -> Result<(), SdkError> {
-        self.edit(&id, |doc, ctx| doc.add_note(ctx, &text))
     }
 
     /// One edit = one immediate transaction: load, change, save, outbox row.
@@ -255,7 +212,7 @@ impl FieldClient {
         &self,
         id: &str,
         f: impl FnOnce(&mut RecordDoc, &EditContext) -> Result<Change, linli_sync_core::RecordError>,
-    ) -> Result<(), SdkError> {
+    ) -> Result<(), ApiError> {
         let id = parse_id(id)?;
         let mut conn = self.lock();
         let tx = store::immediate(&mut conn)?;
@@ -270,8 +227,181 @@ impl FieldClient {
         Ok(())
     }
 
-    /// Every record on this phone, most recently changed first. Reads only the list columns.
-    pub fn list(&self) -> Result<Vec<RecordSummary>, SdkError> {
+    /// Hands `f` the registered listener, if any. A listener that fails (a foreign exception
+    /// arrives here as a panic) does not abort the sync: what it reports is already stored.
+    fn notify(&self, f: impl FnOnce(&dyn SyncListener)) {
+        let listener = self
+            .listener
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(listener) = listener {
+            let _ = std::panic::catch_unwind(AssertUnwindSafe(|| f(listener.as_ref())));
+        }
+    }
+}
+
+#[uniffi::export]
+impl FieldClient {
+    /// Opens the phone's store in `home_dir` (created if missing; the app's private files
+    /// directory), remembering `server_url` (e.g. `http://192.168.1.10:8080`) as the server
+    /// `login` uses when it is given none. Works offline: nothing is sent until `login`.
+    ///
+    /// Throws `InvalidInput` (field `server_url`) for a malformed URL and `Storage` when the
+    /// store cannot be opened.
+    #[uniffi::constructor(default(server_url = None))]
+    pub fn new(home_dir: String, server_url: Option<String>) -> Result<Self, ApiError> {
+        let server_url = server_url
+            .filter(|u| !u.trim().is_empty())
+            .map(|u| transport::normalize_url(&u))
+            .transpose()?;
+        let home = PathBuf::from(home_dir);
+        let (conn, identity) = store::open(&home)?;
+        Ok(Self {
+            home,
+            server_url,
+            conn: Mutex::new(conn),
+            identity,
+            agent: transport::agent(),
+            sync_lock: Mutex::new(()),
+            listener: Mutex::new(None),
+        })
+    }
+
+    /// Logs in and keeps the login for later syncs; returns the user with their granted places.
+    /// Needs the server: `server_url` when given, else the one given at construction, else the
+    /// one last logged in to.
+    ///
+    /// Throws `Unauthorized` for a wrong user name or password, `Offline` when the server cannot
+    /// be reached, and `Conflict` when another user's changes are still unsent on this phone (that
+    /// user must sync them, or discard refused ones, first). A new user or server starts pulling
+    /// from the beginning.
+    #[uniffi::method(name = "login", default(server_url = None))]
+    pub fn sign_in(
+        &self,
+        username: String,
+        password: String,
+        server_url: Option<String>,
+    ) -> Result<UserInfo, ApiError> {
+        let url = match server_url.filter(|u| !u.trim().is_empty()) {
+            Some(url) => url,
+            None => match &self.server_url {
+                Some(url) => url.clone(),
+                None => self
+                    .with_conn(|c| store::kv_get(c, keys::SERVER_URL))?
+                    .ok_or_else(|| {
+                        ApiError::invalid(
+                            "server_url",
+                            "no server given: pass one to the constructor or to login",
+                        )
+                    })?,
+            },
+        };
+        self.login(url, username, password)
+    }
+
+    /// Forgets the login. Records, unsent changes and the device identity stay on the phone; the
+    /// same user can log in again and sync them. Works offline.
+    pub fn logout(&self) -> Result<(), ApiError> {
+        let mut conn = self.lock();
+        let tx = store::immediate(&mut conn)?;
+        store::kv_delete(&tx, keys::ACCESS_TOKEN)?;
+        store::kv_delete(&tx, keys::REFRESH_TOKEN)?;
+        store::kv_delete(&tx, keys::TOKEN_EXPIRES_AT)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Who this phone is and who is signed in: the device id, the user with their role and
+    /// granted places (kept after `logout` until another user logs in), whether a login is stored,
+    /// and how many changes are waiting or refused. Works offline.
+    pub fn whoami(&self) -> Result<WhoAmI, ApiError> {
+        let conn = self.lock();
+        let token = store::kv_get(&conn, keys::ACCESS_TOKEN)?;
+        Ok(WhoAmI {
+            device_id: self.identity.device_id.clone(),
+            actor_id: self.identity.actor.to_hex_string(),
+            server_url: store::kv_get(&conn, keys::SERVER_URL)?,
+            logged_in: token.is_some(),
+            user: user_of(&conn)?.map(UserInfo::from),
+            token_expires_at: store::kv_get(&conn, keys::TOKEN_EXPIRES_AT)?
+                .filter(|s| !s.is_empty() && token.is_some()),
+            pending_changes: store::count_outbox(&conn, "pending")?,
+            rejected_changes: store::count_outbox(&conn, "rejected")?,
+            last_sync_at: store::kv_get(&conn, keys::LAST_SYNC_AT)?.and_then(|s| s.parse().ok()),
+        })
+    }
+
+    /// Creates a record of `kind` (`case`, `bus`, `contact` or `volunteer`; see `record_kinds`)
+    /// at `place` (a place id such as `hz/baiyang/haitian/haitiancheng`) with its first fields,
+    /// as one change, and returns the new record's id. Works offline; the record is sent at the
+    /// next `sync`.
+    ///
+    /// Throws `InvalidInput` (with the field at fault) for an unknown kind or field or a value
+    /// that breaks its rule, and `Forbidden` when a user is signed in and `place` lies outside
+    /// their granted places.
+    pub fn create(
+        &self,
+        kind: String,
+        place: String,
+        fields: Vec<FieldValue>,
+    ) -> Result<String, ApiError> {
+        let kind: RecordKind = kind.trim().parse()?;
+        let place: PlaceId = place.trim().parse()?;
+        let fields = pairs(fields);
+        let mut conn = self.lock();
+        if let Some(user) = user_of(&conn)? {
+            let granted: Vec<PlaceId> = user
+                .places
+                .iter()
+                .filter_map(|p| p.id.parse().ok())
+                .collect();
+            if !granted.is_empty() && !granted.iter().any(|g| place.is_within(g)) {
+                return Err(ApiError::Forbidden {
+                    reason: format!("{place} is outside the places granted to you"),
+                });
+            }
+        }
+        let tx = store::immediate(&mut conn)?;
+        let ctx = self.context(&tx)?;
+        let id = RecordId::new();
+        let (mut doc, change) = RecordDoc::create(id, kind, &place, &ctx, &fields)?;
+        let now = now_ms();
+        store::save_doc(&tx, &mut doc, now)?;
+        store::push_outbox(&tx, id, kind, &change, now)?;
+        tx.commit()?;
+        Ok(id.to_string())
+    }
+
+    /// Sets fields of a record, as one change (an empty value clears an optional field; lists
+    /// are comma-separated). Where someone else set the same field while apart, both values are
+    /// kept and shown as a conflict by `get`. Works offline.
+    ///
+    /// Throws `NotFound` for an unknown record and `InvalidInput` (with the field) for a bad
+    /// value or a field that cannot be set (tallies are changed with `tally`).
+    pub fn set(&self, id: String, fields: Vec<FieldValue>) -> Result<(), ApiError> {
+        if fields.is_empty() {
+            return Err(ApiError::invalid("fields", "give at least one field=value"));
+        }
+        let fields = pairs(fields);
+        self.edit(&id, |doc, ctx| doc.set_fields(ctx, &fields))
+    }
+
+    /// Adds `n` (may be negative, to correct a miscount) to a tally field such as a bus
+    /// session's `leaflets`. Tallies made on several phones add up. Works offline.
+    pub fn tally(&self, id: String, field: String, n: i64) -> Result<(), ApiError> {
+        self.edit(&id, |doc, ctx| doc.tally(ctx, field.trim(), n))
+    }
+
+    /// Appends a dated note to the record's notes. Notes from several phones are all kept.
+    /// Works offline.
+    pub fn note(&self, id: String, text: String) -> Result<(), ApiError> {
+        self.edit(&id, |doc, ctx| doc.add_note(ctx, &text))
+    }
+
+    /// Every record on this phone, most recently changed first: one summary line each (cheap:
+    /// no document is loaded). Works offline.
+    pub fn list(&self) -> Result<Vec<RecordSummary>, ApiError> {
         let conn = self.lock();
         let mut stmt = conn.prepare_cached(
             "SELECT d.record_id, d.kind, d.place, d.status, d.title, d.updated_at,
@@ -295,15 +425,17 @@ impl FieldClient {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// One record: merged value, conflicts with who set each value, and history.
-    pub fn get(&self, id: String) -> Result<RecordView, SdkError> {
+    /// One record in full: its merged value (`value_json`), the fields people set differently
+    /// while apart (`conflicts`, every value with who set it), and its history of changes.
+    /// Works offline. Throws `NotFound` for a record not on this phone.
+    pub fn get(&self, id: String) -> Result<RecordView, ApiError> {
         let id = parse_id(&id)?;
         let conn = self.lock();
         let mut doc = store::load_doc(&conn, id)?.ok_or_else(|| not_found(id))?;
         let record = doc.record()?;
         let me = &self.identity.device_id;
         let who =
-            |hash_hex: &str| -> Result<(String, String, Option<i64>, &'static str), SdkError> {
+            |hash_hex: &str| -> Result<(String, String, Option<i64>, &'static str), ApiError> {
                 let attribution = match store::from_hex(hash_hex) {
                     Some(h) if h.len() == 32 => store::attribution(&conn, &h)?,
                     _ => Attribution::Unknown,
@@ -377,8 +509,9 @@ impl FieldClient {
         })
     }
 
-    /// The outbox: own changes waiting to be sent and those the server refused, oldest first.
-    pub fn outbox(&self) -> Result<Vec<OutboxItem>, SdkError> {
+    /// The outbox: this phone's own changes waiting to be sent (`state` `pending`) and those the
+    /// server refused (`rejected`, with the server's reason), oldest first. Works offline.
+    pub fn outbox(&self) -> Result<Vec<OutboxItem>, ApiError> {
         let conn = self.lock();
         let mut stmt = conn.prepare_cached(
             "SELECT id, record_id, kind, hash, change, created_at, state, reject_code,
@@ -408,8 +541,11 @@ impl FieldClient {
     /// Discards a change the server refused. The change, and every unsent change on the same
     /// record that builds on it, is removed from the outbox and from the record on this phone
     /// (the record is rebuilt without them; a refused creation removes the record). Returns how
-    /// many outbox entries were removed. Pending changes cannot be discarded.
-    pub fn discard(&self, outbox_id: i64) -> Result<u32, SdkError> {
+    /// many outbox entries were removed. Works offline.
+    ///
+    /// Throws `NotFound` for an unknown entry and `Conflict` for a change that is still pending
+    /// (only refused changes can be discarded).
+    pub fn discard(&self, outbox_id: i64) -> Result<u32, ApiError> {
         let mut conn = self.lock();
         let tx = store::immediate(&mut conn)?;
         let row: Option<(String, Vec<u8>, String)> = tx
@@ -419,12 +555,12 @@ impl FieldClient {
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .optional()?;
-        let (record, hash, state) = row.ok_or_else(|| SdkError::NotFound {
+        let (record, hash, state) = row.ok_or_else(|| ApiError::NotFound {
             what: format!("outbox entry {outbox_id}"),
         })?;
         if state != "rejected" {
-            return Err(SdkError::Conflict {
-                message: format!(
+            return Err(ApiError::Conflict {
+                reason: format!(
                     "outbox entry {outbox_id} is waiting to be sent, not refused: only refused changes can be discarded"
                 ),
             });
@@ -469,13 +605,19 @@ impl FieldClient {
         Ok(removed)
     }
 
-    /// Syncs with the server: pushes pending changes (in creation order, at most
-    /// `MAX_CHANGES_PER_PUSH` a round) with the cursor, applies each reply in one transaction,
-    /// and repeats while the server has more or changes are still waiting (at most
-    /// [`MAX_SYNC_ROUNDS`] rounds). Refused changes are kept and reported. Needs the server.
-    pub fn sync(&self) -> Result<SyncReport, SdkError> {
+    /// Syncs with the server: sends this phone's pending changes and receives everyone else's
+    /// that the user may see, in round trips of at most `MAX_CHANGES_PER_PUSH` changes, each
+    /// reply applied in one transaction, until nothing is left (at most [`MAX_SYNC_ROUNDS`]
+    /// rounds: then the report says `more_pending`; sync again). Changes the server refused are
+    /// kept in the outbox and listed in the report with their reasons. Only one sync runs at a
+    /// time per client; a registered `SyncListener` hears each round. Needs the server.
+    ///
+    /// Throws `Unauthorized` when no login is stored or the server no longer accepts it (log in
+    /// again), `Offline` when the server cannot be reached (everything stays on the phone; try
+    /// later) and `Server` for an error reply.
+    pub fn sync(&self) -> Result<SyncReport, ApiError> {
         let _one_sync_at_a_time = self.sync_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let (base, token, me) = {
+        let (base, mut token, me) = {
             let conn = self.lock();
             let base = store::kv_get(&conn, keys::SERVER_URL)?;
             let token = store::kv_get(&conn, keys::ACCESS_TOKEN)?;
@@ -489,12 +631,13 @@ impl FieldClient {
                         device: self.identity.device_id.clone(),
                     },
                 ),
-                _ => return Err(SdkError::not_logged_in()),
+                _ => return Err(ApiError::not_logged_in()),
             }
         };
         let transport = Transport::new(&self.agent, &base);
         let mut report = SyncReport::default();
         let mut after = 0i64;
+        let mut refreshed = false;
         loop {
             let (cursor, batch) = self.with_conn(|c| {
                 Ok((
@@ -503,7 +646,17 @@ impl FieldClient {
                 ))
             })?;
             let request = sync::request(cursor.clone(), &batch);
-            let reply = transport.sync(&token, request.encode())?;
+            // An access token that expired (the phone was offline past its life) is refreshed
+            // once and the same round sent again; the outbox is untouched until a reply is
+            // applied, so nothing is lost if the refresh fails too.
+            let reply = match transport.sync(&token, request.encode()) {
+                Err(ApiError::Unauthorized { .. }) if !refreshed => {
+                    refreshed = true;
+                    token = self.refresh_login(&transport)?;
+                    transport.sync(&token, request.encode())?
+                }
+                other => other?,
+            };
             report.rounds += 1;
             report.pushed += batch.len() as u32;
             if let Some(last) = batch.last() {
@@ -517,7 +670,12 @@ impl FieldClient {
             report.rejected.extend(applied.rejected);
             let waiting = self.with_conn(|c| store::has_pending_after(c, after))?;
             report.more_pending = reply.more || waiting;
-            if !report.more_pending || report.rounds >= MAX_SYNC_ROUNDS {
+            let done = !report.more_pending || report.rounds >= MAX_SYNC_ROUNDS;
+            if !applied.records.is_empty() {
+                self.notify(|l| l.on_new_data(applied.records));
+            }
+            self.notify(|l| l.on_progress(SyncProgress::from(&report).done(done)));
+            if done {
                 break;
             }
         }
@@ -528,31 +686,42 @@ impl FieldClient {
     pub fn home_dir(&self) -> String {
         self.home.to_string_lossy().into_owned()
     }
+
+    /// Registers the listener that hears sync progress and the arrival of records changed by
+    /// others (or removes it, with `null`/`nil`). It is called on the thread that runs `sync`,
+    /// so post to the main thread before touching the UI.
+    pub fn set_sync_listener(&self, listener: Option<Arc<dyn SyncListener>>) {
+        *self.listener.lock().unwrap_or_else(|p| p.into_inner()) = listener;
+    }
 }
 
 fn pairs(fields: Vec<FieldValue>) -> Vec<(String, String)> {
     fields.into_iter().map(|f| (f.name, f.value)).collect()
 }
 
-fn not_found(id: RecordId) -> SdkError {
-    SdkError::NotFound {
+fn not_found(id: RecordId) -> ApiError {
+    ApiError::NotFound {
         what: format!("record {id}"),
     }
 }
 
-fn user_info(u: LoginUser) -> UserInfo {
-    UserInfo {
-        username: u.username,
-        display_name: u.display_name,
-        role: u.role,
-        places: u
-            .places
-            .into_iter()
-            .map(|p| PlaceInfo {
-                id: p.id,
-                name: p.name,
-            })
-            .collect(),
+impl From<LoginPlace> for PlaceInfo {
+    fn from(p: LoginPlace) -> Self {
+        Self {
+            id: p.id,
+            name: p.name,
+        }
+    }
+}
+
+impl From<LoginUser> for UserInfo {
+    fn from(u: LoginUser) -> Self {
+        Self {
+            username: u.username,
+            display_name: u.display_name,
+            role: u.role,
+            places: u.places.into_iter().map(PlaceInfo::from).collect(),
+        }
     }
 }
 
@@ -561,3 +730,25 @@ const _: fn() = || {
     fn send_sync<T: Send + Sync>() {}
     send_sync::<FieldClient>();
 };
+
+/// Stores the tokens and user of a login or refresh reply (in the caller's transaction).
+fn store_tokens(
+    tx: &rusqlite::Transaction<'_>,
+    reply: &transport::LoginResponse,
+) -> Result<(), ApiError> {
+    store::kv_set(tx, keys::ACCESS_TOKEN, &reply.access_token)?;
+    match &reply.refresh_token {
+        Some(r) => store::kv_set(tx, keys::REFRESH_TOKEN, r)?,
+        None => store::kv_delete(tx, keys::REFRESH_TOKEN)?,
+    }
+    let expires = match &reply.expires_at {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => String::new(),
+        other => other.to_string(),
+    };
+    store::kv_set(tx, keys::TOKEN_EXPIRES_AT, &expires)?;
+    let user_json = serde_json::to_string(&reply.user)
+        .map_err(|_| ApiError::storage("the user could not be stored"))?;
+    store::kv_set(tx, keys::USER, &user_json)?;
+    Ok(())
+}

@@ -1,4 +1,5 @@
-//! The one error type of the device SDK.
+//! The one error type of the device SDK, [`ApiError`], which also crosses the UniFFI boundary
+//! (Kotlin `ApiException`, Swift `ApiError`, Python `ApiError`).
 //!
 //! Every variant is something an app can act on (go online, log in, fix a field, …). Messages are
 //! lowercase, short and never carry personal data: field values are not echoed (the core's own
@@ -7,35 +8,46 @@
 
 use linli_sync_core::{IdError, RecordError};
 
-/// What went wrong in a call into the device SDK.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SdkError {
+/// The former name of [`ApiError`], kept so existing Rust callers compile unchanged.
+pub type SdkError = ApiError;
+
+/// What went wrong in a call into the Linli device SDK.
+///
+/// Each case is something the app can act on; `reason` texts are short, lowercase English meant
+/// for logs and support, never containing personal data (field values are not echoed). Show your
+/// own localised text per case rather than the reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, uniffi::Error)]
+#[uniffi::export(Display)]
+pub enum ApiError {
     /// The server cannot be reached (no network, connection refused, timeout). Everything
     /// captured stays on the phone; sync again later.
-    #[error("the server cannot be reached ({message}); your changes are kept on this phone")]
+    #[error("the server cannot be reached ({reason}); your changes are kept on this phone")]
     Offline {
         /// What failed, e.g. "connection refused".
-        message: String,
+        reason: String,
     },
-    /// Not logged in, the login was refused, or the server no longer accepts the token.
-    #[error("not authorised: {message}")]
+    /// Not logged in, the user name or password was refused, or the server no longer accepts the
+    /// stored login: ask the user to log in again.
+    #[error("not authorised: {reason}")]
     Unauthorized {
         /// What to do about it.
-        message: String,
+        reason: String,
     },
-    /// Logged in, but the role or the place grants do not allow this.
-    #[error("forbidden: {message}")]
+    /// Logged in, but the user's role or granted places do not allow this (for example a record
+    /// at a place outside the places granted to them).
+    #[error("forbidden: {reason}")]
     Forbidden {
         /// Why.
-        message: String,
+        reason: String,
     },
-    /// An argument is wrong: unknown kind or field, a value that fails its rule, a bad id.
-    #[error("{field}: {message}")]
+    /// An argument is wrong: unknown kind or field, a value that fails its rule, a bad id or URL.
+    /// `field` names the argument or record field at fault, so a form can mark it.
+    #[error("{field}: {reason}")]
     InvalidInput {
-        /// The argument or record field at fault.
+        /// The argument or record field at fault (`place`, `status`, `server_url`, …).
         field: String,
         /// What is wrong with it.
-        message: String,
+        reason: String,
     },
     /// No such record or outbox entry on this phone.
     #[error("not found: {what}")]
@@ -45,28 +57,28 @@ pub enum SdkError {
     },
     /// The call does not fit the current state (e.g. discarding a change that is not rejected,
     /// logging in as someone else while their changes are unsent).
-    #[error("{message}")]
+    #[error("{reason}")]
     Conflict {
         /// Why.
-        message: String,
+        reason: String,
     },
-    /// The on-device store failed (disk full, corrupt file, …).
-    #[error("the on-device store failed: {message}")]
+    /// The on-device store failed (disk full, damaged file, …).
+    #[error("the on-device store failed: {reason}")]
     Storage {
         /// The failure's category, without data.
-        message: String,
+        reason: String,
     },
     /// The server answered with an error.
-    #[error("the server answered {status}: {message}")]
+    #[error("the server answered {status}: {reason}")]
     Server {
         /// HTTP status (0 when the reply could not be read at all).
         status: u16,
         /// The server's message.
-        message: String,
+        reason: String,
     },
 }
 
-impl SdkError {
+impl ApiError {
     /// A stable snake_case code for scripts and logs: `offline`, `unauthorized`, `forbidden`,
     /// `invalid_input`, `not_found`, `conflict`, `storage`, `server`.
     pub fn code(&self) -> &'static str {
@@ -82,30 +94,30 @@ impl SdkError {
         }
     }
 
-    pub(crate) fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
         Self::InvalidInput {
             field: field.into(),
-            message: message.into(),
+            reason: reason.into(),
         }
     }
 
     pub(crate) fn not_logged_in() -> Self {
         Self::Unauthorized {
-            message: "not logged in on this phone: log in first".into(),
+            reason: "not logged in on this phone: log in first".into(),
         }
     }
 
-    pub(crate) fn storage(message: impl Into<String>) -> Self {
+    pub(crate) fn storage(reason: impl Into<String>) -> Self {
         Self::Storage {
-            message: message.into(),
+            reason: reason.into(),
         }
     }
 }
 
-impl From<rusqlite::Error> for SdkError {
+impl From<rusqlite::Error> for ApiError {
     fn from(e: rusqlite::Error) -> Self {
         // Only the SQLite result code's description: never SQL text or bound values.
-        let message = match &e {
+        let reason = match &e {
             rusqlite::Error::SqliteFailure(err, _) => match err.code {
                 rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked => {
                     "the database is busy (another process holds it)".to_string()
@@ -121,11 +133,11 @@ impl From<rusqlite::Error> for SdkError {
             },
             _ => "unexpected data in the database".to_string(),
         };
-        Self::Storage { message }
+        Self::Storage { reason }
     }
 }
 
-impl From<RecordError> for SdkError {
+impl From<RecordError> for ApiError {
     fn from(e: RecordError) -> Self {
         match e {
             RecordError::UnknownKind(_) => Self::invalid("kind", e.to_string()),
@@ -138,14 +150,14 @@ impl From<RecordError> for SdkError {
                 Self::invalid(field, format!("cannot be changed: {reason}"))
             }
             RecordError::NotARecord(_) => Self::Conflict {
-                message: "the record is incomplete on this phone: sync to receive the rest".into(),
+                reason: "the record is incomplete on this phone: sync to receive the rest".into(),
             },
             RecordError::Automerge(_) => Self::storage("a stored document could not be read"),
         }
     }
 }
 
-impl From<IdError> for SdkError {
+impl From<IdError> for ApiError {
     fn from(e: IdError) -> Self {
         let field = match e {
             IdError::Record(_) => "id",
@@ -162,7 +174,7 @@ mod tests {
 
     #[test]
     fn messages_do_not_echo_personal_values() {
-        let e: SdkError = linli_sync_core::schema::check_phone("resident_phone", "call 555 secret")
+        let e: ApiError = linli_sync_core::schema::check_phone("resident_phone", "call 555 secret")
             .unwrap_err()
             .into();
         assert_eq!(e.code(), "invalid_input");

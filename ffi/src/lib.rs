@@ -3,16 +3,24 @@
 //! The device SDK that Linli's phones embed, and that the field CLI and the whole-system tests
 //! drive: a durable on-device store (SQLite), an HTTP transport and the sync loop, behind one
 //! object, [`FieldClient`], with blocking methods, owned arguments and one error type,
-//! [`SdkError`]. Records are edited offline; [`FieldClient::sync`] exchanges changes with the
+//! [`ApiError`]. Records are edited offline; [`FieldClient::sync`] exchanges changes with the
 //! server in one round trip per page.
 //!
+//! The same API is exported to Kotlin, Swift and Python with UniFFI proc macros (no UDL): the
+//! crate builds as `lib`, `cdylib` and `staticlib`, and `mobile-bindings/build.sh` generates the
+//! bindings from the built library ("library mode").
+//!
 //! - [`client`] holds the `FieldClient` object,
-//! - [`types`] the plain records it returns,
-//! - [`error`] the `SdkError` enum,
+//! - [`types`] the plain records it returns (mirror types, not the core's),
+//! - [`error`] the `ApiError` enum,
+//! - [`listener`] the `SyncListener` callback interface,
 //! - `store`, `sync`, `transport`: the SQLite store, the reply-applying step and HTTP.
+
+uniffi::setup_scaffolding!();
 
 pub mod client;
 pub mod error;
+pub mod listener;
 mod schema;
 mod store;
 mod sync;
@@ -20,10 +28,12 @@ mod transport;
 pub mod types;
 
 pub use client::{FieldClient, MAX_SYNC_ROUNDS, ME_REJECTED, ME_UNSYNCED};
-pub use error::SdkError;
+pub use error::{ApiError, SdkError};
+pub use listener::SyncListener;
 pub use schema::record_kinds;
 pub use store::DB_FILE;
 pub use types::{
     Choice, ConflictValue, FieldConflict, FieldInfo, FieldValue, HistoryEntry, KindInfo,
-    OutboxItem, PlaceInfo, RecordSummary, RecordView, RejectedChange, SyncReport, UserInfo, WhoAmI,
+    OutboxItem, PlaceInfo, RecordSummary, RecordView, RejectedChange, SyncProgress, SyncReport,
+    UserInfo, WhoAmI,
 };

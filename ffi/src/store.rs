@@ -21,7 +21,7 @@ use linli_sync_core::protocol::Cursor;
 use linli_sync_core::{RecordDoc, RecordId, RecordKind};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
-use crate::error::SdkError;
+use crate::error::ApiError;
 
 /// The database file name inside the SDK's home directory.
 pub const DB_FILE: &str = "linli-phone.db";
@@ -73,6 +73,7 @@ pub(crate) mod keys {
     pub const ACTOR_ID: &str = "actor_id";
     pub const SERVER_URL: &str = "server_url";
     pub const ACCESS_TOKEN: &str = "access_token";
+    pub const REFRESH_TOKEN: &str = "refresh_token";
     pub const TOKEN_EXPIRES_AT: &str = "token_expires_at";
     pub const USER: &str = "user";
     pub const CURSOR: &str = "cursor";
@@ -96,14 +97,14 @@ pub(crate) struct OutboxRow {
 }
 
 /// Opens (creating if needed) the store in `home` and returns its identity.
-pub(crate) fn open(home: &Path) -> Result<(Connection, Identity), SdkError> {
+pub(crate) fn open(home: &Path) -> Result<(Connection, Identity), ApiError> {
     std::fs::create_dir_all(home)
-        .map_err(|_| SdkError::storage("the home directory cannot be created"))?;
+        .map_err(|_| ApiError::storage("the home directory cannot be created"))?;
     let mut conn = Connection::open(home.join(DB_FILE))?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
-        return Err(SdkError::storage(
+        return Err(ApiError::storage(
             "the database cannot use write-ahead logging",
         ));
     }
@@ -112,7 +113,7 @@ pub(crate) fn open(home: &Path) -> Result<(Connection, Identity), SdkError> {
     let tx = immediate(&mut conn)?;
     let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if version > SCHEMA_VERSION {
-        return Err(SdkError::storage(
+        return Err(ApiError::storage(
             "the database was written by a newer version of the app",
         ));
     }
@@ -136,25 +137,25 @@ pub(crate) fn open(home: &Path) -> Result<(Connection, Identity), SdkError> {
     let actor_hex = kv_get(&tx, keys::ACTOR_ID)?.unwrap_or_default();
     tx.commit()?;
     let actor = ActorId::try_from(actor_hex.as_str())
-        .map_err(|_| SdkError::storage("the stored actor id is damaged"))?;
+        .map_err(|_| ApiError::storage("the stored actor id is damaged"))?;
     Ok((conn, Identity { device_id, actor }))
 }
 
 /// Starts a `BEGIN IMMEDIATE` transaction: the write lock is taken up front, so two writers
 /// queue on the busy timeout instead of failing halfway.
-pub(crate) fn immediate(conn: &mut Connection) -> Result<Transaction<'_>, SdkError> {
+pub(crate) fn immediate(conn: &mut Connection) -> Result<Transaction<'_>, ApiError> {
     Ok(conn.transaction_with_behavior(TransactionBehavior::Immediate)?)
 }
 
 /// Reads a `kv` value.
-pub(crate) fn kv_get(conn: &Connection, key: &str) -> Result<Option<String>, SdkError> {
+pub(crate) fn kv_get(conn: &Connection, key: &str) -> Result<Option<String>, ApiError> {
     Ok(conn
         .query_row("SELECT value FROM kv WHERE key = ?1", [key], |r| r.get(0))
         .optional()?)
 }
 
 /// Writes a `kv` value.
-pub(crate) fn kv_set(conn: &Connection, key: &str, value: &str) -> Result<(), SdkError> {
+pub(crate) fn kv_set(conn: &Connection, key: &str, value: &str) -> Result<(), ApiError> {
     conn.execute(
         "INSERT INTO kv (key, value) VALUES (?1, ?2)
          ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -164,28 +165,28 @@ pub(crate) fn kv_set(conn: &Connection, key: &str, value: &str) -> Result<(), Sd
 }
 
 /// Deletes a `kv` value.
-pub(crate) fn kv_delete(conn: &Connection, key: &str) -> Result<(), SdkError> {
+pub(crate) fn kv_delete(conn: &Connection, key: &str) -> Result<(), ApiError> {
     conn.execute("DELETE FROM kv WHERE key = ?1", [key])?;
     Ok(())
 }
 
 /// The stored cursor (the start when none).
-pub(crate) fn cursor(conn: &Connection) -> Result<Cursor, SdkError> {
+pub(crate) fn cursor(conn: &Connection) -> Result<Cursor, ApiError> {
     match kv_get(conn, keys::CURSOR)? {
         None => Ok(Cursor::start()),
         Some(hex) => from_hex(&hex)
             .map(Cursor)
-            .ok_or_else(|| SdkError::storage("the stored sync cursor is damaged")),
+            .ok_or_else(|| ApiError::storage("the stored sync cursor is damaged")),
     }
 }
 
 /// Stores the cursor.
-pub(crate) fn set_cursor(conn: &Connection, cursor: &Cursor) -> Result<(), SdkError> {
+pub(crate) fn set_cursor(conn: &Connection, cursor: &Cursor) -> Result<(), ApiError> {
     kv_set(conn, keys::CURSOR, &to_hex(&cursor.0))
 }
 
 /// Loads a record's document, `None` if this phone does not hold it.
-pub(crate) fn load_doc(conn: &Connection, id: RecordId) -> Result<Option<RecordDoc>, SdkError> {
+pub(crate) fn load_doc(conn: &Connection, id: RecordId) -> Result<Option<RecordDoc>, ApiError> {
     let bytes: Option<Vec<u8>> = conn
         .query_row(
             "SELECT bytes FROM documents WHERE record_id = ?1",
@@ -195,13 +196,13 @@ pub(crate) fn load_doc(conn: &Connection, id: RecordId) -> Result<Option<RecordD
         .optional()?;
     bytes
         .map(|b| {
-            RecordDoc::load(id, &b).map_err(|_| SdkError::storage("a stored document is damaged"))
+            RecordDoc::load(id, &b).map_err(|_| ApiError::storage("a stored document is damaged"))
         })
         .transpose()
 }
 
 /// Saves a document with its list columns.
-pub(crate) fn save_doc(conn: &Connection, doc: &mut RecordDoc, now: i64) -> Result<(), SdkError> {
+pub(crate) fn save_doc(conn: &Connection, doc: &mut RecordDoc, now: i64) -> Result<(), ApiError> {
     let (kind, place, status, title) = match doc.record() {
         Ok(r) => (
             r.kind().as_str().to_string(),
@@ -238,7 +239,7 @@ pub(crate) fn push_outbox(
     kind: RecordKind,
     change: &Change,
     now: i64,
-) -> Result<i64, SdkError> {
+) -> Result<i64, ApiError> {
     conn.execute(
         "INSERT INTO outbox (record_id, kind, hash, change, created_at, state)
          VALUES (?1, ?2, ?3, ?4, ?5, 'pending')",
@@ -258,7 +259,7 @@ pub(crate) fn pending_batch(
     conn: &Connection,
     after: i64,
     limit: usize,
-) -> Result<Vec<OutboxRow>, SdkError> {
+) -> Result<Vec<OutboxRow>, ApiError> {
     let mut stmt = conn.prepare_cached(
         "SELECT id, record_id, kind, change FROM outbox
          WHERE state = 'pending' AND id > ?1 ORDER BY id LIMIT ?2",
@@ -276,10 +277,10 @@ pub(crate) fn pending_batch(
         let (id, record, kind, change) = row?;
         let record = record
             .parse()
-            .map_err(|_| SdkError::storage("an outbox entry is damaged"))?;
+            .map_err(|_| ApiError::storage("an outbox entry is damaged"))?;
         let kind = kind
             .parse()
-            .map_err(|_| SdkError::storage("an outbox entry is damaged"))?;
+            .map_err(|_| ApiError::storage("an outbox entry is damaged"))?;
         out.push(OutboxRow {
             id,
             record,
@@ -291,7 +292,7 @@ pub(crate) fn pending_batch(
 }
 
 /// Whether pending changes exist after outbox id `after`.
-pub(crate) fn has_pending_after(conn: &Connection, after: i64) -> Result<bool, SdkError> {
+pub(crate) fn has_pending_after(conn: &Connection, after: i64) -> Result<bool, ApiError> {
     Ok(conn.query_row(
         "SELECT EXISTS (SELECT 1 FROM outbox WHERE state = 'pending' AND id > ?1)",
         [after],
@@ -300,7 +301,7 @@ pub(crate) fn has_pending_after(conn: &Connection, after: i64) -> Result<bool, S
 }
 
 /// Counts outbox rows in a state.
-pub(crate) fn count_outbox(conn: &Connection, state: &str) -> Result<u32, SdkError> {
+pub(crate) fn count_outbox(conn: &Connection, state: &str) -> Result<u32, ApiError> {
     Ok(conn.query_row(
         "SELECT COUNT(*) FROM outbox WHERE state = ?1",
         [state],
@@ -324,7 +325,7 @@ pub(crate) enum Attribution {
 }
 
 /// Looks up who made a change (by its 32-byte hash).
-pub(crate) fn attribution(conn: &Connection, hash: &[u8]) -> Result<Attribution, SdkError> {
+pub(crate) fn attribution(conn: &Connection, hash: &[u8]) -> Result<Attribution, ApiError> {
     let meta = conn
         .prepare_cached("SELECT user, device, received_at FROM change_meta WHERE hash = ?1")?
         .query_row([hash], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
@@ -355,7 +356,7 @@ pub(crate) fn put_change_meta(
     user: &str,
     device: &str,
     received_at: i64,
-) -> Result<(), SdkError> {
+) -> Result<(), ApiError> {
     conn.prepare_cached(
         "INSERT INTO change_meta (hash, user, device, received_at) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT (hash) DO UPDATE SET user = excluded.user, device = excluded.device,

@@ -7,13 +7,13 @@
 //! resent; `pending` → (refused, retryable: `server_error`, `missing_dependencies`) stays
 //! `pending` with the last reason noted; `rejected` → (discarded by the user) deleted.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use linli_sync_core::protocol::{Cursor, MAX_PAGE, PushChange, SyncRequest, SyncResponse};
 use linli_sync_core::{RecordDoc, RecordId};
 use rusqlite::{Connection, params};
 
-use crate::error::SdkError;
+use crate::error::ApiError;
 use crate::store::{self, OutboxRow, keys};
 use crate::types::RejectedChange;
 
@@ -31,6 +31,8 @@ pub(crate) struct Applied {
     pub pulled: u32,
     pub skipped: u32,
     pub rejected: Vec<RejectedChange>,
+    /// Records that pulled changes were merged into (ids), for "new data arrived".
+    pub records: Vec<String>,
 }
 
 /// The request for a batch of outbox rows.
@@ -59,7 +61,7 @@ pub(crate) fn apply_response(
     resp: &SyncResponse,
     me: &Pusher,
     now: i64,
-) -> Result<Applied, SdkError> {
+) -> Result<Applied, ApiError> {
     let tx = store::immediate(conn)?;
     let mut out = Applied::default();
 
@@ -81,16 +83,33 @@ pub(crate) fn apply_response(
         };
         tx.prepare_cached(sql)?
             .execute(params![&r.hash[..], r.code.as_str(), r.message])?;
-        out.rejected.push(RejectedChange {
-            record: RecordId::from_bytes(r.record).to_string(),
-            hash: store::to_hex(&r.hash),
-            code: r.code.as_str().to_string(),
-            message: r.message.clone(),
-            retryable,
-        });
+        out.rejected.push(RejectedChange::from(r));
     }
 
     let mut docs: BTreeMap<RecordId, RecordDoc> = BTreeMap::new();
+    let mut merged: BTreeSet<RecordId> = BTreeSet::new();
+    // Whole records of newly granted places first (saved documents): every change of the
+    // server's copy is merged into this phone's copy, or makes a new record.
+    for s in &resp.snapshots {
+        let id = RecordId::from_bytes(s.record);
+        let Ok(mut theirs) = RecordDoc::load(id, &s.doc) else {
+            out.skipped += 1;
+            continue;
+        };
+        let doc = match docs.entry(id) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                e.insert(store::load_doc(&tx, id)?.unwrap_or_else(|| RecordDoc::empty(id)))
+            }
+        };
+        match doc.apply_changes(theirs.changes()) {
+            Ok(()) => {
+                merged.insert(id);
+                out.pulled += 1;
+            }
+            Err(_) => out.skipped += 1,
+        }
+    }
     for p in &resp.changes {
         let id = RecordId::from_bytes(p.record);
         let doc = match docs.entry(id) {
@@ -101,6 +120,7 @@ pub(crate) fn apply_response(
         };
         match doc.apply_change(&p.change) {
             Ok(hash) => {
+                merged.insert(id);
                 store::put_change_meta(&tx, &hash.0, &p.user, &p.device, p.received_at)?;
                 out.pulled += 1;
             }
@@ -112,6 +132,7 @@ pub(crate) fn apply_response(
     for doc in docs.values_mut() {
         store::save_doc(&tx, doc, now)?;
     }
+    out.records = merged.iter().map(RecordId::to_string).collect();
 
     if store::cursor(&tx)? == *sent {
         store::set_cursor(&tx, &resp.cursor)?;

@@ -1,7 +1,7 @@
 //! Blocking HTTP to the Linli server (ureq): login and the one-round-trip sync.
 //!
-//! Network failures become [`SdkError::Offline`]; 401 becomes [`SdkError::Unauthorized`], 403
-//! [`SdkError::Forbidden`]; other error replies carry the server's JSON `message`.
+//! Network failures become [`ApiError::Offline`]; 401 becomes [`ApiError::Unauthorized`], 403
+//! [`ApiError::Forbidden`]; other error replies carry the server's JSON `message`.
 
 use std::time::Duration;
 
@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use ureq::Body;
 use ureq::http::Response;
 
-use crate::error::SdkError;
+use crate::error::ApiError;
 
 /// Connection set-up limit: past it the server counts as unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -55,6 +55,9 @@ pub(crate) struct LoginResponse {
     pub access_token: String,
     #[serde(default)]
     pub expires_at: serde_json::Value,
+    /// Single use: `POST /v1/auth/refresh` spends it and returns the next one.
+    #[serde(default)]
+    pub refresh_token: Option<String>,
     pub user: LoginUser,
 }
 
@@ -85,23 +88,23 @@ pub(crate) fn agent() -> ureq::Agent {
 }
 
 /// Checks and normalises a server URL (`http://host:port`, no trailing slash).
-pub(crate) fn normalize_url(url: &str) -> Result<String, SdkError> {
+pub(crate) fn normalize_url(url: &str) -> Result<String, ApiError> {
     let url = url.trim().trim_end_matches('/');
     let rest = if let Some(rest) = url.strip_prefix("http://") {
         rest
     } else if url.starts_with("https://") {
-        return Err(SdkError::invalid(
+        return Err(ApiError::invalid(
             "server_url",
             "this build has no TLS support yet; use an http:// URL (or a TLS-terminating proxy on the device network)",
         ));
     } else {
-        return Err(SdkError::invalid(
+        return Err(ApiError::invalid(
             "server_url",
             "expected a URL such as http://192.168.1.10:8080",
         ));
     };
     if rest.is_empty() || rest.contains(char::is_whitespace) {
-        return Err(SdkError::invalid("server_url", "the URL has no host"));
+        return Err(ApiError::invalid("server_url", "the URL has no host"));
     }
     Ok(url.to_string())
 }
@@ -121,7 +124,7 @@ impl<'a> Transport<'a> {
         username: &str,
         password: &str,
         device_id: &str,
-    ) -> Result<LoginResponse, SdkError> {
+    ) -> Result<LoginResponse, ApiError> {
         let body = LoginRequest {
             username,
             password,
@@ -135,8 +138,8 @@ impl<'a> Transport<'a> {
             .map_err(network_error)?;
         let status = resp.status().as_u16();
         if status == 401 {
-            return Err(SdkError::Unauthorized {
-                message: "the user name or password was not accepted".into(),
+            return Err(ApiError::Unauthorized {
+                reason: "the user name or password was not accepted".into(),
             });
         }
         if status != 200 {
@@ -147,16 +150,46 @@ impl<'a> Transport<'a> {
             .limit(MAX_JSON_BYTES)
             .read_json::<LoginResponse>()
             .map_err(|e| match e {
-                ureq::Error::Json(_) => SdkError::Server {
+                ureq::Error::Json(_) => ApiError::Server {
                     status,
-                    message: "the login reply is not what this app expects".into(),
+                    reason: "the login reply is not what this app expects".into(),
+                },
+                other => network_error(other),
+            })
+    }
+
+    /// Trades the refresh token for a new access token and the next refresh token (the same reply
+    /// as a login). A 401 means the login is over: expired, revoked, or the token was used twice.
+    pub fn refresh(&self, refresh_token: &str) -> Result<LoginResponse, ApiError> {
+        let mut resp = self
+            .agent
+            .post(format!("{}/v1/auth/refresh", self.base))
+            .send_json(serde_json::json!({ "refresh_token": refresh_token }))
+            .map_err(network_error)?;
+        let status = resp.status().as_u16();
+        if status == 401 {
+            return Err(ApiError::Unauthorized {
+                reason: "the login has expired or was revoked: log in again".into(),
+            });
+        }
+        if status != 200 {
+            return Err(error_reply(status, &mut resp));
+        }
+        resp.body_mut()
+            .with_config()
+            .limit(MAX_JSON_BYTES)
+            .read_json::<LoginResponse>()
+            .map_err(|e| match e {
+                ureq::Error::Json(_) => ApiError::Server {
+                    status,
+                    reason: "the refresh reply is not what this app expects".into(),
                 },
                 other => network_error(other),
             })
     }
 
     /// One sync round trip. A 422 (every pushed change refused) carries a normal sync reply.
-    pub fn sync(&self, token: &str, body: Vec<u8>) -> Result<SyncResponse, SdkError> {
+    pub fn sync(&self, token: &str, body: Vec<u8>) -> Result<SyncResponse, ApiError> {
         let mut resp = self
             .agent
             .post(format!("{}/v1/sync", self.base))
@@ -179,13 +212,13 @@ impl<'a> Transport<'a> {
                     .limit(MAX_BODY_BYTES as u64 + 1024)
                     .read_to_vec()
                     .map_err(network_error)?;
-                SyncResponse::decode(&bytes).map_err(|e| SdkError::Server {
+                SyncResponse::decode(&bytes).map_err(|e| ApiError::Server {
                     status,
-                    message: format!("the sync reply could not be read: {e}"),
+                    reason: format!("the sync reply could not be read: {e}"),
                 })
             }
-            401 => Err(SdkError::Unauthorized {
-                message: "the server no longer accepts this login: log in again".into(),
+            401 => Err(ApiError::Unauthorized {
+                reason: "the server no longer accepts this login: log in again".into(),
             }),
             _ => Err(error_reply(status, &mut resp)),
         }
@@ -193,29 +226,29 @@ impl<'a> Transport<'a> {
 }
 
 /// Maps an error reply: 403 to Forbidden, the rest to Server with the server's message.
-fn error_reply(status: u16, resp: &mut Response<Body>) -> SdkError {
+fn error_reply(status: u16, resp: &mut Response<Body>) -> ApiError {
     let body = resp
         .body_mut()
         .with_config()
         .limit(MAX_JSON_BYTES)
         .read_json::<ErrorBody>()
         .ok();
-    let message = match body {
+    let reason = match body {
         Some(b) if !b.message.is_empty() => b.message,
         Some(b) if !b.error.is_empty() => b.error,
         _ => format!("unexpected reply (HTTP {status})"),
     };
     match status {
-        401 => SdkError::Unauthorized { message },
-        403 => SdkError::Forbidden { message },
-        _ => SdkError::Server { status, message },
+        401 => ApiError::Unauthorized { reason },
+        403 => ApiError::Forbidden { reason },
+        _ => ApiError::Server { status, reason },
     }
 }
 
 /// Maps a ureq failure that is not an HTTP status.
-fn network_error(e: ureq::Error) -> SdkError {
+fn network_error(e: ureq::Error) -> ApiError {
     use std::io::ErrorKind as K;
-    let message = match &e {
+    let reason = match &e {
         ureq::Error::Io(io) => match io.kind() {
             K::ConnectionRefused => "connection refused".to_string(),
             K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof => {
@@ -231,23 +264,23 @@ fn network_error(e: ureq::Error) -> SdkError {
         ureq::Error::HostNotFound => "host not found".to_string(),
         ureq::Error::ConnectionFailed => "connection failed".to_string(),
         ureq::Error::BadUri(_) => {
-            return SdkError::invalid("server_url", "the server URL is not valid");
+            return ApiError::invalid("server_url", "the server URL is not valid");
         }
         ureq::Error::BodyExceedsLimit(_) | ureq::Error::LargeResponseHeader(..) => {
-            return SdkError::Server {
+            return ApiError::Server {
                 status: 0,
-                message: "the reply is too large".into(),
+                reason: "the reply is too large".into(),
             };
         }
         ureq::Error::Protocol(_) => {
-            return SdkError::Server {
+            return ApiError::Server {
                 status: 0,
-                message: "the reply is not valid HTTP".into(),
+                reason: "the reply is not valid HTTP".into(),
             };
         }
         _ => "network error".to_string(),
     };
-    SdkError::Offline { message }
+    ApiError::Offline { reason }
 }
 
 #[cfg(test)]

@@ -1,12 +1,16 @@
-//! The plain data the SDK hands to apps: owned strings, numbers, vectors and records of them, so
-//! each maps one-to-one onto a UniFFI record. Times are milliseconds since the Unix epoch.
+//! The plain data the SDK hands to apps: owned strings, numbers, vectors and records of them, each
+//! exported as a UniFFI record (a Kotlin data class, a Swift struct). These are the ffi crate's
+//! own mirror types, filled from the core's types through `From` conversions; no core type
+//! crosses the boundary. Times are milliseconds since the Unix epoch.
 
+use linli_sync_core::RecordId;
+use linli_sync_core::protocol::Rejected;
 use serde::Serialize;
 
-/// One `field=value` pair for [`crate::FieldClient::create`] and [`crate::FieldClient::set`].
+/// One `field=value` pair for `FieldClient.create` and `FieldClient.set`.
 /// Lists are comma-separated (`departments=police,housing`); an empty value clears an optional
 /// field.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, uniffi::Record)]
 pub struct FieldValue {
     /// Field name, e.g. `status`.
     pub name: String,
@@ -24,12 +28,12 @@ impl FieldValue {
     }
 
     /// Parses `name=value` (split at the first `=`; the value may be empty or contain `=`).
-    pub fn parse(text: &str) -> Result<Self, crate::SdkError> {
+    pub fn parse(text: &str) -> Result<Self, crate::ApiError> {
         match text.split_once('=') {
             Some((name, value)) if !name.trim().is_empty() => Ok(Self::new(name.trim(), value)),
-            _ => Err(crate::SdkError::InvalidInput {
+            _ => Err(crate::ApiError::InvalidInput {
                 field: "fields".into(),
-                message: "expected field=value".into(),
+                reason: "expected field=value".into(),
             }),
         }
     }
@@ -42,7 +46,7 @@ impl<N: Into<String>, V: Into<String>> From<(N, V)> for FieldValue {
 }
 
 /// A place the signed-in user is granted (everything below it is covered too).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, uniffi::Record)]
 pub struct PlaceInfo {
     /// The place id, a path such as `hz/baiyang/haitian`.
     pub id: String,
@@ -51,7 +55,7 @@ pub struct PlaceInfo {
 }
 
 /// The signed-in user, as the server described them at login.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, uniffi::Record)]
 pub struct UserInfo {
     /// Login name.
     pub username: String,
@@ -64,7 +68,7 @@ pub struct UserInfo {
 }
 
 /// Who this phone is and who is signed in on it. Answered without the server.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, uniffi::Record)]
 pub struct WhoAmI {
     /// This install's device id (a UUID generated once).
     pub device_id: String,
@@ -87,7 +91,7 @@ pub struct WhoAmI {
 }
 
 /// One line of the record list.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, uniffi::Record)]
 pub struct RecordSummary {
     /// Record id (UUID).
     pub id: String,
@@ -108,7 +112,7 @@ pub struct RecordSummary {
 }
 
 /// One value of a conflicted field, with who set it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, uniffi::Record)]
 pub struct ConflictValue {
     /// The value, as JSON text.
     pub value_json: String,
@@ -126,7 +130,7 @@ pub struct ConflictValue {
 }
 
 /// A field that people set differently while apart. The winner is shown; every value is kept.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, uniffi::Record)]
 pub struct FieldConflict {
     /// Field name.
     pub field: String,
@@ -139,11 +143,11 @@ pub struct FieldConflict {
 }
 
 /// One change in a record's history.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, uniffi::Record)]
 pub struct HistoryEntry {
     /// Change hash (hex).
     pub hash: String,
-    /// Who made it (as in [`ConflictValue::user`]).
+    /// Who made it (as in `ConflictValue.user`).
     pub user: String,
     /// From which device (empty when unknown).
     pub device: String,
@@ -160,7 +164,7 @@ pub struct HistoryEntry {
 }
 
 /// A record with its merged value, its conflicts and its history.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, uniffi::Record)]
 pub struct RecordView {
     /// Record id.
     pub id: String,
@@ -185,9 +189,9 @@ pub struct RecordView {
 }
 
 /// A change in the outbox: waiting to be sent, or refused by the server.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, uniffi::Record)]
 pub struct OutboxItem {
-    /// Outbox entry number (for [`crate::FieldClient::discard`]).
+    /// Outbox entry number (for `FieldClient.discard`).
     pub id: i64,
     /// The record.
     pub record_id: String,
@@ -209,7 +213,7 @@ pub struct OutboxItem {
 }
 
 /// A change the server refused during a sync.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, uniffi::Record)]
 pub struct RejectedChange {
     /// The record.
     pub record: String,
@@ -223,8 +227,21 @@ pub struct RejectedChange {
     pub retryable: bool,
 }
 
-/// What one [`crate::FieldClient::sync`] did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+impl From<&Rejected> for RejectedChange {
+    fn from(r: &Rejected) -> Self {
+        Self {
+            record: RecordId::from_bytes(r.record).to_string(),
+            hash: crate::store::to_hex(&r.hash),
+            code: r.code.as_str().to_string(),
+            message: r.message.clone(),
+            retryable: r.code.is_retryable(),
+        }
+    }
+}
+
+/// What one `FieldClient.sync` did: changes pushed and accepted, changes pulled, refusals with
+/// their reasons, and whether more is waiting.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, uniffi::Record)]
 pub struct SyncReport {
     /// Changes sent.
     pub pushed: u32,
@@ -242,8 +259,47 @@ pub struct SyncReport {
     pub rounds: u32,
 }
 
+/// How far a running sync has got, as told to a `SyncListener` after each round trip. Counts are
+/// totals since the sync started.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, uniffi::Record)]
+pub struct SyncProgress {
+    /// Round trips made so far.
+    pub rounds: u32,
+    /// Own changes sent so far.
+    pub pushed: u32,
+    /// Of those, accepted by the server.
+    pub accepted: u32,
+    /// Changes by others received and merged so far.
+    pub pulled: u32,
+    /// Own changes the server refused so far.
+    pub rejected: u32,
+    /// Whether this is the last report of this sync.
+    pub done: bool,
+}
+
+impl From<&SyncReport> for SyncProgress {
+    fn from(r: &SyncReport) -> Self {
+        Self {
+            rounds: r.rounds,
+            pushed: r.pushed,
+            accepted: r.accepted,
+            pulled: r.pulled,
+            rejected: r.rejected.len() as u32,
+            done: false,
+        }
+    }
+}
+
+impl SyncProgress {
+    /// The same progress, marked as the last report (or not).
+    pub fn done(mut self, done: bool) -> Self {
+        self.done = done;
+        self
+    }
+}
+
 /// One allowed value of a coded field.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, uniffi::Record)]
 pub struct Choice {
     /// Stored code.
     pub code: String,
@@ -252,7 +308,7 @@ pub struct Choice {
 }
 
 /// A field of a record kind, to build forms and parse `field=value`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, uniffi::Record)]
 pub struct FieldInfo {
     /// Field name.
     pub name: String,
@@ -271,7 +327,7 @@ pub struct FieldInfo {
 }
 
 /// A record kind and its fields.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, uniffi::Record)]
 pub struct KindInfo {
     /// Kind code.
     pub code: String,

@@ -1,13 +1,25 @@
-//! Authentication: `POST /v1/auth/login`, token signing keys, and the [`AuthUser`] extractor.
+//! Authentication: `POST /v1/auth/login` and `POST /v1/auth/refresh`, token signing keys, and
+//! the [`AuthUser`] extractor.
 //!
-//! Tokens are HS256 JWTs signed with a random 32-byte key generated on first start into
-//! `jwt-keys.json` in the data directory (mode 0600). The header carries the key's `kid`;
-//! validation pins the algorithm, requires `exp`, `aud` (`linli`), `iss` (`linli-server`) and
-//! `sub`, and refuses unknown key ids. Passwords are argon2id hashes, computed and verified on the
-//! blocking pool. Neither tokens nor passwords are ever logged.
+//! - **Access tokens** are short-lived JWTs (15 minutes by default). The header carries the
+//!   signing key's `kid`; each key pins its algorithm (HS256), and validation requires `exp`,
+//!   `aud` (`linli`), `iss` (`linli-server`) and `sub`, with no leeway. Unknown key ids, other
+//!   algorithms, `alg: none` and keys past their retirement are refused.
+//! - **Signing keys** live in `jwt-keys.json` in the data directory (mode 0600). Rotation puts a
+//!   new signing key first and keeps the previous ones verifying for an overlap (by default one
+//!   access-token lifetime); after it they are removed, and their tokens are refused. A running
+//!   server notices a rotation made by the admin CLI within a tenth of a second.
+//! - **Refresh tokens** are 256-bit random strings, stored only as SHA-256 hashes. Each use
+//!   spends the token and returns the next one of the same family; presenting a spent token again
+//!   revokes the whole family (someone copied it). Disabling a user, changing their password or
+//!   revoking a device revokes their refresh tokens.
+//! - **Passwords** are argon2id hashes, computed and verified on the blocking pool.
+//!
+//! Neither tokens nor passwords are ever logged.
 
-use std::path::Path;
-use std::sync::OnceLock;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock, RwLock};
+use std::time::{Duration, Instant, SystemTime};
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
@@ -19,23 +31,31 @@ use axum::{Json, Router};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use linli_sync_core::{DeviceId, PlaceId};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::extract::JsonBody;
-use crate::model::{Role, hex, now_ms, unhex};
+use crate::model::{Role, User, hex, now_ms, unhex};
 use crate::state::AppState;
+use crate::store::RefreshOutcome;
 
 /// The token audience.
 pub const AUDIENCE: &str = "linli";
 /// The token issuer.
 pub const ISSUER: &str = "linli-server";
 
+/// How often the key file's modification time is looked at (one `stat`): a rotation made by the
+/// admin CLI in another process applies within this time.
+const RELOAD_CHECK_EVERY: Duration = Duration::from_millis(100);
+
 const BAD_LOGIN: &str = "wrong username or password";
 const BAD_TOKEN: &str = "missing, expired or invalid access token";
 
 /// The routes of this module.
 pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/auth/login", post(login))
+    Router::new()
+        .route("/v1/auth/login", post(login))
+        .route("/v1/auth/refresh", post(refresh))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -80,23 +100,60 @@ async fn verify_password(password: String, hash: Option<String>) -> Result<bool>
 // ---------------------------------------------------------------------------------------------
 // Keys and tokens
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 struct KeyFile {
     keys: Vec<StoredKey>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct StoredKey {
     kid: String,
     alg: String,
     /// The secret, hex.
     key: String,
+    /// When it was made (ms).
+    #[serde(default)]
+    created_at: i64,
+    /// After this time (ms) it verifies nothing; `None` while it is the signing key or has no end.
+    #[serde(default)]
+    retire_at: Option<i64>,
+}
+
+impl StoredKey {
+    fn fresh(now: i64) -> Self {
+        Self {
+            kid: hex(&rand::random::<[u8; 8]>()),
+            alg: "HS256".into(),
+            key: hex(&rand::random::<[u8; 32]>()),
+            created_at: now,
+            retire_at: None,
+        }
+    }
 }
 
 struct SigningKey {
     kid: String,
+    alg: Algorithm,
+    retire_at: Option<i64>,
     encoding: EncodingKey,
     decoding: DecodingKey,
+    /// Validation pinned to this key's algorithm.
+    validation: Validation,
+}
+
+/// A signing key as listed to admins (never the secret).
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyInfo {
+    /// Key id (the JWT `kid`).
+    pub kid: String,
+    /// Its pinned algorithm.
+    pub alg: String,
+    /// When it was made (ms).
+    pub created_at: i64,
+    /// When it stops verifying (ms), if it is retiring.
+    pub retire_at: Option<i64>,
+    /// Whether it signs new tokens.
+    pub signing: bool,
 }
 
 /// The claims of an access token.
@@ -118,34 +175,99 @@ pub struct Claims {
     pub iss: String,
 }
 
-/// The server's token signing keys (the first one signs; all verify, looked up by `kid`).
+/// The server's token signing keys (the first one signs; all verify, looked up by `kid`, until
+/// they retire). Reloaded from the key file when it changes.
 pub struct JwtKeys {
-    keys: Vec<SigningKey>,
-    validation: Validation,
+    path: PathBuf,
+    keys: RwLock<Vec<SigningKey>>,
+    /// When the file was last looked at, and its modification time then.
+    checked: Mutex<(Instant, Option<FileStamp>)>,
 }
 
 impl std::fmt::Debug for JwtKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let kids: Vec<&str> = self.keys.iter().map(|k| k.kid.as_str()).collect();
+        let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());
+        let kids: Vec<&str> = keys.iter().map(|k| k.kid.as_str()).collect();
         f.debug_struct("JwtKeys")
             .field("kids", &kids)
             .finish_non_exhaustive()
     }
 }
 
+fn read_key_file(path: &Path) -> Result<Option<KeyFile>> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| Error::Internal(format!("{}: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::Internal(format!("{}: {e}", path.display()))),
+    }
+}
+
+/// What identifies a version of the key file: modification time, length and (on Unix) inode.
+/// Rotation replaces the file by renaming a new one over it, so the inode changes even when the
+/// clock tick does not.
+type FileStamp = (Option<SystemTime>, u64, u64);
+
+fn mtime(path: &Path) -> Option<FileStamp> {
+    let m = std::fs::metadata(path).ok()?;
+    #[cfg(unix)]
+    let ino = std::os::unix::fs::MetadataExt::ino(&m);
+    #[cfg(not(unix))]
+    let ino = 0;
+    Some((m.modified().ok(), m.len(), ino))
+}
+
+fn build_keys(path: &Path, file: &KeyFile) -> Result<Vec<SigningKey>> {
+    let now = now_ms();
+    let mut keys = Vec::new();
+    for k in &file.keys {
+        let alg = match k.alg.as_str() {
+            "HS256" => Algorithm::HS256,
+            other => {
+                return Err(Error::Internal(format!(
+                    "key {}: unsupported alg {other}",
+                    k.kid
+                )));
+            }
+        };
+        if k.retire_at.is_some_and(|t| t <= now) {
+            continue;
+        }
+        let secret = unhex(&k.key)
+            .filter(|s| s.len() >= 32)
+            .ok_or_else(|| Error::Internal(format!("key {}: not a 32-byte hex secret", k.kid)))?;
+        let mut validation = Validation::new(alg);
+        validation.set_audience(&[AUDIENCE]);
+        validation.set_issuer(&[ISSUER]);
+        validation.set_required_spec_claims(&["exp", "aud", "iss", "sub"]);
+        validation.leeway = 0;
+        keys.push(SigningKey {
+            kid: k.kid.clone(),
+            alg,
+            retire_at: k.retire_at,
+            encoding: EncodingKey::from_secret(&secret),
+            decoding: DecodingKey::from_secret(&secret),
+            validation,
+        });
+    }
+    if keys.is_empty() {
+        return Err(Error::Internal(format!(
+            "{}: no usable keys",
+            path.display()
+        )));
+    }
+    Ok(keys)
+}
+
 impl JwtKeys {
     /// Loads the key file, creating it with a fresh random key (mode 0600) if it is missing.
     pub fn load_or_create(path: &Path) -> Result<JwtKeys> {
-        let file: KeyFile = match std::fs::read(path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| Error::Internal(format!("{}: {e}", path.display())))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        let file = match read_key_file(path)? {
+            Some(f) => f,
+            None => {
                 let file = KeyFile {
-                    keys: vec![StoredKey {
-                        kid: hex(&rand::random::<[u8; 8]>()),
-                        alg: "HS256".into(),
-                        key: hex(&rand::random::<[u8; 32]>()),
-                    }],
+                    keys: vec![StoredKey::fresh(now_ms())],
                 };
                 write_private(
                     path,
@@ -153,58 +275,124 @@ impl JwtKeys {
                 )?;
                 file
             }
-            Err(e) => return Err(Error::Internal(format!("{}: {e}", path.display()))),
         };
-        let mut keys = Vec::new();
-        for k in file.keys {
-            if k.alg != "HS256" {
-                return Err(Error::Internal(format!(
-                    "key {}: unsupported alg {}",
-                    k.kid, k.alg
-                )));
+        let keys = build_keys(path, &file)?;
+        Ok(JwtKeys {
+            path: path.to_path_buf(),
+            keys: RwLock::new(keys),
+            checked: Mutex::new((Instant::now(), mtime(path))),
+        })
+    }
+
+    /// Re-reads the key file if it changed (looked at no more than once a second unless
+    /// `force`). A file that fails to load keeps the keys in use.
+    fn reload_if_changed(&self, force: bool) {
+        let mut checked = self.checked.lock().unwrap_or_else(|p| p.into_inner());
+        if !force && checked.0.elapsed() < RELOAD_CHECK_EVERY {
+            return;
+        }
+        let now_mtime = mtime(&self.path);
+        checked.0 = Instant::now();
+        if now_mtime == checked.1 {
+            return;
+        }
+        match read_key_file(&self.path).and_then(|f| {
+            f.ok_or_else(|| Error::Internal("the key file is gone".into()))
+                .and_then(|f| build_keys(&self.path, &f))
+        }) {
+            Ok(keys) => {
+                *self.keys.write().unwrap_or_else(|p| p.into_inner()) = keys;
+                checked.1 = now_mtime;
+                tracing::info!("token signing keys reloaded");
             }
-            let secret = unhex(&k.key).filter(|s| s.len() >= 32).ok_or_else(|| {
-                Error::Internal(format!("key {}: not a 32-byte hex secret", k.kid))
-            })?;
-            keys.push(SigningKey {
-                kid: k.kid,
-                encoding: EncodingKey::from_secret(&secret),
-                decoding: DecodingKey::from_secret(&secret),
-            });
+            Err(e) => tracing::error!(error = %e, "token signing keys could not be reloaded"),
         }
-        if keys.is_empty() {
-            return Err(Error::Internal(format!("{}: no keys", path.display())));
-        }
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.set_audience(&[AUDIENCE]);
-        validation.set_issuer(&[ISSUER]);
-        validation.set_required_spec_claims(&["exp", "aud", "iss", "sub"]);
-        validation.leeway = 30;
-        Ok(JwtKeys { keys, validation })
     }
 
     /// Signs claims with the current key.
     pub fn issue(&self, claims: &Claims) -> Result<String> {
-        let key = &self.keys[0];
-        let mut header = Header::new(Algorithm::HS256);
+        self.reload_if_changed(false);
+        let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());
+        let key = keys
+            .first()
+            .ok_or_else(|| Error::Internal("no signing key".into()))?;
+        let mut header = Header::new(key.alg);
         header.kid = Some(key.kid.clone());
         jsonwebtoken::encode(&header, claims, &key.encoding).map_err(Error::internal)
     }
 
-    /// Verifies a token: known `kid`, HS256, signature, `exp`, `aud`, `iss`, `sub`.
+    /// Verifies a token: known, unretired `kid`; that key's algorithm; signature, `exp`, `aud`,
+    /// `iss`, `sub`.
     pub fn verify(&self, token: &str) -> Result<Claims> {
         let unauthorized = || Error::Unauthorized(BAD_TOKEN.into());
+        self.reload_if_changed(false);
         let header = jsonwebtoken::decode_header(token).map_err(|_| unauthorized())?;
         let kid = header.kid.ok_or_else(unauthorized)?;
-        let key = self
-            .keys
+        let known = |keys: &[SigningKey]| keys.iter().any(|k| k.kid == kid);
+        if !known(&self.keys.read().unwrap_or_else(|p| p.into_inner())) {
+            // Perhaps rotated by another process this very second.
+            self.reload_if_changed(true);
+        }
+        let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());
+        let key = keys
             .iter()
             .find(|k| k.kid == kid)
             .ok_or_else(unauthorized)?;
-        jsonwebtoken::decode::<Claims>(token, &key.decoding, &self.validation)
+        if header.alg != key.alg || key.retire_at.is_some_and(|t| t <= now_ms()) {
+            return Err(unauthorized());
+        }
+        jsonwebtoken::decode::<Claims>(token, &key.decoding, &key.validation)
             .map(|data| data.claims)
             .map_err(|_| unauthorized())
     }
+
+    /// The keys in use (no secrets).
+    pub fn list(&self) -> Vec<KeyInfo> {
+        self.reload_if_changed(true);
+        let file = read_key_file(&self.path).ok().flatten().unwrap_or_default();
+        file.keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| KeyInfo {
+                kid: k.kid.clone(),
+                alg: k.alg.clone(),
+                created_at: k.created_at,
+                retire_at: k.retire_at,
+                signing: i == 0,
+            })
+            .collect()
+    }
+
+    /// Rotates: a new signing key goes first; the keys in use keep verifying for `overlap`, and
+    /// keys whose overlap has ended are removed. Returns the new key's id.
+    pub fn rotate(&self, overlap: Duration) -> Result<String> {
+        let now = now_ms();
+        let mut file = read_key_file(&self.path)?.unwrap_or_default();
+        let until = now.saturating_add(i64::try_from(overlap.as_millis()).unwrap_or(i64::MAX));
+        for k in &mut file.keys {
+            k.retire_at = Some(k.retire_at.map_or(until, |t| t.min(until)));
+        }
+        file.keys.retain(|k| k.retire_at.is_none_or(|t| t > now));
+        let fresh = StoredKey::fresh(now);
+        let kid = fresh.kid.clone();
+        file.keys.insert(0, fresh);
+        replace_private(
+            &self.path,
+            &serde_json::to_vec_pretty(&file).map_err(Error::internal)?,
+        )?;
+        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = build_keys(&self.path, &file)?;
+        *self.checked.lock().unwrap_or_else(|p| p.into_inner()) =
+            (Instant::now(), mtime(&self.path));
+        Ok(kid)
+    }
+}
+
+/// Writes `bytes` to a temporary file beside `path` (mode 0600) and renames it over `path`, so
+/// readers see the old file or the new one, never a half-written one.
+fn replace_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension(format!("tmp-{}", hex(&rand::random::<[u8; 4]>())));
+    write_private(&tmp, bytes)?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::Internal(format!("{}: {e}", path.display())))
 }
 
 #[cfg(unix)]
@@ -266,19 +454,78 @@ pub struct UserInfo {
     pub places: Vec<PlaceRef>,
 }
 
-/// `POST /v1/auth/login` reply.
+/// `POST /v1/auth/login` and `POST /v1/auth/refresh` reply.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LoginResponse {
     /// The bearer token.
     pub access_token: String,
     /// Always `Bearer`.
     pub token_type: String,
-    /// Expiry, ms since the epoch.
+    /// Expiry of the access token, ms since the epoch.
     pub expires_at: i64,
+    /// The refresh token: send it to `POST /v1/auth/refresh` for the next pair. Single use.
+    pub refresh_token: String,
+    /// Expiry of the refresh token, ms since the epoch.
+    pub refresh_expires_at: i64,
     /// Who signed in.
     pub user: UserInfo,
-    /// The device the token is bound to.
+    /// The device the tokens are bound to.
     pub device_id: String,
+}
+
+/// `POST /v1/auth/refresh` body.
+#[derive(Debug, Deserialize)]
+pub struct RefreshRequest {
+    /// The refresh token of the last login or refresh.
+    pub refresh_token: String,
+}
+
+/// SHA-256 of a refresh token: what the database keeps.
+pub fn refresh_token_hash(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+fn new_refresh_token() -> String {
+    format!("lr1_{}", hex(&rand::random::<[u8; 32]>()))
+}
+
+async fn user_info(state: &AppState, user: &User) -> Result<UserInfo> {
+    let grants = state.store.grants_of(&user.id).await?;
+    let mut places = Vec::with_capacity(grants.len());
+    for g in &grants {
+        let name = state
+            .store
+            .place(g)
+            .await?
+            .map(|p| p.name)
+            .unwrap_or_default();
+        places.push(PlaceRef {
+            id: g.to_string(),
+            name,
+        });
+    }
+    Ok(UserInfo {
+        username: user.username.clone(),
+        display_name: user.display_name.clone(),
+        role: user.role.as_str().into(),
+        places,
+    })
+}
+
+/// Signs an access token for `user` on `device`.
+pub fn access_token(state: &AppState, user: &User, device: DeviceId) -> Result<(String, i64)> {
+    let iat = (now_ms() / 1000) as u64;
+    let exp = iat + state.config.token_ttl.as_secs();
+    let claims = Claims {
+        sub: user.id.clone(),
+        dev: device.to_string(),
+        role: user.role.as_str().into(),
+        exp,
+        iat,
+        aud: AUDIENCE.into(),
+        iss: ISSUER.into(),
+    };
+    Ok((state.keys.issue(&claims)?, (exp as i64) * 1000))
 }
 
 async fn login(
@@ -295,7 +542,12 @@ async fn login(
             "device_name: at most 100 characters".into(),
         ));
     }
-    let user = state.store.user_by_username(req.username.trim()).await?;
+    let username = req.username.trim();
+    if username.is_empty() || username.chars().count() > 64 {
+        return Err(Error::Unauthorized(BAD_LOGIN.into()));
+    }
+    state.limits.check_login(username)?;
+    let user = state.store.user_by_username(username).await?;
     let ok = verify_password(req.password, user.as_ref().map(|u| u.password_hash.clone())).await?;
     let user = match user {
         Some(u) if ok => u,
@@ -303,6 +555,11 @@ async fn login(
     };
     if user.disabled {
         return Err(Error::Unauthorized("this account is disabled".into()));
+    }
+    if state.store.device_revoked(device).await? {
+        return Err(Error::Forbidden(
+            "this device was revoked by an admin; ask an admin".into(),
+        ));
     }
     let now = now_ms();
     if !state
@@ -314,43 +571,82 @@ async fn login(
             "this device is registered to another user; ask an admin to release it".into(),
         ));
     }
-    let grants = state.store.grants_of(&user.id).await?;
-    let mut places = Vec::with_capacity(grants.len());
-    for g in &grants {
-        let name = state
-            .store
-            .place(g)
-            .await?
-            .map(|p| p.name)
-            .unwrap_or_default();
-        places.push(PlaceRef {
-            id: g.to_string(),
-            name,
-        });
-    }
-    let iat = (now / 1000) as u64;
-    let exp = iat + state.config.token_ttl.as_secs();
-    let claims = Claims {
-        sub: user.id.clone(),
-        dev: device.to_string(),
-        role: user.role.as_str().into(),
-        exp,
-        iat,
-        aud: AUDIENCE.into(),
-        iss: ISSUER.into(),
-    };
-    let access_token = state.keys.issue(&claims)?;
+    let (access_token, expires_at) = access_token(&state, &user, device)?;
+    let refresh_token = new_refresh_token();
+    let refresh_expires_at = now + state.config.refresh_ttl.as_millis() as i64;
+    let family = uuid::Uuid::new_v4().to_string();
+    state
+        .store
+        .insert_refresh_token(&crate::store::NewRefreshToken {
+            hash: &refresh_token_hash(&refresh_token),
+            family: &family,
+            user_id: &user.id,
+            device_id: &device.to_string(),
+            issued_at: now,
+            expires_at: refresh_expires_at,
+        })
+        .await?;
     tracing::info!(username = %user.username, device = %device, "login");
     Ok(Json(LoginResponse {
         access_token,
         token_type: "Bearer".into(),
-        expires_at: (exp as i64) * 1000,
-        user: UserInfo {
-            username: user.username,
-            display_name: user.display_name,
-            role: user.role.as_str().into(),
-            places,
-        },
+        expires_at,
+        refresh_token,
+        refresh_expires_at,
+        user: user_info(&state, &user).await?,
+        device_id: device.to_string(),
+    }))
+}
+
+async fn refresh(
+    State(state): State<AppState>,
+    JsonBody(req): JsonBody<RefreshRequest>,
+) -> Result<Json<LoginResponse>> {
+    let dead = || Error::Unauthorized("the refresh token is not valid: log in again".into());
+    let token = req.refresh_token.trim();
+    if token.is_empty() || token.len() > 200 {
+        return Err(dead());
+    }
+    let now = now_ms();
+    let next = new_refresh_token();
+    let refresh_expires_at = now + state.config.refresh_ttl.as_millis() as i64;
+    let outcome = state
+        .store
+        .rotate_refresh_token(
+            &refresh_token_hash(token),
+            &refresh_token_hash(&next),
+            now,
+            refresh_expires_at,
+        )
+        .await?;
+    let (user_id, device_id) = match outcome {
+        RefreshOutcome::Rotated { user_id, device_id } => (user_id, device_id),
+        RefreshOutcome::Reused => {
+            tracing::warn!("a spent refresh token was presented again: its family is revoked");
+            return Err(Error::Unauthorized(
+                "this refresh token was already used, so every session of this login is \
+                 revoked: log in again"
+                    .into(),
+            ));
+        }
+        RefreshOutcome::Unknown | RefreshOutcome::Dead => return Err(dead()),
+    };
+    let device: DeviceId = device_id.parse().map_err(Error::internal)?;
+    let principal = state
+        .store
+        .principal(&user_id, device)
+        .await?
+        .filter(|p| !p.user.disabled && p.device_ok)
+        .ok_or_else(dead)?;
+    state.limits.check_user(&principal.user.id)?;
+    let (access_token, expires_at) = access_token(&state, &principal.user, device)?;
+    Ok(Json(LoginResponse {
+        access_token,
+        token_type: "Bearer".into(),
+        expires_at,
+        refresh_token: next,
+        refresh_expires_at,
+        user: user_info(&state, &principal.user).await?,
         device_id: device.to_string(),
     }))
 }
@@ -358,7 +654,8 @@ async fn login(
 // ---------------------------------------------------------------------------------------------
 // The extractor
 
-/// The caller of an authenticated request: a valid token of an enabled user, with their grants.
+/// The caller of an authenticated request: a valid token of an enabled user on a device that is
+/// still theirs, with their grants.
 #[derive(Debug, Clone)]
 pub struct AuthUser {
     /// User id.
@@ -396,6 +693,30 @@ impl AuthUser {
         out.dedup();
         out
     }
+
+    /// Refuses (403) unless the caller works in the back-office.
+    pub fn require_back_office(&self) -> Result<()> {
+        if self.role.is_back_office() {
+            Ok(())
+        } else {
+            Err(Error::Forbidden(format!(
+                "the {} role cannot do this: back-office only",
+                self.role
+            )))
+        }
+    }
+
+    /// Refuses (403) unless the caller is an admin.
+    pub fn require_admin(&self) -> Result<()> {
+        if self.role == Role::Admin {
+            Ok(())
+        } else {
+            Err(Error::Forbidden(format!(
+                "the {} role cannot do this: admins only",
+                self.role
+            )))
+        }
+    }
 }
 
 impl<S> FromRequestParts<S> for AuthUser
@@ -419,13 +740,15 @@ where
             .map(str::trim)
             .ok_or_else(unauthorized)?;
         let claims = state.keys.verify(token)?;
+        state.limits.check_user(&claims.sub)?;
         let device_id: DeviceId = claims.dev.parse().map_err(|_| unauthorized())?;
-        let user = state
+        let principal = state
             .store
-            .user_by_id(&claims.sub)
+            .principal(&claims.sub, device_id)
             .await?
-            .filter(|u| !u.disabled)
+            .filter(|p| !p.user.disabled && p.device_ok)
             .ok_or_else(unauthorized)?;
+        let user = principal.user;
         let places = state.store.grants_of(&user.id).await?;
         Ok(AuthUser {
             user_id: user.id,
@@ -491,6 +814,38 @@ mod tests {
                 .is_err()
         );
         assert!(keys.verify("garbage").is_err());
+    }
+
+    #[test]
+    fn rotation_keeps_old_tokens_for_the_overlap_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jwt-keys.json");
+        let keys = JwtKeys::load_or_create(&path).unwrap();
+        let now = jsonwebtoken::get_current_timestamp();
+        let t1 = keys.issue(&claims(now)).unwrap();
+        let kid2 = keys.rotate(Duration::from_secs(3600)).unwrap();
+        let t2 = keys.issue(&claims(now)).unwrap();
+        assert_eq!(jsonwebtoken::decode_header(&t2).unwrap().kid, Some(kid2));
+        assert!(
+            keys.verify(&t1).is_ok(),
+            "the previous key verifies during the overlap"
+        );
+        // Another process on the same file (the admin CLI) rotates without overlap: this one
+        // sees it at once for unknown kids, and the retired keys stop verifying.
+        let cli = JwtKeys::load_or_create(&path).unwrap();
+        cli.rotate(Duration::ZERO).unwrap();
+        let t3 = cli.issue(&claims(now)).unwrap();
+        assert!(keys.verify(&t3).is_ok());
+        std::thread::sleep(RELOAD_CHECK_EVERY + Duration::from_millis(50));
+        assert!(keys.verify(&t1).is_err());
+        assert!(keys.verify(&t2).is_err());
+        assert_eq!(keys.list().len(), 1);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
     }
 
     #[test]

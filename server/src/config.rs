@@ -21,6 +21,22 @@ pub struct Cli {
 pub enum Command {
     /// Open (and migrate) the data directory and serve HTTP.
     Serve(ServeArgs),
+    /// Add, disable, enable, list users and set passwords.
+    #[command(subcommand)]
+    User(crate::admin::cli::UserCommand),
+    /// Grant a user a place (and everything below it).
+    Grant(crate::admin::cli::GrantArgs),
+    /// Revoke a user's grant on a place.
+    Revoke(crate::admin::cli::GrantArgs),
+    /// List and revoke devices.
+    #[command(subcommand)]
+    Device(crate::admin::cli::DeviceCommand),
+    /// List and rotate the token signing keys.
+    #[command(subcommand)]
+    Keys(crate::admin::cli::KeysCommand),
+    /// Add and list places of the place tree.
+    #[command(subcommand)]
+    Place(crate::admin::cli::PlaceCommand),
 }
 
 /// Flags of `linli-server serve`.
@@ -41,6 +57,21 @@ pub struct ServeArgs {
     /// Seconds before a request is abandoned.
     #[arg(long, env = "LINLI_REQUEST_TIMEOUT", default_value_t = 30)]
     pub request_timeout_secs: u64,
+    /// Lifetime of access tokens, in seconds.
+    #[arg(long, env = "LINLI_ACCESS_TOKEN_TTL", default_value_t = 900)]
+    pub access_token_ttl_secs: u64,
+    /// Lifetime of refresh tokens, in seconds (each use issues a new one).
+    #[arg(long, env = "LINLI_REFRESH_TOKEN_TTL", default_value_t = 30 * 24 * 3600)]
+    pub refresh_token_ttl_secs: u64,
+    /// Sustained requests per second allowed per user (token subject); 0 turns limiting off.
+    #[arg(long, env = "LINLI_RATE_LIMIT", default_value_t = 20)]
+    pub rate_limit: u32,
+    /// Requests a user may send in a burst above the sustained rate.
+    #[arg(long, env = "LINLI_RATE_BURST", default_value_t = 200)]
+    pub rate_burst: u32,
+    /// Login attempts per minute allowed per user name (bursts of twice that); 0 turns it off.
+    #[arg(long, env = "LINLI_LOGIN_RATE_LIMIT", default_value_t = 10)]
+    pub login_rate_limit: u32,
 }
 
 impl ServeArgs {
@@ -51,7 +82,12 @@ impl ServeArgs {
             demo: self.demo,
             doc_cache: self.doc_cache,
             request_timeout: Duration::from_secs(self.request_timeout_secs.max(1)),
-            ..Config::new(&self.data_dir)
+            token_ttl: Duration::from_secs(self.access_token_ttl_secs.max(1)),
+            refresh_ttl: Duration::from_secs(self.refresh_token_ttl_secs.max(60)),
+            rate_limit: self.rate_limit,
+            rate_burst: self.rate_burst.max(1),
+            login_per_minute: self.login_rate_limit,
+            login_burst: self.login_rate_limit.saturating_mul(2).max(1),
         }
     }
 }
@@ -69,17 +105,35 @@ pub struct Config {
     pub request_timeout: Duration,
     /// Lifetime of access tokens.
     pub token_ttl: Duration,
+    /// Lifetime of refresh tokens.
+    pub refresh_ttl: Duration,
+    /// Sustained requests per second per user (token subject); 0 turns limiting off.
+    pub rate_limit: u32,
+    /// Burst above the sustained rate.
+    pub rate_burst: u32,
+    /// Login attempts per minute per user name (sustained), with a burst of
+    /// `login_burst`; 0 turns limiting off.
+    pub login_per_minute: u32,
+    /// Burst of login attempts per user name.
+    pub login_burst: u32,
 }
 
 impl Config {
-    /// Defaults for a data directory: no demo, 512 cached documents, 30 s timeout, 12 h tokens.
+    /// Defaults for a data directory: no demo, 512 cached documents, 30 s timeout, 15 min access
+    /// tokens, 30 day refresh tokens, 20 requests/s per user with bursts of 200, 10 login
+    /// attempts/min per user name with bursts of 20.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         Self {
             data_dir: data_dir.into(),
             demo: false,
             doc_cache: 512,
             request_timeout: Duration::from_secs(30),
-            token_ttl: Duration::from_secs(12 * 3600),
+            token_ttl: Duration::from_secs(15 * 60),
+            refresh_ttl: Duration::from_secs(30 * 24 * 3600),
+            rate_limit: 20,
+            rate_burst: 200,
+            login_per_minute: 10,
+            login_burst: 20,
         }
     }
 

@@ -39,6 +39,12 @@ pub enum Error {
     /// 422: well-formed but semantically refused.
     #[error("{0}")]
     Unprocessable(String),
+    /// 429: the caller sent too many requests; `Retry-After` says when to come back.
+    #[error("too many requests: try again in {retry_after_secs} s")]
+    TooManyRequests {
+        /// Whole seconds until a request will be accepted again.
+        retry_after_secs: u64,
+    },
     /// 500: a database failure (logged, never echoed).
     #[error(transparent)]
     Database(#[from] sqlx::Error),
@@ -67,6 +73,7 @@ impl Error {
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Database(e) if is_unique_violation(e) => StatusCode::CONFLICT,
             Self::Database(_) | Self::Migrate(_) | Self::Internal(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
@@ -85,6 +92,7 @@ impl Error {
             StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
             StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
             StatusCode::UNPROCESSABLE_ENTITY => "unprocessable",
+            StatusCode::TOO_MANY_REQUESTS => "too_many_requests",
             _ => "internal",
         }
     }
@@ -123,6 +131,11 @@ impl IntoResponse for Error {
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer realm=\"linli\""),
             );
+        }
+        if let Self::TooManyRequests { retry_after_secs } = self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
         }
         response
     }

@@ -4,10 +4,13 @@
 //!
 //! - [`config`]: command line and [`Config`].
 //! - [`store`]: the database and its migrations (all SQL lives there).
-//! - [`auth`]: login, tokens and the [`AuthUser`](auth::AuthUser) extractor.
+//! - [`auth`]: login, refresh, signing keys and the [`AuthUser`](auth::AuthUser) extractor.
+//! - [`admin`]: users, grants, devices, keys and places: the admin HTTP API and CLI.
+//! - [`limit`]: per-user rate limits.
 //! - [`sync`]: `POST /v1/sync`, push and pull in one round trip.
 //! - [`records`]: the JSON records API over the projection.
 //! - [`places`]: `GET /v1/places` and `GET /healthz`.
+//! - [`rejections`]: `GET /v1/rejections`, refused pushes for the back-office.
 //! - [`demo`]: the demo district and users.
 //! - [`error`]: the JSON error type and its status mapping.
 //! - [`run`]: listening, graceful shutdown, and in-process servers for tests.
@@ -24,14 +27,17 @@
 //! # Ok(()) }
 //! ```
 
+pub mod admin;
 pub mod auth;
 pub mod config;
 pub mod demo;
 pub mod error;
 pub mod extract;
+pub mod limit;
 pub mod model;
 pub mod places;
 pub mod records;
+pub mod rejections;
 pub mod run;
 pub mod state;
 pub mod store;
@@ -42,8 +48,9 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
-use axum::http::StatusCode;
-use axum::response::Response;
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -67,29 +74,34 @@ pub fn app(state: AppState) -> Router {
         .merge(auth::router())
         .merge(sync::router())
         .merge(records::router())
+        .merge(rejections::router())
+        .merge(admin::router())
         .fallback(|| async { Error::NotFound("no such endpoint".into()) })
         .with_state(state);
     with_layers(routes, timeout)
 }
 
-/// The cross-cutting layers: request ids, tracing spans, panic containment, a timeout and the
-/// default body limit.
+/// The cross-cutting layers: request ids, tracing spans, panic containment, a timeout, the
+/// refusal of compressed bodies and the default body limit.
 pub(crate) fn with_layers(router: Router, timeout: Duration) -> Router {
-    router.layer(DefaultBodyLimit::max(JSON_BODY_LIMIT)).layer(
-        ServiceBuilder::new()
-            .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-            .layer(
-                TraceLayer::new_for_http()
-                    .make_span_with(request_span)
-                    .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
-            )
-            .layer(PropagateRequestIdLayer::x_request_id())
-            .layer(CatchPanicLayer::custom(panic_response))
-            .layer(TimeoutLayer::with_status_code(
-                StatusCode::SERVICE_UNAVAILABLE,
-                timeout,
-            )),
-    )
+    router
+        .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
+        .layer(axum::middleware::from_fn(refuse_encoded_bodies))
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(request_span)
+                        .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
+                )
+                .layer(PropagateRequestIdLayer::x_request_id())
+                .layer(CatchPanicLayer::custom(panic_response))
+                .layer(TimeoutLayer::with_status_code(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    timeout,
+                )),
+        )
 }
 
 /// A span per request with its method, matched route and request id (never the query string,
@@ -105,6 +117,28 @@ fn request_span(req: &Request) -> tracing::Span {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("-");
     tracing::info_span!("request", method = %req.method(), route, request_id)
+}
+
+/// Request bodies must arrive as they are (`Content-Encoding` absent or `identity`): the body
+/// limits count the bytes received, and nothing here inflates a compressed body, so a gzip bomb
+/// is refused with 415 before a byte of it is read.
+async fn refuse_encoded_bodies(req: Request, next: Next) -> Response {
+    let encoded = req
+        .headers()
+        .get_all(header::CONTENT_ENCODING)
+        .iter()
+        .any(|v| {
+            !v.to_str()
+                .is_ok_and(|v| v.trim().eq_ignore_ascii_case("identity"))
+        });
+    if encoded {
+        return Error::UnsupportedMediaType(
+            "compressed request bodies are not accepted: send the body without Content-Encoding"
+                .into(),
+        )
+        .into_response();
+    }
+    next.run(req).await
 }
 
 /// A panic in a handler becomes a JSON 500 for that request only.

@@ -24,6 +24,23 @@ async fn main() -> std::process::ExitCode {
                 std::process::ExitCode::FAILURE
             }
         },
+        admin => {
+            let mut out = std::io::stdout().lock();
+            match linli_server::admin::cli::run(admin, &mut out).await {
+                Ok(()) => std::process::ExitCode::SUCCESS,
+                Err(e) => {
+                    // Only the error's public text: never SQL or internal detail.
+                    let status = e.status();
+                    let message = if status.is_server_error() {
+                        format!("internal error ({e})")
+                    } else {
+                        e.to_string()
+                    };
+                    eprintln!("linli-server: {message}");
+                    std::process::ExitCode::FAILURE
+                }
+            }
+        }
     }
 }
 

@@ -1,60 +1,13 @@
 //! The server's own domain types: roles, place levels, users and places as stored.
 
-use std::fmt;
 use std::str::FromStr;
 
 use linli_sync_core::PlaceId;
 use serde::Serialize;
 
-/// What a user does, which decides what they may see and edit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    /// Building steward (楼长 / 楼栋管家).
-    Steward,
-    /// Service-bus team member (直通车).
-    Bus,
-    /// Back-office staff of a community or street (社区/街道).
-    Office,
-    /// System operator.
-    Admin,
-}
-
-impl Role {
-    /// Every role.
-    pub const ALL: [Role; 4] = [Self::Steward, Self::Bus, Self::Office, Self::Admin];
-
-    /// The stored code.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Self::Steward => "steward",
-            Self::Bus => "bus",
-            Self::Office => "office",
-            Self::Admin => "admin",
-        }
-    }
-
-    /// Whether this role sees residents' personal data (phone numbers) unmasked.
-    pub fn sees_personal_data(&self) -> bool {
-        matches!(self, Self::Office | Self::Admin)
-    }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Role {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        Self::ALL
-            .into_iter()
-            .find(|r| r.as_str() == s)
-            .ok_or_else(|| format!("unknown role '{s}' (expected steward, bus, office or admin)"))
-    }
-}
+/// What a user does, which decides what they may see and edit (shared with phones: the field
+/// rules live beside it in the core).
+pub use linli_sync_core::rules::Role;
 
 /// The level of a node in the place tree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]

@@ -6,6 +6,7 @@ use tokio::sync::Mutex;
 
 use crate::auth::JwtKeys;
 use crate::config::Config;
+use crate::limit::RateLimits;
 use crate::store::Store;
 use crate::sync::DocCache;
 
@@ -18,6 +19,8 @@ pub struct AppState {
     pub keys: Arc<JwtKeys>,
     /// The configuration the server was opened with.
     pub config: Arc<Config>,
+    /// Per-user rate limits.
+    pub limits: Arc<RateLimits>,
     /// The hot-document cache. Its lock also serializes the accept path: one writer at a time
     /// (SQLite has a single writer anyway, and a document is never ingested twice at once).
     pub(crate) writer: Arc<Mutex<DocCache>>,
@@ -30,6 +33,7 @@ impl AppState {
         Self {
             store,
             keys: Arc::new(keys),
+            limits: Arc::new(RateLimits::new(&config)),
             config: Arc::new(config),
             writer,
         }

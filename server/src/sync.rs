@@ -5,6 +5,12 @@
 //! that is also stored for the back-office. Pull: a bounded page of others' changes within the
 //! caller's grants after the phone's cursor; the work is proportional to the new changes, never
 //! to the history or to the number of documents.
+//!
+//! Grant growth: the cursor also carries the grant epoch the phone was bootstrapped for. When the
+//! user holds grants newer than that, the reply first delivers the records already in the newly
+//! granted places as saved documents (snapshots, read from the projection table, paged by record
+//! id), then the cursor moves to the new epoch. Revoked grants need nothing: pulls filter by the
+//! grants held at each request, so their records simply stop arriving.
 
 use std::num::NonZeroUsize;
 
@@ -16,11 +22,10 @@ use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use linli_sync_core::automerge::Change;
-use linli_sync_core::ingest::{Ingested, Refusal, ingest};
+use linli_sync_core::ingest::{Ingested, Refusal, ingest, parse_change};
 use linli_sync_core::protocol::{
-    self, Accepted, Cursor, PulledChange, PushChange, RejectCode, Rejected, SyncRequest,
-    SyncResponse,
+    self, Accepted, Cursor, PulledChange, PulledSnapshot, PushChange, RejectCode, Rejected,
+    SyncRequest, SyncResponse,
 };
 use linli_sync_core::{CodecError, PlaceId, RecordDoc, RecordId, RecordKind};
 use lru::LruCache;
@@ -33,6 +38,8 @@ use crate::store::{ActorBinding, NewChange, ProjectionUpdate, RejectionRow, Stor
 
 /// Changes per reply when the phone asks for 0 (no preference).
 pub const DEFAULT_PAGE: u32 = 500;
+/// Most snapshot bytes one reply carries (at least one snapshot is always sent).
+pub const SNAPSHOT_PAGE_BYTES: usize = 4 * 1024 * 1024;
 
 /// The routes of this module.
 pub fn router() -> Router<AppState> {
@@ -136,6 +143,14 @@ async fn sync(
         n => n.min(protocol::MAX_PAGE),
     };
     let cursor = req.cursor.seq().unwrap_or(0);
+    let epoch = match bootstrap(&state, &user, &req.cursor, limit, &mut reply).await? {
+        Bootstrap::Unfinished(next) => {
+            reply.more = true;
+            reply.cursor = next;
+            return finish(&state, &user, &req, reply).await;
+        }
+        Bootstrap::Done(epoch) => epoch,
+    };
     let (mut rows, end) = state
         .store
         .pull(cursor, user.device_id, &user.places, limit)
@@ -143,9 +158,9 @@ async fn sync(
     if rows.len() > limit as usize {
         rows.truncate(limit as usize);
         reply.more = true;
-        reply.cursor = Cursor::from_seq(rows.last().map_or(end, |r| r.seq));
+        reply.cursor = Cursor::with_epoch(rows.last().map_or(end, |r| r.seq), epoch, None);
     } else {
-        reply.cursor = Cursor::from_seq(end);
+        reply.cursor = Cursor::with_epoch(end, epoch, None);
     }
     reply.changes = rows
         .into_iter()
@@ -163,6 +178,79 @@ async fn sync(
             })
         })
         .collect::<Result<_>>()?;
+    finish(&state, &user, &req, reply).await
+}
+
+/// Where a bootstrap stands after this reply.
+enum Bootstrap {
+    /// Nothing (more) to send: the grant epoch the phone is now bootstrapped for.
+    Done(i64),
+    /// More snapshots wait: the cursor to resume from.
+    Unfinished(Cursor),
+}
+
+/// Sends snapshots of the records in places granted to the user after the epoch in the phone's
+/// cursor (a page of them). A new phone (empty cursor) pulls the whole log instead, so it starts
+/// at the current epoch.
+async fn bootstrap(
+    state: &AppState,
+    user: &AuthUser,
+    cursor: &Cursor,
+    limit: u32,
+    reply: &mut SyncResponse,
+) -> Result<Bootstrap> {
+    // Read the epoch before the grants: a grant made in between is sent again next time rather
+    // than never.
+    let now_epoch = state.store.grant_epoch().await?;
+    if cursor.is_start() {
+        return Ok(Bootstrap::Done(now_epoch));
+    }
+    let known = cursor.grant_epoch().unwrap_or(0);
+    let grants = state.store.grants_with_epoch(&user.user_id).await?;
+    let (new, old): (Vec<_>, Vec<_>) = grants.into_iter().partition(|(_, e)| *e > known);
+    let scopes: Vec<PlaceId> = new
+        .into_iter()
+        .map(|(p, _)| p)
+        .filter(|p| !old.iter().any(|(o, _)| p.is_within(o)))
+        .collect();
+    if scopes.is_empty() {
+        return Ok(Bootstrap::Done(now_epoch.max(known)));
+    }
+    let after = cursor.resume().map(|r| RecordId::from_bytes(r).to_string());
+    let docs = state
+        .store
+        .snapshots_within(&scopes, after.as_deref(), limit, SNAPSHOT_PAGE_BYTES)
+        .await?;
+    let full = docs.len() >= limit as usize
+        || docs.iter().map(|(_, d)| d.len()).sum::<usize>() >= SNAPSHOT_PAGE_BYTES;
+    let mut last = None;
+    for (id, doc) in docs {
+        let record: RecordId = id
+            .parse()
+            .map_err(|e| Error::Internal(format!("record {id}: {e}")))?;
+        last = Some(*record.as_bytes());
+        reply.snapshots.push(PulledSnapshot {
+            record: *record.as_bytes(),
+            doc,
+        });
+    }
+    match last {
+        Some(last) if full => Ok(Bootstrap::Unfinished(Cursor::with_epoch(
+            cursor.seq().unwrap_or(0),
+            known,
+            Some(last),
+        ))),
+        _ => Ok(Bootstrap::Done(now_epoch.max(known))),
+    }
+}
+
+/// Stamps, logs and encodes a reply (422 when a push had changes and every one was refused).
+async fn finish(
+    state: &AppState,
+    user: &AuthUser,
+    req: &SyncRequest,
+    mut reply: SyncResponse,
+) -> Result<Response> {
     reply.server_time = now_ms();
     state
         .store
@@ -175,6 +263,7 @@ async fn sync(
         accepted = reply.accepted.len(),
         rejected = reply.rejected.len(),
         pulled = reply.changes.len(),
+        snapshots = reply.snapshots.len(),
         more = reply.more,
         "sync"
     );
@@ -215,6 +304,11 @@ async fn push_one(
         reason = %refusal.message,
         "change rejected"
     );
+    let place = refusal
+        .place
+        .as_ref()
+        .or_else(|| user.places.first())
+        .map(|p| p.as_str());
     let row = RejectionRow {
         hash: &refusal.hash,
         record,
@@ -223,6 +317,7 @@ async fn push_one(
         code: refusal.code.as_str(),
         message: &refusal.message,
         at: received_at,
+        place,
     };
     if let Err(e) = store.record_rejection(&row).await {
         tracing::error!(error = %e, "could not store a rejection");
@@ -233,6 +328,14 @@ async fn push_one(
         code: refusal.code,
         message: refusal.message,
     })
+}
+
+fn out_of_scope(user: &AuthUser, place: &PlaceId, hash: [u8; 32]) -> Refusal {
+    Refusal::new(
+        RejectCode::OutOfScope,
+        format!("{place} is outside the places granted to {}", user.username),
+        hash,
+    )
 }
 
 fn server_error(e: Error, hash: [u8; 32]) -> Refusal {
@@ -252,19 +355,19 @@ async fn accept(
     record: RecordId,
     received_at: i64,
 ) -> std::result::Result<Accepted, Refusal> {
-    // A retried push is answered from the log without touching the document.
-    let hash = match Change::from_bytes(push.change.clone()) {
-        Ok(change) => change.hash().0,
-        Err(e) => {
-            return Err(Refusal::new(
-                RejectCode::MalformedChange,
-                format!("not an automerge change: {e}"),
-                [0; 32],
-            ));
-        }
-    };
-    match store.change_received_at(record, &hash).await {
-        Ok(Some(at)) => {
+    // A retried push, or a relay of a change the server holds, is answered from the log without
+    // touching the document, if the pusher may see the record.
+    let hash = parse_change(&push.change)?.hash().0;
+    match store.held_change(record, &hash).await {
+        Ok(Some((at, place))) => {
+            let place: PlaceId = place
+                .parse()
+                .map_err(|e| server_error(Error::internal(e), hash))?;
+            if !user.can_access(&place) {
+                let mut r = out_of_scope(user, &place, hash);
+                r.place = Some(place);
+                return Err(r);
+            }
             return Ok(Accepted {
                 hash,
                 received_at: at,
@@ -282,14 +385,10 @@ async fn accept(
         if user.can_access(place) {
             Ok(())
         } else {
-            Err(Refusal::new(
-                RejectCode::OutOfScope,
-                format!("{place} is outside the places granted to {}", user.username),
-                hash,
-            ))
+            Err(out_of_scope(user, place, hash))
         }
     };
-    let applied = match ingest(&mut doc, push, authorize) {
+    let applied = match ingest(&mut doc, push, user.role, authorize) {
         Ok(Ingested::Duplicate { hash }) => {
             // The document is unchanged: keep it hot.
             cache.put(doc);
@@ -325,11 +424,13 @@ async fn accept(
     // push reloads the committed document from the store).
     match store.actor_binding(&actor).await {
         Ok(ActorBinding::Device(d)) if d != user.device_id.to_string() => {
-            return Err(Refusal::new(
+            let mut r = Refusal::new(
                 RejectCode::ForeignActor,
                 "this change was made under another device's actor",
                 hash,
-            ));
+            );
+            r.place = Some(place);
+            return Err(r);
         }
         Ok(_) => {}
         Err(e) => return Err(server_error(e, hash)),

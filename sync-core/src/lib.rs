@@ -7,6 +7,7 @@
 //! - [`document`]: one record = one document; edits, merges, conflicts and history.
 //! - [`protocol`]: sync protocol v1 messages and their binary codec.
 //! - [`ingest`]: the server's accept/reject logic for a pushed change.
+//! - [`rules`]: roles and what each may edit.
 //! - [`ids`]: identifier newtypes.
 
 pub mod document;
@@ -15,6 +16,7 @@ pub mod ids;
 pub mod ingest;
 pub mod protocol;
 pub mod records;
+pub mod rules;
 pub mod schema;
 
 pub use automerge;

@@ -37,17 +37,53 @@ impl Cursor {
     pub fn start() -> Self {
         Self(Vec::new())
     }
-    /// The v1 server encoding: a big-endian log sequence number (empty means 0).
+    /// The v1 server encoding of a log position alone: a big-endian log sequence number (empty
+    /// means 0).
     pub fn from_seq(seq: i64) -> Self {
         Self(seq.to_be_bytes().to_vec())
     }
-    /// Decodes a v1 server cursor; `None` if it is not one.
+    /// The v1 server encoding with the grant epoch the phone has been bootstrapped for and, in
+    /// the middle of a bootstrap, the last record whose snapshot was sent: `seq` (8 bytes,
+    /// big-endian), `epoch` (8 bytes), then optionally the record id (16 bytes).
+    pub fn with_epoch(seq: i64, epoch: i64, resume: Option<[u8; 16]>) -> Self {
+        let mut bytes = Vec::with_capacity(32);
+        bytes.extend_from_slice(&seq.to_be_bytes());
+        bytes.extend_from_slice(&epoch.to_be_bytes());
+        if let Some(r) = resume {
+            bytes.extend_from_slice(&r);
+        }
+        Self(bytes)
+    }
+    fn field(&self, at: usize) -> Option<i64> {
+        let raw = self.0.get(at..at + 8)?;
+        Some(i64::from_be_bytes(raw.try_into().ok()?)).filter(|v| *v >= 0)
+    }
+    /// Decodes the log position of a v1 server cursor; `None` if it is not one.
     pub fn seq(&self) -> Option<i64> {
         match self.0.len() {
             0 => Some(0),
-            8 => Some(i64::from_be_bytes(self.0[..].try_into().ok()?)).filter(|s| *s >= 0),
+            8 | 16 | 32 => self.field(0),
             _ => None,
         }
+    }
+    /// The grant epoch the phone was bootstrapped for (`None` for an empty or position-only
+    /// cursor, or one this server did not issue).
+    pub fn grant_epoch(&self) -> Option<i64> {
+        match self.0.len() {
+            16 | 32 => self.field(8),
+            _ => None,
+        }
+    }
+    /// Where an unfinished bootstrap resumes: the last record whose snapshot was sent.
+    pub fn resume(&self) -> Option<[u8; 16]> {
+        match self.0.len() {
+            32 => self.0[16..32].try_into().ok(),
+            _ => None,
+        }
+    }
+    /// Whether this is the cursor of a phone that has pulled nothing yet.
+    pub fn is_start(&self) -> bool {
+        self.0.is_empty()
     }
 }
 
@@ -156,6 +192,18 @@ pub struct PulledChange {
     pub device: String,
 }
 
+/// A whole record delivered as its saved Automerge document: how a phone whose grants grew
+/// receives the records that were already in the newly granted place. The phone merges it into
+/// its own copy (or stores it as a new record).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PulledSnapshot {
+    /// The record id.
+    pub record: [u8; 16],
+    /// The saved document (`Automerge::save`), every change the server held when it was read.
+    #[serde(with = "serde_bytes_vec")]
+    pub doc: Vec<u8>,
+}
+
 /// `POST /v1/sync` reply.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncResponse {
@@ -171,6 +219,9 @@ pub struct SyncResponse {
     pub cursor: Cursor,
     /// The server's clock (ms since epoch), so phones can show their skew.
     pub server_time: i64,
+    /// Whole records of places newly granted to the user; the phone applies them before
+    /// `changes`.
+    pub snapshots: Vec<PulledSnapshot>,
 }
 
 fn encode<T: Serialize>(kind: u8, msg: &T) -> Vec<u8> {
@@ -334,6 +385,10 @@ mod tests {
             more: true,
             cursor: Cursor::from_seq(9),
             server_time: 77,
+            snapshots: vec![PulledSnapshot {
+                record: [4; 16],
+                doc: vec![0x85, 0x6f, 0x4a, 0x83],
+            }],
         };
         assert_eq!(SyncResponse::decode(&resp.encode()).unwrap(), resp);
     }
@@ -379,6 +434,29 @@ mod tests {
         bytes[kind_at] = 99;
         let err = SyncRequest::decode(&bytes).unwrap_err();
         assert!(err.to_string().contains("unknown record kind"), "{err}");
+    }
+
+    #[test]
+    fn cursors_carry_position_epoch_and_resume_point() {
+        let c = Cursor::with_epoch(42, 7, None);
+        assert_eq!(
+            (c.seq(), c.grant_epoch(), c.resume()),
+            (Some(42), Some(7), None)
+        );
+        let r = Cursor::with_epoch(42, 7, Some([9; 16]));
+        assert_eq!(
+            (r.seq(), r.grant_epoch(), r.resume()),
+            (Some(42), Some(7), Some([9; 16]))
+        );
+        assert_eq!(Cursor::from_seq(5).grant_epoch(), None);
+        assert!(Cursor::start().is_start());
+        assert_eq!(Cursor(vec![0; 12]).seq(), None);
+        assert_eq!(Cursor::with_epoch(-1, 0, None).seq(), None);
+        let mut req = sample();
+        req.cursor = r.clone();
+        assert_eq!(SyncRequest::decode(&req.encode()).unwrap().cursor, r);
+        req.cursor = Cursor(vec![1; 12]);
+        assert!(SyncRequest::decode(&req.encode()).is_err());
     }
 
     #[test]

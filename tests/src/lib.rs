@@ -66,19 +66,31 @@ pub struct ServerProcess {
     /// Its data directory (kept across restarts).
     pub data_dir: PathBuf,
     bind: String,
+    env: Vec<(String, String)>,
 }
 
 impl ServerProcess {
     /// Starts a demo server on a fresh port with `data_dir`.
     pub fn start(data_dir: &Path) -> Self {
-        Self::start_on(data_dir, "127.0.0.1:0")
+        Self::start_on(data_dir, "127.0.0.1:0", &[])
     }
 
-    fn start_on(data_dir: &Path, bind: &str) -> Self {
+    /// Starts a demo server with extra environment (e.g. `LINLI_ACCESS_TOKEN_TTL`).
+    pub fn start_with_env(data_dir: &Path, env: &[(&str, &str)]) -> Self {
+        let mut this = Self::start_on(data_dir, "127.0.0.1:0", env);
+        this.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        this
+    }
+
+    fn start_on(data_dir: &Path, bind: &str, env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(workspace_bin("linli-server"))
             .args(["serve", "--demo", "--bind", bind, "--data-dir"])
             .arg(data_dir)
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -111,6 +123,7 @@ impl ServerProcess {
             url: url.trim_end_matches('/').to_string(),
             data_dir: data_dir.to_path_buf(),
             bind,
+            env: Vec::new(),
         };
         this.wait_healthy();
         this
@@ -140,7 +153,10 @@ impl ServerProcess {
     /// Kills and starts it again on the same address and data directory.
     pub fn restart(&mut self) {
         self.kill();
-        let again = Self::start_on(&self.data_dir.clone(), &self.bind.clone());
+        let env = std::mem::take(&mut self.env);
+        let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let mut again = Self::start_on(&self.data_dir.clone(), &self.bind.clone(), &pairs);
+        again.env = env.clone();
         *self = again;
     }
 
@@ -154,6 +170,35 @@ impl Drop for ServerProcess {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Runs the admin CLI (`linli-server ARGS --data-dir DIR`) with `stdin` as its standard input
+/// and returns its standard output; panics with its standard error if it fails.
+pub fn admin_cli(data_dir: &Path, args: &[&str], stdin: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new(workspace_bin("linli-server"))
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("linli-server runs");
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(stdin.as_bytes())
+        .expect("stdin written");
+    let out = child.wait_with_output().expect("linli-server finishes");
+    assert!(
+        out.status.success(),
+        "linli-server {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output")
 }
 
 /// Logs in over plain HTTP and returns the access token.

@@ -2,7 +2,11 @@
 
 mod common;
 mod field_cli;
+mod field_rules;
+mod forged_actor;
+mod grant_growth;
 mod hostile_input;
 mod idempotent_push;
 mod restart;
 mod story_bus_run;
+mod token_expiry;

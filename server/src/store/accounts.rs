@@ -33,6 +33,32 @@ fn user_from_row(row: &SqliteRow) -> Result<User> {
     })
 }
 
+/// A device as listed to admins.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DeviceRow {
+    /// Device id.
+    pub id: String,
+    /// Its user's login name.
+    pub username: String,
+    /// The name the phone gave.
+    pub name: String,
+    /// First login (ms).
+    pub created_at: i64,
+    /// Last login or sync (ms).
+    pub last_seen: i64,
+    /// When it was revoked (ms), if it was.
+    pub revoked_at: Option<i64>,
+}
+
+/// The user behind a token, and whether the token's device is still good.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    /// The user.
+    pub user: User,
+    /// The device exists, belongs to the user and is not revoked.
+    pub device_ok: bool,
+}
+
 const USER_COLUMNS: &str = "id, username, password_hash, role, display_name, disabled";
 
 impl Store {
@@ -70,6 +96,16 @@ impl Store {
         push_within(&mut qb, "id", scopes);
         qb.push(" ORDER BY id");
         qb.build()
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(place_from_row)
+            .collect()
+    }
+
+    /// Every place, by path.
+    pub async fn all_places(&self) -> Result<Vec<Place>> {
+        sqlx::query("SELECT id, parent, name, level FROM places ORDER BY id")
             .fetch_all(&self.pool)
             .await?
             .iter()
@@ -131,14 +167,187 @@ impl Store {
         Ok(())
     }
 
-    /// Grants a user a place (and so everything below it). Idempotent.
-    pub async fn grant(&self, user_id: &str, place: &PlaceId) -> Result<()> {
-        sqlx::query("INSERT OR IGNORE INTO grants (user_id, place_id) VALUES (?, ?)")
+    /// Grants a user a place (and so everything below it). Idempotent: returns `false` when the
+    /// grant already existed (it keeps its epoch). A new grant gets the next grant epoch, so
+    /// phones of the user are bootstrapped with the place's existing records at their next sync.
+    pub async fn grant(&self, user_id: &str, place: &PlaceId) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let exists: Option<i64> =
+            sqlx::query_scalar("SELECT epoch FROM grants WHERE user_id = ? AND place_id = ?")
+                .bind(user_id)
+                .bind(place.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+        if exists.is_some() {
+            tx.commit().await?;
+            return Ok(false);
+        }
+        let epoch: i64 = sqlx::query_scalar(
+            "INSERT INTO grant_events (user_id, place_id, action, at) VALUES (?, ?, 'grant', ?)
+             RETURNING id",
+        )
+        .bind(user_id)
+        .bind(place.as_str())
+        .bind(crate::model::now_ms())
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query("INSERT INTO grants (user_id, place_id, epoch) VALUES (?, ?, ?)")
             .bind(user_id)
             .bind(place.as_str())
+            .bind(epoch)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Revokes a grant; returns `false` if there was none. Its records stop arriving at once.
+    pub async fn revoke_grant(&self, user_id: &str, place: &PlaceId) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let gone = sqlx::query("DELETE FROM grants WHERE user_id = ? AND place_id = ?")
+            .bind(user_id)
+            .bind(place.as_str())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if gone > 0 {
+            sqlx::query(
+                "INSERT INTO grant_events (user_id, place_id, action, at)
+                 VALUES (?, ?, 'revoke', ?)",
+            )
+            .bind(user_id)
+            .bind(place.as_str())
+            .bind(crate::model::now_ms())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(gone > 0)
+    }
+
+    /// A user's grants with the epoch each was made at.
+    pub async fn grants_with_epoch(&self, user_id: &str) -> Result<Vec<(PlaceId, i64)>> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT place_id, epoch FROM grants WHERE user_id = ? ORDER BY place_id",
+        )
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|(p, e)| Ok((place_from_db(p)?, *e)))
+            .collect()
+    }
+
+    /// The latest grant epoch (0 before any grant was made through [`Store::grant`]).
+    pub async fn grant_epoch(&self) -> Result<i64> {
+        Ok(
+            sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM grant_events")
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Every user, by login name.
+    pub async fn list_users(&self) -> Result<Vec<User>> {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {USER_COLUMNS} FROM users ORDER BY username"
+        )))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(user_from_row)
+        .collect()
+    }
+
+    /// Replaces a user's password hash.
+    pub async fn set_password_hash(&self, id: &str, hash: &str) -> Result<()> {
+        sqlx::query("UPDATE users SET password_hash = ? WHERE id = ?")
+            .bind(hash)
+            .bind(id)
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    /// Devices, newest first, of one user or of everyone.
+    pub async fn list_devices(&self, user_id: Option<&str>) -> Result<Vec<DeviceRow>> {
+        let mut qb = QueryBuilder::<Sqlite>::new(
+            "SELECT d.id, u.username, d.name, d.created_at, d.last_seen, d.revoked_at
+             FROM devices d JOIN users u ON u.id = d.user_id",
+        );
+        if let Some(u) = user_id {
+            qb.push(" WHERE d.user_id = ").push_bind(u.to_string());
+        }
+        qb.push(" ORDER BY d.last_seen DESC, d.id");
+        qb.build()
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(DeviceRow {
+                    id: r.try_get("id")?,
+                    username: r.try_get("username")?,
+                    name: r.try_get("name")?,
+                    created_at: r.try_get("created_at")?,
+                    last_seen: r.try_get("last_seen")?,
+                    revoked_at: r.try_get("revoked_at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Revokes a device: its tokens stop working and its refresh tokens are revoked. Returns
+    /// `false` if there is no such device.
+    pub async fn revoke_device(&self, device: DeviceId, now: i64) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let n = sqlx::query("UPDATE devices SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?")
+            .bind(now)
+            .bind(device.to_string())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        sqlx::query(
+            "UPDATE refresh_tokens SET revoked_at = ? WHERE device_id = ? AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(device.to_string())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(n > 0)
+    }
+
+    /// Whether a device was revoked.
+    pub async fn device_revoked(&self, device: DeviceId) -> Result<bool> {
+        let at: Option<Option<i64>> =
+            sqlx::query_scalar("SELECT revoked_at FROM devices WHERE id = ?")
+                .bind(device.to_string())
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(matches!(at, Some(Some(_))))
+    }
+
+    /// The caller of an authenticated request in one query: the user, and whether the token's
+    /// device is still theirs and not revoked.
+    pub async fn principal(&self, user_id: &str, device: DeviceId) -> Result<Option<Principal>> {
+        let row = sqlx::query(
+            "SELECT u.id, u.username, u.password_hash, u.role, u.display_name, u.disabled,
+                    (SELECT d.user_id = u.id AND d.revoked_at IS NULL
+                       FROM devices d WHERE d.id = ?) AS device_ok
+             FROM users u WHERE u.id = ?",
+        )
+        .bind(device.to_string())
+        .bind(user_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            let device_ok: Option<i64> = r.try_get("device_ok")?;
+            Ok(Principal {
+                user: user_from_row(&r)?,
+                device_ok: device_ok == Some(1),
+            })
+        })
+        .transpose()
     }
 
     /// The places a user is granted, by path.
@@ -190,9 +399,13 @@ impl Store {
 
     /// Records that a device was just seen.
     pub async fn touch_device(&self, device: DeviceId, now: i64) -> Result<()> {
-        sqlx::query("UPDATE devices SET last_seen = ? WHERE id = ?")
-            .bind(now)
-            .bind(device.to_string())
+        // Only when stale by a minute: an idle sync should not cost a disk write (and an fsync).
+        sqlx::query(
+            "UPDATE devices SET last_seen = ? WHERE id = ? AND (last_seen IS NULL OR last_seen < ?)",
+        )
+        .bind(now)
+        .bind(device.to_string())
+        .bind(now - 60_000)
             .execute(&self.pool)
             .await?;
         Ok(())

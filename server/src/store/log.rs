@@ -110,6 +110,33 @@ pub struct RejectionRow<'a> {
     pub message: &'a str,
     /// When (ms).
     pub at: i64,
+    /// The record's place, or the pusher's first grant when the bytes named none.
+    pub place: Option<&'a str>,
+}
+
+/// A stored rejection as the back-office lists it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RejectionView {
+    /// Row id (also the paging key).
+    pub id: i64,
+    /// When (ms).
+    pub at: i64,
+    /// Pushing user's login name.
+    pub user: String,
+    /// Pushing device id.
+    pub device: String,
+    /// The device's name.
+    pub device_name: String,
+    /// Record id.
+    pub record: String,
+    /// Change hash, hex (zeros if the bytes were not a change).
+    pub hash: String,
+    /// Machine-readable code.
+    pub code: String,
+    /// Reason (no personal data).
+    pub message: String,
+    /// Place, when known.
+    pub place: Option<String>,
 }
 
 impl Store {
@@ -213,8 +240,9 @@ impl Store {
     /// Remembers a refused push.
     pub async fn record_rejection(&self, r: &RejectionRow<'_>) -> Result<()> {
         sqlx::query(
-            "INSERT INTO rejections (hash, record_id, user_id, device_id, code, message, at)
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO rejections (hash, record_id, user_id, device_id, code, message, at,
+                                     place)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&r.hash[..])
         .bind(r.record.to_string())
@@ -223,9 +251,96 @@ impl Store {
         .bind(r.code)
         .bind(r.message)
         .bind(r.at)
+        .bind(r.place)
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// Rejections within `scopes`, newest first, before row id `before` (when given).
+    pub async fn list_rejections(
+        &self,
+        scopes: &[PlaceId],
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<RejectionView>> {
+        let mut qb = QueryBuilder::<Sqlite>::new(
+            "SELECT r.id, r.at, u.username, r.device_id, COALESCE(d.name, '') AS device_name,
+                    r.record_id, r.hash, r.code, r.message, r.place
+             FROM rejections r JOIN users u ON u.id = r.user_id
+             LEFT JOIN devices d ON d.id = r.device_id
+             WHERE ",
+        );
+        push_within(&mut qb, "r.place", scopes);
+        if let Some(b) = before {
+            qb.push(" AND r.id < ").push_bind(b);
+        }
+        qb.push(" ORDER BY r.id DESC LIMIT ")
+            .push_bind(i64::from(limit));
+        qb.build()
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|row| {
+                let hash: Vec<u8> = row.try_get("hash")?;
+                Ok(RejectionView {
+                    id: row.try_get("id")?,
+                    at: row.try_get("at")?,
+                    user: row.try_get("username")?,
+                    device: row.try_get("device_id")?,
+                    device_name: row.try_get("device_name")?,
+                    record: row.try_get("record_id")?,
+                    hash: crate::model::hex(&hash),
+                    code: row.try_get("code")?,
+                    message: row.try_get("message")?,
+                    place: row.try_get("place")?,
+                })
+            })
+            .collect()
+    }
+
+    /// A change the server already holds: when it was first received and the record's place.
+    pub async fn held_change(
+        &self,
+        record: RecordId,
+        hash: &[u8; 32],
+    ) -> Result<Option<(i64, String)>> {
+        Ok(sqlx::query_as(
+            "SELECT received_at, place FROM changes WHERE record_id = ? AND hash = ?",
+        )
+        .bind(record.to_string())
+        .bind(&hash[..])
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Saved documents of the records within `scopes`, by record id after `after`, at most
+    /// `limit` of them and stopping once `max_bytes` are reached (always at least one): a page of
+    /// a bootstrap. Only reads the projection table.
+    pub async fn snapshots_within(
+        &self,
+        scopes: &[PlaceId],
+        after: Option<&str>,
+        limit: u32,
+        max_bytes: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>> {
+        let mut qb = QueryBuilder::<Sqlite>::new("SELECT id, doc FROM records WHERE ");
+        push_within(&mut qb, "place", scopes);
+        if let Some(a) = after {
+            qb.push(" AND id > ").push_bind(a.to_string());
+        }
+        qb.push(" ORDER BY id LIMIT ").push_bind(i64::from(limit));
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        for row in qb.build().fetch_all(&self.pool).await? {
+            let doc: Vec<u8> = row.try_get("doc")?;
+            bytes += doc.len();
+            out.push((row.try_get("id")?, doc));
+            if bytes >= max_bytes {
+                break;
+            }
+        }
+        Ok(out)
     }
 
     /// Number of refused pushes stored (for tests and the back-office).

@@ -7,6 +7,7 @@
 mod accounts;
 mod log;
 mod projection;
+mod tokens;
 
 use std::borrow::Cow;
 use std::path::Path;
@@ -20,8 +21,11 @@ use sqlx::sqlite::{
 };
 use sqlx::{QueryBuilder, SqlSafeStr, Sqlite};
 
+pub use accounts::{DeviceRow, Principal};
+pub use log::RejectionView;
 pub use log::{ActorBinding, ChangeMeta, NewChange, ProjectionUpdate, PulledRow, RejectionRow};
 pub use projection::{RecordFilter, RecordRow};
+pub use tokens::{NewRefreshToken, RefreshOutcome};
 
 use crate::error::{Error, Result};
 
@@ -30,11 +34,18 @@ use crate::error::{Error, Result};
 /// Equivalent to `sqlx::migrate!("./migrations/sqlite")`, which needs sqlx's `macros` feature
 /// (and with it a second, host-side build of SQLite); listing the files here keeps builds fast.
 /// Add new files to the end of this list.
-const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "init",
-    include_str!("../../migrations/sqlite/0001_init.sql"),
-)];
+const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!("../../migrations/sqlite/0001_init.sql"),
+    ),
+    (
+        2,
+        "access",
+        include_str!("../../migrations/sqlite/0002_access.sql"),
+    ),
+];
 
 fn sqlite_migrator() -> Migrator {
     Migrator::with_migrations(

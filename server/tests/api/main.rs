@@ -2,6 +2,11 @@
 
 mod auth;
 mod common;
+mod fuzz_corpus;
+mod limits;
+mod matrix;
+mod privacy;
 mod records;
 mod server;
 mod sync;
+mod tokens;

@@ -164,5 +164,5 @@ async fn detail_shows_conflicts_with_who_set_each_value_and_masks_phones() {
     let (status, _) = app
         .json("GET", "/v1/records/not-a-uuid", Some(&office.token), None)
         .await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(status, StatusCode::BAD_REQUEST, "an id that is not a UUID");
 }

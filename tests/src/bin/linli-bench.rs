@@ -16,6 +16,11 @@ use linli_sync_core::protocol::{CONTENT_TYPE, Cursor, PushChange, SyncRequest, S
 use linli_sync_core::{EditContext, RecordDoc, RecordId, RecordKind};
 use linli_tests::{HAITIANCHENG, ServerProcess, login_token};
 
+/// The benchmark measures the sync path, not the per-user rate limiter (its simulated phones
+/// share two user names).
+const NO_RATE_LIMITS: &[(&str, &str)] =
+    &[("LINLI_RATE_LIMIT", "0"), ("LINLI_LOGIN_RATE_LIMIT", "0")];
+
 #[derive(Parser)]
 #[command(about = "Measures Linli sync against the real server binary")]
 struct Args {
@@ -198,9 +203,10 @@ fn seed(url: &str, n: usize) {
 }
 
 /// Idle-sync cost on a server holding `n` records: median latency and bytes each way.
-fn idle_sync_cost(n: usize) -> (Duration, usize, usize) {
+/// Also returns the server's peak resident memory in KiB, to show it does not grow with records.
+fn idle_sync_cost(n: usize) -> (Duration, usize, usize, Option<u64>) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = ServerProcess::start(dir.path());
+    let server = ServerProcess::start_with_env(dir.path(), NO_RATE_LIMITS);
     let started = Instant::now();
     seed(&server.url, n);
     eprintln!(
@@ -211,7 +217,7 @@ fn idle_sync_cost(n: usize) -> (Duration, usize, usize) {
     phone.catch_up();
     let mut lat = vec![];
     let (mut sent, mut received) = (0, 0);
-    for _ in 0..300 {
+    for _ in 0..1000 {
         let x = phone.sync(vec![], 500);
         assert!(x.reply.changes.is_empty());
         lat.push(x.elapsed);
@@ -219,7 +225,8 @@ fn idle_sync_cost(n: usize) -> (Duration, usize, usize) {
         received = x.received;
     }
     lat.sort();
-    (percentile(&lat, 0.5), sent, received)
+    let peak = server.pid().and_then(peak_rss_kib);
+    (percentile(&lat, 0.5), sent, received, peak)
 }
 
 fn main() {
@@ -234,7 +241,7 @@ fn main() {
 
     // 1. Throughput: many phones each pushing their offline records.
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = ServerProcess::start(dir.path());
+    let server = ServerProcess::start_with_env(dir.path(), NO_RATE_LIMITS);
     let total = args.phones * args.records;
     eprintln!(
         "throughput: {} phones x {} records",
@@ -358,18 +365,26 @@ fn main() {
 
     // 3. A phone with nothing new: the same cost whatever the server holds.
     eprintln!("idle sync: 100 records");
-    let (small_lat, small_up, small_down) = idle_sync_cost(100);
+    let (small_lat, small_up, small_down, small_mem) = idle_sync_cost(100);
     eprintln!("idle sync: {} records", args.large);
-    let (large_lat, large_up, large_down) = idle_sync_cost(args.large);
-    println!("### A sync with nothing new (median of 300)\n");
-    println!("| server holds | latency | request bytes | reply bytes |\n|---|---|---|---|");
+    let (large_lat, large_up, large_down, large_mem) = idle_sync_cost(args.large);
+    println!("### A sync with nothing new (median of 1000)\n");
+    let mib = |k: Option<u64>| {
+        k.map(|k| format!("{:.1} MiB", k as f64 / 1024.0))
+            .unwrap_or_else(|| "n/a".into())
+    };
     println!(
-        "| 100 records | {} | {small_up} | {small_down} |",
-        ms(small_lat)
+        "| server holds | latency | request bytes | reply bytes | server peak memory (seeding included) |\n|---|---|---|---|---|"
     );
     println!(
-        "| {} records | {} | {large_up} | {large_down} |",
+        "| 100 records | {} | {small_up} | {small_down} | {} |",
+        ms(small_lat),
+        mib(small_mem)
+    );
+    println!(
+        "| {} records | {} | {large_up} | {large_down} | {} |",
         args.large,
-        ms(large_lat)
+        ms(large_lat),
+        mib(large_mem)
     );
 }

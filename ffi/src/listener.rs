@@ -1,0 +1,21 @@
+//! [`SyncListener`]: how an app hears, during [`crate::FieldClient::sync`], how far the sync has
+//! got and which records changed by others have arrived. Implemented in Kotlin or Swift (or in
+//! Rust) and registered with [`crate::FieldClient::set_sync_listener`].
+
+use crate::types::SyncProgress;
+
+/// Implemented by the app to hear what `sync` does while it does it.
+///
+/// Methods are called on the thread that runs `sync` (a background thread), one call at a time
+/// per sync, after the store has been updated: post to the main thread before touching the UI,
+/// and return quickly. An exception thrown here is ignored; the sync goes on.
+#[uniffi::export(foreign)]
+pub trait SyncListener: Send + Sync {
+    /// Called after each round trip with the totals so far; `progress.done` is true on the last
+    /// call of a sync.
+    fn on_progress(&self, progress: SyncProgress);
+
+    /// Records changed by others (on other phones or the server) have been merged into this
+    /// phone's store: refresh any list or screen that shows them. `record_ids` are record ids.
+    fn on_new_data(&self, record_ids: Vec<String>);
+}
