@@ -366,39 +366,11 @@ pub(crate) fn put_change_meta(
     Ok(())
 }
 
-/// Lower-case hex.
-pub(crate) fn to_hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
-}
-
-/// Parses hex, `None` if it is not.
-pub(crate) fn from_hex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
-}
+pub(crate) use linli_sync_core::hex::{decode as from_hex, encode as to_hex};
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hex_round_trips() {
-        assert_eq!(to_hex(&[0, 15, 255]), "000fff");
-        assert_eq!(from_hex("000fff").unwrap(), vec![0, 15, 255]);
-        assert!(from_hex("0g").is_none());
-        assert!(from_hex("abc").is_none());
-    }
 
     #[test]
     fn opening_twice_keeps_the_identity() {

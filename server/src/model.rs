@@ -100,39 +100,11 @@ pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-/// Lowercase hex of some bytes.
-pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
-}
-
-/// Bytes from lowercase or uppercase hex, `None` if it is not hex.
-pub fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
-}
+pub use linli_sync_core::hex::{decode as unhex, encode as hex};
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hex_round_trips() {
-        assert_eq!(hex(&[0, 15, 255]), "000fff");
-        assert_eq!(unhex("000fff").unwrap(), vec![0, 15, 255]);
-        assert!(unhex("0g").is_none());
-        assert!(unhex("abc").is_none());
-    }
 
     #[test]
     fn roles_parse() {

@@ -15,10 +15,9 @@
 use std::num::NonZeroUsize;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::header::CONTENT_TYPE;
+use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -100,6 +99,17 @@ impl DocCache {
     }
 }
 
+fn is_length_limit(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}
+
 fn is_sync_body(headers: &HeaderMap) -> bool {
     headers
         .get(CONTENT_TYPE)
@@ -112,7 +122,7 @@ async fn sync(
     State(state): State<AppState>,
     user: AuthUser,
     headers: HeaderMap,
-    body: std::result::Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Response> {
     if !is_sync_body(&headers) {
         return Err(Error::UnsupportedMediaType(format!(
@@ -120,7 +130,30 @@ async fn sync(
             protocol::CONTENT_TYPE
         )));
     }
-    let body = body?;
+    // Refuse an announced oversized body before reading any of it, so the client hears the 413
+    // instead of a connection closed under its upload.
+    let announced = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > protocol::MAX_BODY_BYTES as u64) {
+        return Err(Error::PayloadTooLarge(format!(
+            "a sync body may be at most {} bytes",
+            protocol::MAX_BODY_BYTES
+        )));
+    }
+    let body: Bytes = axum::body::to_bytes(body, protocol::MAX_BODY_BYTES)
+        .await
+        .map_err(|e| {
+            if is_length_limit(&e) {
+                Error::PayloadTooLarge(format!(
+                    "a sync body may be at most {} bytes",
+                    protocol::MAX_BODY_BYTES
+                ))
+            } else {
+                Error::BadRequest("the request body could not be read".into())
+            }
+        })?;
     let req = SyncRequest::decode(&body).map_err(|e| match e {
         CodecError::TooLarge(_) => Error::PayloadTooLarge(e.to_string()),
         other => Error::BadRequest(other.to_string()),

@@ -12,6 +12,7 @@
 
 pub mod document;
 pub mod error;
+pub mod hex;
 pub mod ids;
 pub mod ingest;
 pub mod protocol;
