@@ -13,7 +13,9 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use automerge::Change;
-use linli_sync_core::protocol::MAX_CHANGES_PER_PUSH;
+use linli_sync_core::ingest::ingest;
+use linli_sync_core::protocol::{MAX_CHANGES_PER_PUSH, PushChange, RejectCode};
+use linli_sync_core::rules::Role;
 use linli_sync_core::{EditContext, PlaceId, RecordDoc, RecordId, RecordKind};
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -78,6 +80,37 @@ fn parse_id(id: &str) -> Result<RecordId, ApiError> {
 
 fn user_of(conn: &Connection) -> Result<Option<LoginUser>, ApiError> {
     Ok(store::kv_get(conn, keys::USER)?.and_then(|j| serde_json::from_str(&j).ok()))
+}
+
+/// Runs the server's own accept logic on a new change before it is kept, so an edit the signed-in
+/// user's role may not make (a steward marking a case evaluated, say) is refused at once with the
+/// server's reason instead of being refused at the next sync. Signed out, the phone cannot know
+/// whose role applies (a shared phone between shifts): the server decides at sync, and a refusal
+/// is kept with its reason.
+fn precheck_role(
+    conn: &Connection,
+    before: &RecordDoc,
+    kind: RecordKind,
+    change: &Change,
+) -> Result<(), ApiError> {
+    if store::kv_get(conn, keys::ACCESS_TOKEN)?.is_none() {
+        return Ok(());
+    }
+    let Some(role) = user_of(conn)?.and_then(|u| u.role.parse::<Role>().ok()) else {
+        return Ok(());
+    };
+    let push = PushChange {
+        record: *before.id().as_bytes(),
+        kind,
+        change: change.raw_bytes().to_vec(),
+    };
+    match ingest(&mut before.clone(), &push, role, |_, _| Ok(())) {
+        Err(refusal) if refusal.code == RejectCode::Forbidden => Err(ApiError::Forbidden {
+            reason: refusal.message,
+        }),
+        // Anything else is the server's to judge (validity was checked when the edit was made).
+        _ => Ok(()),
+    }
 }
 
 impl FieldClient {
@@ -219,7 +252,9 @@ impl FieldClient {
         let mut doc = store::load_doc(&tx, id)?.ok_or_else(|| not_found(id))?;
         let kind = doc.kind()?;
         let ctx = self.context(&tx)?;
+        let before = doc.clone();
         let change = f(&mut doc, &ctx)?;
+        precheck_role(&tx, &before, kind, &change)?;
         let now = now_ms();
         store::save_doc(&tx, &mut doc, now)?;
         store::push_outbox(&tx, id, kind, &change, now)?;
@@ -366,6 +401,7 @@ impl FieldClient {
         let ctx = self.context(&tx)?;
         let id = RecordId::new();
         let (mut doc, change) = RecordDoc::create(id, kind, &place, &ctx, &fields)?;
+        precheck_role(&tx, &RecordDoc::empty(id), kind, &change)?;
         let now = now_ms();
         store::save_doc(&tx, &mut doc, now)?;
         store::push_outbox(&tx, id, kind, &change, now)?;

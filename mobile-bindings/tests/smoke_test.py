@@ -116,13 +116,14 @@ assert sorted(v.user for v in conflict.values) == ["bus1", "bus2"], conflict
 assert {h.user for h in view.history} == {"bus1", "bus2"}, view.history
 assert all(h.state == "synced" for h in view.history)
 
-# A change the server refuses (a steward may not record a bus session) arrives in the report with
-# its reason, stays in the outbox as rejected, and can be discarded.
+# A change the server refuses (a steward may not record a bus session): recorded on a phone
+# before anyone signed in, it arrives in the report with its reason, stays in the outbox as
+# rejected, and can be discarded. Signed in, the phone refuses the same edit at once.
 steward = FieldClient(os.path.join(HOME, "steward1-phone"), URL)
+bus_fields = fields(session_type="service_bus", date="2026-11-23", run_number="1801")
+bus = steward.create("bus", ESTATE + "/b3", bus_fields)
 steward.login("steward1", PASSWORD)
-bus = steward.create(
-    "bus", ESTATE + "/b3", fields(session_type="service_bus", date="2026-11-23", run_number="1801")
-)
+expect(ApiError.Forbidden, lambda: steward.create("bus", ESTATE + "/b3", bus_fields))
 report = steward.sync()
 assert [(r.record, r.retryable) for r in report.rejected] == [(bus, False)], report
 assert report.rejected[0].code and report.rejected[0].message, report.rejected

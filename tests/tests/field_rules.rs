@@ -1,7 +1,9 @@
-//! Story: field rules per role, and rejections that are never silent. A steward marks a case
-//! evaluated and assigns a department on their phone; the server refuses both (a steward may do
-//! neither), the phone keeps the refused changes with the reason until the steward discards them,
-//! and the back-office sees the refusals. The office then makes the same edits, accepted.
+//! Story: field rules per role, and rejections that are never silent. Signed in, the steward's
+//! phone refuses at once to mark a case evaluated (the server's own rule, run on the phone).
+//! Signed out, the phone cannot know whose role applies, so the steward's edits are kept and the
+//! server refuses both (a steward may neither evaluate nor assign); the phone keeps the refused
+//! changes with the reason until the steward discards them, and the back-office sees the
+//! refusals. The office then makes the same edits, accepted.
 
 use crate::common::*;
 
@@ -35,12 +37,33 @@ fn a_steward_cannot_evaluate_or_assign_and_the_refusal_is_kept_shown_and_discard
     );
     assert_eq!(steward.sync().accepted, 2);
 
-    // Step 2: offline, the steward marks the first evaluated and assigns the second a department.
+    // Step 2: signed in, the phone refuses at once, with the reason, and keeps nothing.
+    let err = steward
+        .client
+        .set(
+            case.clone(),
+            vec![
+                linli_ffi::FieldValue::new("status", "evaluated"),
+                linli_ffi::FieldValue::new("satisfaction", "satisfied"),
+            ],
+        )
+        .unwrap_err();
+    assert_eq!(err.code(), "forbidden");
+    assert!(err.to_string().contains("evaluated"), "{err}");
+    assert!(steward.client.outbox().unwrap().is_empty());
+
+    // Step 3: signed out (a phone shared between shifts), the steward marks the first evaluated
+    // and assigns the second a department; after signing in again, the server refuses both.
+    steward.client.logout().unwrap();
     steward.set(
         &case,
         &[("status", "evaluated"), ("satisfaction", "satisfied")],
     );
     steward.set(&other, &[("departments", "property_company")]);
+    steward
+        .client
+        .login(server.url.clone(), "steward1".into(), DEMO_PASSWORD.into())
+        .unwrap();
     let report = steward.sync();
     assert_eq!(report.accepted, 0);
     assert_eq!(report.rejected.len(), 2, "{report:?}");
@@ -61,7 +84,7 @@ fn a_steward_cannot_evaluate_or_assign_and_the_refusal_is_kept_shown_and_discard
         report.rejected
     );
 
-    // Step 3: the phone keeps both, with the reason, and does not send them again.
+    // Step 4: the phone keeps both, with the reason, and does not send them again.
     let outbox = steward.client.outbox().unwrap();
     assert_eq!(outbox.len(), 2);
     assert!(outbox.iter().all(|o| o.state == "rejected"));
@@ -72,7 +95,7 @@ fn a_steward_cannot_evaluate_or_assign_and_the_refusal_is_kept_shown_and_discard
         "refused changes are not resent"
     );
 
-    // Step 4: the back-office lists them with user, device and reason.
+    // Step 5: the back-office lists them with user, device and reason.
     let token = login_token(
         &server.url,
         "office1",
@@ -88,7 +111,7 @@ fn a_steward_cannot_evaluate_or_assign_and_the_refusal_is_kept_shown_and_discard
         && r["code"] == "forbidden"
         && r["place"] == B3));
 
-    // Step 5: the steward discards both refusals; the records are as the server has them.
+    // Step 6: the steward discards both refusals; the records are as the server has them.
     assert_eq!(steward.client.discard(outbox[0].id).unwrap(), 1);
     assert_eq!(steward.client.discard(outbox[1].id).unwrap(), 1);
     assert!(steward.client.outbox().unwrap().is_empty());
@@ -100,7 +123,7 @@ fn a_steward_cannot_evaluate_or_assign_and_the_refusal_is_kept_shown_and_discard
             .is_empty()
     );
 
-    // Step 6: the office makes the same edits: accepted, and they reach the steward.
+    // Step 7: the office makes the same edits: accepted, and they reach the steward.
     office.sync();
     office.set(
         &case,
