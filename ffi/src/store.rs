@@ -102,7 +102,24 @@ pub(crate) fn open(home: &Path) -> Result<(Connection, Identity), ApiError> {
         .map_err(|_| ApiError::storage("the home directory cannot be created"))?;
     let mut conn = Connection::open(home.join(DB_FILE))?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
-    let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+    // Switching a fresh file to WAL needs an exclusive lock and SQLite does not always wait on
+    // the busy timeout for it, so first opens racing from several threads retry briefly.
+    let mut tries = 0;
+    let mode: String = loop {
+        match conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0)) {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if tries < 100
+                    && matches!(
+                        e.code,
+                        rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                    ) =>
+            {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => break other?,
+        }
+    };
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(ApiError::storage(
             "the database cannot use write-ahead logging",
