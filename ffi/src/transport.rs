@@ -131,45 +131,36 @@ impl<'a> Transport<'a> {
             device_id,
             device_name: None,
         };
-        let mut resp = self
-            .agent
-            .post(format!("{}/v1/auth/login", self.base))
-            .send_json(&body)
-            .map_err(network_error)?;
-        let status = resp.status().as_u16();
-        if status == 401 {
-            return Err(ApiError::Unauthorized {
-                reason: "the user name or password was not accepted".into(),
-            });
-        }
-        if status != 200 {
-            return Err(error_reply(status, &mut resp));
-        }
-        resp.body_mut()
-            .with_config()
-            .limit(MAX_JSON_BYTES)
-            .read_json::<LoginResponse>()
-            .map_err(|e| match e {
-                ureq::Error::Json(_) => ApiError::Server {
-                    status,
-                    reason: "the login reply is not what this app expects".into(),
-                },
-                other => network_error(other),
-            })
+        self.auth_exchange("login", &body, "the user name or password was not accepted")
     }
 
     /// Trades the refresh token for a new access token and the next refresh token (the same reply
     /// as a login). A 401 means the login is over: expired, revoked, or the token was used twice.
     pub fn refresh(&self, refresh_token: &str) -> Result<LoginResponse, ApiError> {
+        self.auth_exchange(
+            "refresh",
+            &serde_json::json!({ "refresh_token": refresh_token }),
+            "the login has expired or was revoked: log in again",
+        )
+    }
+
+    /// `POST /v1/auth/{path}` with a JSON body, answered by a login reply; a 401 becomes
+    /// `Unauthorized` with `unauthorized` as its reason.
+    fn auth_exchange(
+        &self,
+        path: &str,
+        body: &impl serde::Serialize,
+        unauthorized: &str,
+    ) -> Result<LoginResponse, ApiError> {
         let mut resp = self
             .agent
-            .post(format!("{}/v1/auth/refresh", self.base))
-            .send_json(serde_json::json!({ "refresh_token": refresh_token }))
+            .post(format!("{}/v1/auth/{path}", self.base))
+            .send_json(body)
             .map_err(network_error)?;
         let status = resp.status().as_u16();
         if status == 401 {
             return Err(ApiError::Unauthorized {
-                reason: "the login has expired or was revoked: log in again".into(),
+                reason: unauthorized.into(),
             });
         }
         if status != 200 {
@@ -182,7 +173,7 @@ impl<'a> Transport<'a> {
             .map_err(|e| match e {
                 ureq::Error::Json(_) => ApiError::Server {
                     status,
-                    reason: "the refresh reply is not what this app expects".into(),
+                    reason: format!("the {path} reply is not what this app expects"),
                 },
                 other => network_error(other),
             })

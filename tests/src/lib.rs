@@ -317,3 +317,35 @@ impl LossyProxy {
             .store(lose, std::sync::atomic::Ordering::SeqCst);
     }
 }
+
+/// A case made with the core directly (not through a phone), as hostile or replayed input is:
+/// its document, its creating change, and that change as a push.
+pub fn hand_made_case(
+    user: &str,
+    summary: &str,
+) -> (
+    linli_sync_core::RecordDoc,
+    linli_sync_core::automerge::Change,
+    linli_sync_core::protocol::PushChange,
+) {
+    use linli_sync_core::{EditContext, RecordDoc, RecordId, RecordKind};
+    let ctx = EditContext {
+        actor: linli_sync_core::automerge::ActorId::random(),
+        user: user.into(),
+        now_ms: 1_763_000_000_000,
+    };
+    let (doc, change) = RecordDoc::create(
+        RecordId::new(),
+        RecordKind::Case,
+        &HAITIANCHENG.parse().expect("demo place"),
+        &ctx,
+        &[("summary".into(), summary.into())],
+    )
+    .expect("a valid case");
+    let push = linli_sync_core::protocol::PushChange {
+        record: *doc.id().as_bytes(),
+        kind: RecordKind::Case,
+        change: change.raw_bytes().to_vec(),
+    };
+    (doc, change, push)
+}

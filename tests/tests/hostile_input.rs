@@ -1,12 +1,12 @@
 //! Story 4: malformed bodies, unknown kinds and invalid values get a clear 4xx; the server keeps
 //! serving and stores nothing from them.
 
+use linli_sync_core::RecordId;
+use linli_sync_core::automerge::ROOT;
 use linli_sync_core::automerge::transaction::Transactable;
-use linli_sync_core::automerge::{ActorId, ROOT};
 use linli_sync_core::protocol::{
     CONTENT_TYPE, Cursor, PushChange, RejectCode, SyncRequest, SyncResponse,
 };
-use linli_sync_core::{EditContext, RecordDoc, RecordId, RecordKind};
 use serde_json::Value;
 
 use crate::common::*;
@@ -39,26 +39,10 @@ fn bad_sync_bodies_get_clear_4xx_and_store_nothing() {
     );
 
     // A truncated message.
-    let ctx = EditContext {
-        actor: ActorId::random(),
-        user: "bus1".into(),
-        now_ms: 1_763_000_000_000,
-    };
-    let (doc, change) = RecordDoc::create(
-        RecordId::new(),
-        RecordKind::Case,
-        &HAITIANCHENG.parse().unwrap(),
-        &ctx,
-        &[("summary".into(), "噪音扰民".into())],
-    )
-    .unwrap();
+    let (doc, _, pushed) = hand_made_case("bus1", "噪音扰民");
     let good = SyncRequest {
         cursor: Cursor::start(),
-        changes: vec![PushChange {
-            record: *doc.id().as_bytes(),
-            kind: RecordKind::Case,
-            change: change.raw_bytes().to_vec(),
-        }],
+        changes: vec![pushed.clone()],
         max_pull: 0,
     }
     .encode();
@@ -94,15 +78,10 @@ fn bad_sync_bodies_get_clear_4xx_and_store_nothing() {
     let bad_value = SyncRequest {
         cursor: Cursor::start(),
         changes: vec![
+            pushed.clone(),
             PushChange {
-                record: *doc.id().as_bytes(),
-                kind: RecordKind::Case,
-                change: change.raw_bytes().to_vec(),
-            },
-            PushChange {
-                record: *doc.id().as_bytes(),
-                kind: RecordKind::Case,
                 change: invalid.raw_bytes().to_vec(),
+                ..pushed
             },
         ],
         max_pull: 0,

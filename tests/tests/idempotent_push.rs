@@ -1,8 +1,6 @@
 //! Story 2: the same push twice is stored once; a push whose reply was lost is resent safely.
 
-use linli_sync_core::automerge::ActorId;
-use linli_sync_core::protocol::{CONTENT_TYPE, Cursor, PushChange, SyncRequest, SyncResponse};
-use linli_sync_core::{EditContext, RecordDoc, RecordId, RecordKind};
+use linli_sync_core::protocol::{CONTENT_TYPE, Cursor, SyncRequest, SyncResponse};
 
 use crate::common::*;
 
@@ -13,26 +11,10 @@ fn the_same_push_twice_is_stored_once() {
     let device = "0b7e7c3e-54a1-4d7c-8f00-00000000a001";
     let token = login_token(&server.url, "bus1", device);
 
-    let ctx = EditContext {
-        actor: ActorId::random(),
-        user: "bus1".into(),
-        now_ms: 1_763_000_000_000,
-    };
-    let (doc, change) = RecordDoc::create(
-        RecordId::new(),
-        RecordKind::Case,
-        &HAITIANCHENG.parse().unwrap(),
-        &ctx,
-        &[("summary".into(), "天元公寓电梯停运".into())],
-    )
-    .unwrap();
+    let (doc, change, pushed) = hand_made_case("bus1", "天元公寓电梯停运");
     let push = SyncRequest {
         cursor: Cursor::start(),
-        changes: vec![PushChange {
-            record: *doc.id().as_bytes(),
-            kind: RecordKind::Case,
-            change: change.raw_bytes().to_vec(),
-        }],
+        changes: vec![pushed],
         max_pull: 0,
     }
     .encode();
