@@ -7,7 +7,8 @@
 //! - [`auth`]: login, refresh, signing keys and the [`AuthUser`](auth::AuthUser) extractor.
 //! - [`admin`]: users, grants, devices, keys and places: the admin HTTP API and CLI.
 //! - [`limit`]: per-user rate limits.
-//! - [`sync`]: `POST /v1/sync`, push and pull in one round trip.
+//! - [`sync`]: `POST /v1/sync`, push and pull in one round trip; [`turns`]: one push at a time
+//!   per user.
 //! - [`records`]: the JSON records API over the projection.
 //! - [`places`]: `GET /v1/places` and `GET /healthz`.
 //! - [`rejections`]: `GET /v1/rejections`, refused pushes for the back-office.
@@ -42,6 +43,7 @@ pub mod run;
 pub mod state;
 pub mod store;
 pub mod sync;
+pub mod turns;
 
 use std::any::Any;
 use std::time::Duration;

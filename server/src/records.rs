@@ -2,15 +2,17 @@
 //! detail with its conflicts and history, enriched with who pushed each change.
 //!
 //! Only records within the caller's grants are visible; others are answered 404 as if missing.
-//! Residents' phone numbers are masked for roles that don't need them (stewards, bus teams).
+//! Residents' names and phone numbers are shown in full only to office and admin (from the
+//! record's personal part); stewards and bus teams see the masked form the shared document holds.
 
 use std::collections::HashMap;
 
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
-use linli_sync_core::schema::{self, FieldType, mask_phone};
-use linli_sync_core::{PlaceId, RecordDoc, RecordId, RecordKind};
+use linli_sync_core::protocol::Part;
+use linli_sync_core::schema;
+use linli_sync_core::{ChangeInfo, PersonalDoc, PlaceId, RecordDoc, RecordId, RecordKind};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -120,41 +122,39 @@ fn parse_after(s: &str) -> Result<(i64, String)> {
     Ok((at, id.to_string()))
 }
 
-/// Masks residents' phone numbers in a record value for roles that may not see them.
-fn mask_value(kind: RecordKind, role: Role, value: &mut Value) {
-    if role.sees_personal_data() {
-        return;
-    }
-    for spec in kind.fields() {
-        if spec.personal
-            && spec.ty == FieldType::Phone
-            && let Some(v) = value.get_mut(spec.name)
+/// Masks residents' personal fields in a record value (their masked form, unless already so):
+/// records stored before the personal part existed may still hold full values.
+fn mask_value(kind: RecordKind, value: &mut Value) {
+    for spec in kind.fields().iter().filter(|f| f.personal) {
+        if let Some(Value::String(v)) = value.get_mut(spec.name)
+            && !schema::is_masked(spec, v)
         {
-            mask_scalar(v);
+            *v = schema::mask_personal(spec, v);
         }
     }
 }
 
-fn is_masked_field(kind: RecordKind, role: Role, field: &str) -> bool {
-    !role.sees_personal_data()
-        && kind
-            .fields()
-            .iter()
-            .any(|f| f.name == field && f.personal && f.ty == FieldType::Phone)
-}
-
-fn mask_scalar(v: &mut Value) {
-    if let Value::String(s) = v
-        && !s.is_empty()
-    {
-        *s = mask_phone(s);
+/// A record's value as `role` may see it: personal fields in full (from the record's personal
+/// part) for roles that read residents' personal data, masked for the others. Every page, list
+/// and export shows record values through this one function.
+pub fn value_for_role(row: &RecordRow, role: Role) -> Result<Value> {
+    let kind: RecordKind = row.kind.parse().map_err(Error::internal)?;
+    let mut value: Value = serde_json::from_str(&row.value).map_err(Error::internal)?;
+    if role.sees_personal_data() {
+        if let Some(personal) = &row.personal {
+            let personal: Value = serde_json::from_str(personal).map_err(Error::internal)?;
+            if let (Value::Object(v), Value::Object(p)) = (&mut value, personal) {
+                v.extend(p);
+            }
+        }
+    } else {
+        mask_value(kind, &mut value);
     }
+    Ok(value)
 }
 
 fn summary(row: RecordRow, role: Role) -> Result<RecordSummary> {
-    let kind: RecordKind = row.kind.parse().map_err(Error::internal)?;
-    let mut value: Value = serde_json::from_str(&row.value).map_err(Error::internal)?;
-    mask_value(kind, role, &mut value);
+    let value = value_for_role(&row, role)?;
     Ok(RecordSummary {
         id: row.id,
         kind: row.kind,
@@ -282,6 +282,8 @@ pub struct HistoryEntry {
     pub touched: Vec<String>,
     /// The editing device's message.
     pub message: Option<String>,
+    /// `record` (the shared document) or `personal` (residents' details; office and admin).
+    pub part: String,
 }
 
 /// `GET /v1/records/{id}` reply.
@@ -328,13 +330,35 @@ async fn detail(
         return Err(not_found());
     }
     let kind: RecordKind = row.kind.parse().map_err(Error::internal)?;
+    let role = user.role;
     let bytes = state
         .store
         .record_doc(record)
         .await?
         .ok_or_else(not_found)?;
+    let personal_bytes = if role.sees_personal_data() {
+        state.store.personal_doc(record).await?
+    } else {
+        None
+    };
     let (conflicts, history) = tokio::task::spawn_blocking(move || {
-        RecordDoc::load(record, &bytes).map(|mut doc| (doc.conflicts(), doc.history()))
+        let mut doc = RecordDoc::load(record, &bytes)?;
+        let mut conflicts = doc.conflicts();
+        let mut history: Vec<(Part, ChangeInfo)> = doc
+            .history()
+            .into_iter()
+            .map(|h| (Part::Record, h))
+            .collect();
+        if let Some(p) = personal_bytes {
+            let mut personal = PersonalDoc::load(record, &p)?;
+            // Full values where someone with access captured them; the masked conflicts of the
+            // shared document would only repeat them.
+            let full = personal.conflicts(kind);
+            conflicts.retain(|c| !full.iter().any(|f| f.field == c.field));
+            conflicts.extend(full);
+            history.extend(personal.history().into_iter().map(|h| (Part::Personal, h)));
+        }
+        Ok::<_, linli_sync_core::RecordError>((conflicts, history))
     })
     .await
     .map_err(Error::internal)?
@@ -347,27 +371,34 @@ async fn detail(
         .map(|m| (hex(&m.hash), m))
         .collect();
 
-    let role = user.role;
     let conflicts = conflicts
         .into_iter()
         .map(|c| {
-            let masked = is_masked_field(kind, role, &c.field);
-            let mut winner = c.winner;
-            if masked {
-                mask_scalar(&mut winner);
-            }
+            let masked = !role.sees_personal_data()
+                && kind
+                    .fields()
+                    .iter()
+                    .any(|f| f.name == c.field && f.personal);
+            let mask = |v: Value| match (masked, &v) {
+                (true, Value::String(s)) => {
+                    let spec = kind.fields().iter().find(|f| f.name == c.field);
+                    match spec {
+                        Some(spec) if !schema::is_masked(spec, s) => {
+                            Value::String(schema::mask_personal(spec, s))
+                        }
+                        _ => v,
+                    }
+                }
+                _ => v,
+            };
             ConflictView {
                 values: c
                     .values
                     .into_iter()
                     .map(|v| {
                         let m = meta.get(&v.change);
-                        let mut value = v.value;
-                        if masked {
-                            mask_scalar(&mut value);
-                        }
                         ConflictValueView {
-                            value,
+                            value: mask(v.value),
                             user: m.map(|m| m.username.clone()),
                             device: m.map(|m| m.device_id.clone()),
                             actor: v.actor,
@@ -377,21 +408,22 @@ async fn detail(
                         }
                     })
                     .collect(),
+                winner: mask(c.winner),
                 field: c.field,
                 label: c.label,
-                winner,
             }
         })
         .collect();
-    let history = history
+    let mut history: Vec<HistoryEntry> = history
         .into_iter()
-        .map(|h| {
+        .map(|(part, h)| {
             let m = meta.get(&h.hash);
             HistoryEntry {
                 user: m.map(|m| m.username.clone()),
                 display_name: m.map(|m| m.display_name.clone()),
                 device: m.map(|m| m.device_id.clone()),
                 received_at: m.map(|m| m.received_at),
+                part: part.as_str().to_string(),
                 hash: h.hash,
                 actor: h.actor,
                 claimed_at: h.claimed_at,
@@ -400,6 +432,13 @@ async fn detail(
             }
         })
         .collect();
+    // The two parts' histories interleave by when the server received each change.
+    history.sort_by_key(|h| {
+        (
+            h.received_at.is_none(),
+            h.received_at.unwrap_or(h.claimed_at),
+        )
+    });
     let summary = summary(row, role)?;
     Ok(Json(RecordDetail {
         id: summary.id,
@@ -420,14 +459,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn phones_are_masked_for_field_roles_only() {
-        let v = || serde_json::json!({"resident_phone": "13812345678", "resident_name": "王"});
-        let mut steward = v();
-        mask_value(RecordKind::Case, Role::Steward, &mut steward);
-        assert_eq!(steward["resident_phone"], "138****5678");
-        let mut office = v();
-        mask_value(RecordKind::Case, Role::Office, &mut office);
+    fn personal_fields_are_full_for_office_and_masked_for_field_roles() {
+        let row = |personal: Option<&str>| RecordRow {
+            id: RecordId::new().to_string(),
+            kind: "case".into(),
+            place: "hz/baiyang".into(),
+            status: None,
+            category: None,
+            created_at: 0,
+            updated_at: 0,
+            last_seq: 0,
+            value: r#"{"resident_phone":"138****5678","resident_name":"王**"}"#.into(),
+            personal: personal.map(String::from),
+        };
+        let full = row(Some(
+            r#"{"resident_phone":"13812345678","resident_name":"王小明"}"#,
+        ));
+        let office = value_for_role(&full, Role::Office).unwrap();
         assert_eq!(office["resident_phone"], "13812345678");
+        assert_eq!(office["resident_name"], "王小明");
+        let steward = value_for_role(&full, Role::Steward).unwrap();
+        assert_eq!(steward["resident_phone"], "138****5678");
+        assert_eq!(steward["resident_name"], "王**");
+        // A record stored before personal parts existed is masked on the way out.
+        let mut legacy = row(None);
+        legacy.value = r#"{"resident_phone":"13812345678","resident_name":"王小明"}"#.into();
+        let steward = value_for_role(&legacy, Role::Bus).unwrap();
+        assert_eq!(steward["resident_phone"], "138****5678");
+        assert_eq!(steward["resident_name"], "王**");
     }
 
     #[test]

@@ -9,6 +9,7 @@ use crate::config::Config;
 use crate::limit::RateLimits;
 use crate::store::Store;
 use crate::sync::DocCache;
+use crate::turns::PushTurns;
 
 /// Shared by all handlers; cheap to clone.
 #[derive(Clone, Debug)]
@@ -21,9 +22,11 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Per-user rate limits.
     pub limits: Arc<RateLimits>,
-    /// The hot-document cache. Its lock also serializes the accept path: one writer at a time
-    /// (SQLite has a single writer anyway, and a document is never ingested twice at once).
+    /// The hot-document cache. Its lock serializes the accept path change by change (SQLite has
+    /// a single writer anyway, and a document is never ingested twice at once).
     pub(crate) writer: Arc<Mutex<DocCache>>,
+    /// Per-user push turns: one push at a time per user.
+    pub turns: Arc<PushTurns>,
 }
 
 impl AppState {
@@ -36,6 +39,7 @@ impl AppState {
             limits: Arc::new(RateLimits::new(&config)),
             config: Arc::new(config),
             writer,
+            turns: Arc::new(PushTurns::default()),
         }
     }
 }

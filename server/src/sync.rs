@@ -1,16 +1,27 @@
 //! `POST /v1/sync`: one round trip that pushes a phone's changes and pulls others'.
 //!
-//! Push: each change, in order, is acknowledged only after it is committed (log row, actor
-//! binding and projection row in one transaction), or rejected with a machine-readable reason
-//! that is also stored for the back-office. Pull: a bounded page of others' changes within the
-//! caller's grants after the phone's cursor; the work is proportional to the new changes, never
-//! to the history or to the number of documents.
+//! Push: cheap checks first and outside any lock — the body decodes, every change parses within
+//! the push's inflation budget ([`InflateBudget`]). Each user pushes one request at a time
+//! ([`crate::turns`]), and the writer lock is taken per change, so one user's flood holds one
+//! place in the queue and others' changes interleave with it. Each change is acknowledged only
+//! after it is committed (actor binding, log row and projection row in one transaction, at the
+//! record version its document was read at), or refused with a machine-readable reason; a
+//! bounded sample of a push's refusals is stored for the back-office.
+//!
+//! Scope is decided before anything about a record is revealed: a record outside the pusher's
+//! grants is treated exactly as one that does not exist, so pushing to a known id answers what a
+//! random id would.
+//!
+//! Pull: a page of others' changes within the caller's grants after the phone's cursor, bounded
+//! by count and bytes; personal parts only for roles that may read residents' personal data. The
+//! work is proportional to the new changes, never to the history or to the number of documents.
+//! Every reply carries the user's grants (records outside them leave the phone) and whether the
+//! user receives personal parts.
 //!
 //! Grant growth: the cursor also carries the grant epoch the phone was bootstrapped for. When the
 //! user holds grants newer than that, the reply first delivers the records already in the newly
-//! granted places as saved documents (snapshots, read from the projection table, paged by record
-//! id), then the cursor moves to the new epoch. Revoked grants need nothing: pulls filter by the
-//! grants held at each request, so their records simply stop arriving.
+//! granted places as saved documents (snapshots, paged by record id), then the cursor moves to the
+//! new epoch.
 
 use std::num::NonZeroUsize;
 
@@ -21,24 +32,35 @@ use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use linli_sync_core::ingest::{Ingested, Refusal, ingest, parse_change};
+use linli_sync_core::automerge::Change;
+use linli_sync_core::ingest::{
+    InflateBudget, Ingested, Pusher, Refusal, ingest, ingest_personal, parse_change,
+};
 use linli_sync_core::protocol::{
-    self, Accepted, Cursor, PulledChange, PulledSnapshot, PushChange, RejectCode, Rejected,
+    self, Accepted, Cursor, Part, PulledChange, PulledSnapshot, PushChange, RejectCode, Rejected,
     SyncRequest, SyncResponse,
 };
-use linli_sync_core::{CodecError, PlaceId, RecordDoc, RecordId, RecordKind};
+use linli_sync_core::rules;
+use linli_sync_core::{CodecError, PersonalDoc, PlaceId, RecordDoc, RecordId, RecordKind};
 use lru::LruCache;
+use serde_json::Value;
 
 use crate::auth::AuthUser;
 use crate::error::{Error, Result};
 use crate::model::now_ms;
 use crate::state::AppState;
-use crate::store::{ActorBinding, NewChange, ProjectionUpdate, RejectionRow, Store};
+use crate::store::{CommitConflict, NewChange, ProjectionUpdate, RecordMeta, RejectionRow, Store};
 
 /// Changes per reply when the phone asks for 0 (no preference).
 pub const DEFAULT_PAGE: u32 = 500;
 /// Most snapshot bytes one reply carries (at least one snapshot is always sent).
-pub const SNAPSHOT_PAGE_BYTES: usize = 4 * 1024 * 1024;
+pub const SNAPSHOT_PAGE_BYTES: usize = protocol::MAX_PAGE_BYTES;
+/// Refusals of one push stored one by one; the rest are counted on the last stored row.
+pub const REJECTION_SAMPLE: usize = 10;
+/// How long refused pushes are kept for the back-office.
+pub const REJECTION_RETENTION_MS: i64 = 90 * 24 * 3600 * 1000;
+/// Commits retried after losing a race to another writer (another process on the same data).
+const COMMIT_RETRIES: usize = 3;
 
 /// The routes of this module.
 pub fn router() -> Router<AppState> {
@@ -47,10 +69,20 @@ pub fn router() -> Router<AppState> {
         .layer(DefaultBodyLimit::max(protocol::MAX_BODY_BYTES))
 }
 
+/// A record's documents as committed at `version`.
+struct Cached {
+    version: i64,
+    doc: RecordDoc,
+    /// Loaded on first use.
+    personal: Option<PersonalDoc>,
+}
+
 /// A bounded LRU of hot record documents, keyed by record id. Documents not in it are loaded
 /// from their saved form in the database, so memory does not grow with the number of records.
+/// Every entry remembers the record version it was committed at; one whose version is not the
+/// stored one is reloaded.
 pub struct DocCache {
-    docs: LruCache<RecordId, RecordDoc>,
+    docs: LruCache<RecordId, Cached>,
 }
 
 impl std::fmt::Debug for DocCache {
@@ -70,22 +102,43 @@ impl DocCache {
         }
     }
 
-    /// Takes a record's document out: from the cache, else from the store, else a new empty
-    /// one. The caller puts it back only if it matches what is committed, so a failure (or a
-    /// cancelled request) between ingest and commit can never leave an uncommitted state cached.
-    async fn take(&mut self, store: &Store, id: RecordId) -> Result<RecordDoc> {
-        if let Some(doc) = self.docs.pop(&id) {
-            return Ok(doc);
+    /// Takes a record's documents out at `version` (0: the record does not exist yet): from the
+    /// cache when it holds that version, else from the store. The caller puts them back only
+    /// once they match what is committed, so a failure (or a cancelled request) between ingest
+    /// and commit never leaves an uncommitted state cached.
+    async fn take(
+        &mut self,
+        store: &Store,
+        id: RecordId,
+        version: i64,
+        personal: bool,
+    ) -> Result<Cached> {
+        let mut cached = match self.docs.pop(&id) {
+            Some(c) if c.version == version => c,
+            _ => Cached {
+                version,
+                doc: match store.record_doc(id).await? {
+                    Some(bytes) if version > 0 => RecordDoc::load(id, &bytes).map_err(|e| {
+                        Error::Internal(format!("stored document {id} does not load: {e}"))
+                    })?,
+                    _ => RecordDoc::empty(id),
+                },
+                personal: None,
+            },
+        };
+        if personal && cached.personal.is_none() {
+            cached.personal = Some(match store.personal_doc(id).await? {
+                Some(bytes) => PersonalDoc::load(id, &bytes).map_err(|e| {
+                    Error::Internal(format!("stored personal part {id} does not load: {e}"))
+                })?,
+                None => PersonalDoc::empty(id),
+            });
         }
-        match store.record_doc(id).await? {
-            Some(bytes) => RecordDoc::load(id, &bytes)
-                .map_err(|e| Error::Internal(format!("stored document {id} does not load: {e}"))),
-            None => Ok(RecordDoc::empty(id)),
-        }
+        Ok(cached)
     }
 
-    fn put(&mut self, doc: RecordDoc) {
-        self.docs.put(doc.id(), doc);
+    fn put(&mut self, cached: Cached) {
+        self.docs.put(cached.doc.id(), cached);
     }
 
     /// Documents currently cached.
@@ -162,19 +215,15 @@ async fn sync(
 
     let mut reply = SyncResponse::default();
     if !req.changes.is_empty() {
-        let mut cache = state.writer.lock().await;
-        for push in &req.changes {
-            match push_one(&state.store, &mut cache, &user, push).await {
-                Ok(accepted) => reply.accepted.push(accepted),
-                Err(rejected) => reply.rejected.push(rejected),
-            }
-        }
+        let _turn = state.turns.enter(&user.user_id).await?;
+        push_all(&state, &user, &req.changes, &mut reply).await;
     }
 
     let limit = match req.max_pull {
         0 => DEFAULT_PAGE,
         n => n.min(protocol::MAX_PAGE),
     };
+    let personal = user.role.sees_personal_data();
     let cursor = req.cursor.seq().unwrap_or(0);
     let epoch = match bootstrap(&state, &user, &req.cursor, limit, &mut reply).await? {
         Bootstrap::Unfinished(next) => {
@@ -184,34 +233,176 @@ async fn sync(
         }
         Bootstrap::Done(epoch) => epoch,
     };
-    let (mut rows, end) = state
+    let page = state
         .store
-        .pull(cursor, user.device_id, &user.places, limit)
+        .pull(
+            cursor,
+            user.device_id,
+            &user.places,
+            personal,
+            limit,
+            protocol::MAX_PAGE_BYTES,
+        )
         .await?;
-    if rows.len() > limit as usize {
-        rows.truncate(limit as usize);
-        reply.more = true;
-        reply.cursor = Cursor::with_epoch(rows.last().map_or(end, |r| r.seq), epoch, None);
-    } else {
-        reply.cursor = Cursor::with_epoch(end, epoch, None);
-    }
-    reply.changes = rows
-        .into_iter()
-        .map(|r| {
-            let record: RecordId = r
-                .record_id
-                .parse()
-                .map_err(|e| Error::Internal(format!("change {}: {e}", r.seq)))?;
-            Ok(PulledChange {
+    reply.more = page.full;
+    let last = page.rows.last().map(|r| r.seq);
+    reply.cursor = Cursor::with_epoch(
+        if page.full {
+            last.unwrap_or(page.end)
+        } else {
+            page.end
+        },
+        epoch,
+        None,
+    );
+    for r in page.rows {
+        let record: RecordId = r
+            .record_id
+            .parse()
+            .map_err(|e| Error::Internal(format!("change {}: {e}", r.seq)))?;
+        if r.replaces {
+            reply.snapshots.push(PulledSnapshot {
                 record: *record.as_bytes(),
+                part: r.part,
+                doc: r.bytes,
+                replace: true,
+            });
+        } else {
+            reply.changes.push(PulledChange {
+                record: *record.as_bytes(),
+                part: r.part,
                 change: r.bytes,
                 received_at: r.received_at,
                 user: r.username,
                 device: r.device_id,
-            })
-        })
-        .collect::<Result<_>>()?;
+            });
+        }
+    }
     finish(&state, &user, &req, reply).await
+}
+
+/// Pushes every change of a request, in order, and stores a sample of the refusals.
+async fn push_all(
+    state: &AppState,
+    user: &AuthUser,
+    changes: &[PushChange],
+    reply: &mut SyncResponse,
+) {
+    let received_at = now_ms();
+    // Parsing is CPU only and bounded: done for the whole push before any lock or query.
+    let mut budget = InflateBudget::per_push();
+    let parsed: Vec<std::result::Result<Change, Refusal>> = changes
+        .iter()
+        .map(|p| parse_change(&p.change, &mut budget))
+        .collect();
+    let mut refused: Vec<(RecordId, Refusal)> = Vec::new();
+    for (push, parsed) in changes.iter().zip(parsed) {
+        let record = RecordId::from_bytes(push.record);
+        let outcome = match parsed {
+            Ok(change) => accept(state, user, push, change, received_at).await,
+            Err(refusal) => Err(refusal),
+        };
+        match outcome {
+            Ok(accepted) => reply.accepted.push(accepted),
+            Err(refusal) => {
+                reply.rejected.push(Rejected {
+                    hash: refusal.hash,
+                    record: push.record,
+                    code: refusal.code,
+                    message: refusal.message.clone(),
+                });
+                refused.push((record, refusal));
+            }
+        }
+    }
+    if refused.is_empty() {
+        return;
+    }
+    let codes: std::collections::BTreeSet<&str> =
+        refused.iter().map(|(_, r)| r.code.as_str()).collect();
+    tracing::info!(
+        user = %user.username,
+        refused = refused.len(),
+        codes = ?codes,
+        "changes rejected"
+    );
+    let fallback = user.places.first().map(|p| p.as_str());
+    let sample = refused.len().min(REJECTION_SAMPLE);
+    let rows: Vec<RejectionRow<'_>> = refused[..sample]
+        .iter()
+        .enumerate()
+        .map(|(i, (record, r))| RejectionRow {
+            hash: &r.hash,
+            record: *record,
+            user_id: &user.user_id,
+            device: user.device_id,
+            code: r.code.as_str(),
+            message: &r.message,
+            at: received_at,
+            place: r.place.as_ref().map(|p| p.as_str()).or(fallback),
+            more: if i + 1 == sample {
+                (refused.len() - sample) as i64
+            } else {
+                0
+            },
+        })
+        .collect();
+    if let Err(e) = state
+        .store
+        .record_rejections(&rows, REJECTION_RETENTION_MS)
+        .await
+    {
+        tracing::error!(error = %e, "could not store rejections");
+    }
+}
+
+/// One change a server-side editor (the back-office) made, accepted through exactly the checks
+/// and commit of a phone's push.
+pub async fn submit(
+    state: &AppState,
+    user: &AuthUser,
+    push: &PushChange,
+) -> std::result::Result<Accepted, Rejected> {
+    let refuse = |r: Refusal| Rejected {
+        hash: r.hash,
+        record: push.record,
+        code: r.code,
+        message: r.message,
+    };
+    let change = parse_change(&push.change, &mut InflateBudget::per_push()).map_err(refuse)?;
+    accept(state, user, push, change, now_ms())
+        .await
+        .map_err(refuse)
+}
+
+/// A record's committed documents, for a server-side editor to make a change on: the shared
+/// document and its personal part. `None` when the record does not exist or lies outside the
+/// user's grants.
+pub async fn load_docs(
+    state: &AppState,
+    user: &AuthUser,
+    record: RecordId,
+) -> Result<Option<(RecordDoc, PersonalDoc)>> {
+    let Some(meta) = state.store.record_meta(record).await? else {
+        return Ok(None);
+    };
+    if !user.can_access(&meta.place) {
+        return Ok(None);
+    }
+    let mut cache = state.writer.lock().await;
+    let mut cached = cache.take(&state.store, record, meta.version, true).await?;
+    let docs = (
+        cached.doc.clone(),
+        cached
+            .personal
+            .clone()
+            .unwrap_or_else(|| PersonalDoc::empty(record)),
+    );
+    cached
+        .personal
+        .get_or_insert_with(|| PersonalDoc::empty(record));
+    cache.put(cached);
+    Ok(Some(docs))
 }
 
 /// Where a bootstrap stands after this reply.
@@ -252,20 +443,39 @@ async fn bootstrap(
     let after = cursor.resume().map(|r| RecordId::from_bytes(r).to_string());
     let docs = state
         .store
-        .snapshots_within(&scopes, after.as_deref(), limit, SNAPSHOT_PAGE_BYTES)
+        .snapshots_within(
+            &scopes,
+            after.as_deref(),
+            limit,
+            SNAPSHOT_PAGE_BYTES,
+            user.role.sees_personal_data(),
+        )
         .await?;
-    let full = docs.len() >= limit as usize
-        || docs.iter().map(|(_, d)| d.len()).sum::<usize>() >= SNAPSHOT_PAGE_BYTES;
+    let bytes: usize = docs
+        .iter()
+        .map(|(_, d, p)| d.len() + p.as_ref().map_or(0, Vec::len))
+        .sum();
+    let full = docs.len() >= limit as usize || bytes >= SNAPSHOT_PAGE_BYTES;
     let mut last = None;
-    for (id, doc) in docs {
+    for (id, doc, personal) in docs {
         let record: RecordId = id
             .parse()
             .map_err(|e| Error::Internal(format!("record {id}: {e}")))?;
         last = Some(*record.as_bytes());
         reply.snapshots.push(PulledSnapshot {
             record: *record.as_bytes(),
+            part: Part::Record,
             doc,
+            replace: false,
         });
+        if let Some(doc) = personal {
+            reply.snapshots.push(PulledSnapshot {
+                record: *record.as_bytes(),
+                part: Part::Personal,
+                doc,
+                replace: false,
+            });
+        }
     }
     match last {
         Some(last) if full => Ok(Bootstrap::Unfinished(Cursor::with_epoch(
@@ -285,6 +495,8 @@ async fn finish(
     mut reply: SyncResponse,
 ) -> Result<Response> {
     reply.server_time = now_ms();
+    reply.grants = user.places.iter().map(|p| p.to_string()).collect();
+    reply.personal = user.role.sees_personal_data();
     state
         .store
         .touch_device(user.device_id, reply.server_time)
@@ -316,57 +528,12 @@ async fn finish(
         .into_response())
 }
 
-/// Accepts or rejects one pushed change. Runs under the writer lock.
-async fn push_one(
-    store: &Store,
-    cache: &mut DocCache,
-    user: &AuthUser,
-    push: &PushChange,
-) -> std::result::Result<Accepted, Rejected> {
-    let record = RecordId::from_bytes(push.record);
-    let received_at = now_ms();
-    let outcome = accept(store, cache, user, push, record, received_at).await;
-    let refusal = match outcome {
-        Ok(accepted) => return Ok(accepted),
-        Err(refusal) => refusal,
-    };
-    tracing::info!(
-        user = %user.username,
-        record = %record,
-        code = refusal.code.as_str(),
-        reason = %refusal.message,
-        "change rejected"
-    );
-    let place = refusal
-        .place
-        .as_ref()
-        .or_else(|| user.places.first())
-        .map(|p| p.as_str());
-    let row = RejectionRow {
-        hash: &refusal.hash,
-        record,
-        user_id: &user.user_id,
-        device: user.device_id,
-        code: refusal.code.as_str(),
-        message: &refusal.message,
-        at: received_at,
-        place,
-    };
-    if let Err(e) = store.record_rejection(&row).await {
-        tracing::error!(error = %e, "could not store a rejection");
-    }
-    Err(Rejected {
-        hash: refusal.hash,
-        record: push.record,
-        code: refusal.code,
-        message: refusal.message,
-    })
-}
-
-fn out_of_scope(user: &AuthUser, place: &PlaceId, hash: [u8; 32]) -> Refusal {
+/// The one answer for a record outside the pusher's grants and for a creation at a place outside
+/// them: it names no place, so it tells nothing about records the pusher may not see.
+fn out_of_scope(hash: [u8; 32]) -> Refusal {
     Refusal::new(
         RejectCode::OutOfScope,
-        format!("{place} is outside the places granted to {}", user.username),
+        "this record is outside the places granted to you",
         hash,
     )
 }
@@ -380,125 +547,279 @@ fn server_error(e: Error, hash: [u8; 32]) -> Refusal {
     )
 }
 
+/// What a push to a record that does not exist for this user gets: the same whether the record
+/// does not exist at all or lies outside the user's grants. A change to the shared document is
+/// judged against an empty document (so a creation at a place outside the grants is refused as
+/// out of scope, and any other change waits for its dependencies); a change to a personal part
+/// waits for its record.
+fn as_if_absent(
+    user: &AuthUser,
+    push: &PushChange,
+    change: &Change,
+    pusher: &Pusher<'_>,
+    hidden: bool,
+) -> Refusal {
+    let hash = change.hash().0;
+    match push.part {
+        Part::Personal => Refusal::new(
+            RejectCode::MissingDependencies,
+            "the record this change belongs to is not on the server yet",
+            hash,
+        ),
+        Part::Record => {
+            let record = RecordId::from_bytes(push.record);
+            let authorize = |place: &PlaceId, _: RecordKind| {
+                if user.can_access(place) {
+                    Ok(())
+                } else {
+                    Err(out_of_scope(hash))
+                }
+            };
+            let mut empty = RecordDoc::empty(record);
+            match ingest(&mut empty, change, push.kind, pusher, 0, authorize) {
+                // A creation in the user's places whose id another record outside them already
+                // has: refused like any other write outside them.
+                Ok(_) if hidden => out_of_scope(hash),
+                Ok(_) => unreachable!("only hidden records are judged as absent when valid"),
+                Err(mut r) => {
+                    if r.code == RejectCode::OutOfScope {
+                        r.message = out_of_scope(hash).message;
+                    }
+                    r
+                }
+            }
+        }
+    }
+}
+
+/// Accepts or refuses one parsed change.
 async fn accept(
-    store: &Store,
+    state: &AppState,
+    user: &AuthUser,
+    push: &PushChange,
+    change: Change,
+    received_at: i64,
+) -> std::result::Result<Accepted, Refusal> {
+    let store = &state.store;
+    let record = RecordId::from_bytes(push.record);
+    let hash = change.hash().0;
+    let pusher = Pusher {
+        role: user.role,
+        user: &user.username,
+        received_at,
+    };
+    let meta = store
+        .record_meta(record)
+        .await
+        .map_err(|e| server_error(e, hash))?;
+    let meta = match meta {
+        Some(m) if user.can_access(&m.place) => Some(m),
+        Some(m) => {
+            let mut r = as_if_absent(user, push, &change, &pusher, true);
+            // Stored for the back-office of the record's own place.
+            r.place = Some(m.place);
+            return Err(r);
+        }
+        None if push.part == Part::Personal => {
+            return Err(as_if_absent(user, push, &change, &pusher, false));
+        }
+        None => None,
+    };
+    // A retried push, or a relay of a change the server holds, is answered from the log without
+    // touching the document (the record is within the pusher's grants, checked above).
+    if let Some(at) = store
+        .held_change(record, &hash)
+        .await
+        .map_err(|e| server_error(e, hash))?
+    {
+        return Ok(Accepted {
+            hash,
+            received_at: at,
+        });
+    }
+
+    let mut meta = meta;
+    for _ in 0..COMMIT_RETRIES {
+        let mut cache = state.writer.lock().await;
+        match accept_at(
+            state,
+            &mut cache,
+            user,
+            push,
+            &change,
+            &pusher,
+            meta.as_ref(),
+        )
+        .await?
+        {
+            Some(accepted) => return Ok(accepted),
+            // Another writer committed to this record meanwhile: read its new version, retry.
+            None => {
+                drop(cache);
+                meta = store
+                    .record_meta(record)
+                    .await
+                    .map_err(|e| server_error(e, hash))?;
+            }
+        }
+    }
+    Err(server_error(
+        Error::Internal(format!("record {record}: the commit kept losing races")),
+        hash,
+    ))
+}
+
+/// Ingests and commits one change at the record's version in `meta`; `Ok(None)` when the commit
+/// lost a race and must be retried with a fresh version.
+async fn accept_at(
+    state: &AppState,
     cache: &mut DocCache,
     user: &AuthUser,
     push: &PushChange,
-    record: RecordId,
-    received_at: i64,
-) -> std::result::Result<Accepted, Refusal> {
-    // A retried push, or a relay of a change the server holds, is answered from the log without
-    // touching the document, if the pusher may see the record.
-    let hash = parse_change(&push.change)?.hash().0;
-    match store.held_change(record, &hash).await {
-        Ok(Some((at, place))) => {
-            let place: PlaceId = place
-                .parse()
-                .map_err(|e| server_error(Error::internal(e), hash))?;
-            if !user.can_access(&place) {
-                let mut r = out_of_scope(user, &place, hash);
-                r.place = Some(place);
-                return Err(r);
-            }
-            return Ok(Accepted {
-                hash,
-                received_at: at,
-            });
-        }
-        Ok(None) => {}
-        Err(e) => return Err(server_error(e, hash)),
-    }
-
-    let mut doc = cache
-        .take(store, record)
+    change: &Change,
+    pusher: &Pusher<'_>,
+    meta: Option<&RecordMeta>,
+) -> std::result::Result<Option<Accepted>, Refusal> {
+    let store = &state.store;
+    let record = RecordId::from_bytes(push.record);
+    let hash = change.hash().0;
+    let version = meta.map_or(0, |m| m.version);
+    let mut cached = cache
+        .take(store, record, version, push.part == Part::Personal)
         .await
         .map_err(|e| server_error(e, hash))?;
-    let authorize = |place: &PlaceId, _kind: RecordKind| {
+    let authorize = |place: &PlaceId, _: RecordKind| {
         if user.can_access(place) {
             Ok(())
         } else {
-            Err(out_of_scope(user, place, hash))
+            Err(out_of_scope(hash))
         }
     };
-    let applied = match ingest(&mut doc, push, user.role, authorize) {
+    let outcome = match (push.part, meta) {
+        (Part::Record, _) => ingest(
+            &mut cached.doc,
+            change,
+            push.kind,
+            pusher,
+            meta.map_or(0, |m| m.bytes as usize),
+            authorize,
+        ),
+        (Part::Personal, Some(m)) => rules::may_write_kind(user.role, m.kind)
+            .map_err(|v| {
+                let mut r = Refusal::new(RejectCode::Forbidden, v.to_string(), hash);
+                r.place = Some(m.place.clone());
+                r
+            })
+            .and_then(|()| {
+                let personal = cached
+                    .personal
+                    .get_or_insert_with(|| PersonalDoc::empty(record));
+                ingest_personal(personal, change, m.kind, pusher, m.personal_bytes as usize)
+            }),
+        (Part::Personal, None) => unreachable!("a personal change to an absent record waits"),
+    };
+    let applied = match outcome {
         Ok(Ingested::Duplicate { hash }) => {
             // The document is unchanged: keep it hot.
-            cache.put(doc);
+            cache.put(cached);
             let at = store
                 .change_received_at(record, &hash)
                 .await
                 .map_err(|e| server_error(e, hash))?;
-            return Ok(Accepted {
+            return Ok(Some(Accepted {
                 hash,
-                received_at: at.unwrap_or(received_at),
-            });
+                received_at: at.unwrap_or(pusher.received_at),
+            }));
         }
-        Ok(applied) => applied,
+        Ok(Ingested::Applied(applied)) => applied,
         Err(refusal) => {
-            // A refusal leaves the document as it was.
-            cache.put(doc);
+            // A refusal leaves the documents as they were.
+            cache.put(cached);
             return Err(refusal);
         }
     };
-    let Ingested::Applied {
-        hash,
-        actor,
-        claimed_at,
-        touched,
-        place,
-        kind,
-    } = applied
-    else {
-        unreachable!("duplicates returned above")
-    };
 
-    // From here on `doc` holds an uncommitted change: on any failure it is dropped (the next
-    // push reloads the committed document from the store).
-    match store.actor_binding(&actor).await {
-        Ok(ActorBinding::Device(d)) if d != user.device_id.to_string() => {
+    // From here on the cached documents hold an uncommitted change: on any failure they are
+    // dropped (the next push reloads what is committed).
+    let value = cached
+        .doc
+        .record()
+        .map_err(|e| Refusal::new(RejectCode::InvalidRecord, e.to_string(), hash))?;
+    let place: PlaceId = value
+        .place()
+        .parse()
+        .map_err(|e: linli_sync_core::IdError| {
+            Refusal::new(RejectCode::InvalidRecord, e.to_string(), hash)
+        })?;
+    let kind = value.kind();
+    let saved;
+    let json;
+    let personal_values;
+    let projection = match push.part {
+        Part::Record => {
+            json = value.to_json();
+            saved = cached.doc.save();
+            ProjectionUpdate::Record {
+                status: value.status(),
+                category: value.category(),
+                value: &json,
+                doc: &saved,
+            }
+        }
+        Part::Personal => {
+            let personal = cached
+                .personal
+                .as_mut()
+                .expect("the personal part was loaded for a personal change");
+            personal_values = Value::Object(
+                personal
+                    .values()
+                    .into_iter()
+                    .map(|(k, v)| (k, Value::String(v)))
+                    .collect(),
+            );
+            saved = personal.save();
+            ProjectionUpdate::Personal {
+                doc: &saved,
+                values: &personal_values,
+            }
+        }
+    };
+    let new = NewChange {
+        hash: &hash,
+        record,
+        part: push.part,
+        place: &place,
+        kind,
+        bytes: change.raw_bytes(),
+        actor: &applied.actor,
+        device: user.device_id,
+        user_id: &user.user_id,
+        claimed_at: applied.claimed_at,
+        received_at: pusher.received_at,
+        touched: &applied.touched,
+    };
+    match store.commit_change(&new, &projection, version).await {
+        Ok(Ok(_seq)) => {
+            cached.version = version + 1;
+            cache.put(cached);
+            Ok(Some(Accepted {
+                hash,
+                received_at: pusher.received_at,
+            }))
+        }
+        Ok(Err(CommitConflict::Version)) => Ok(None),
+        Ok(Err(CommitConflict::ForeignActor)) => {
             let mut r = Refusal::new(
                 RejectCode::ForeignActor,
                 "this change was made under another device's actor",
                 hash,
             );
             r.place = Some(place);
-            return Err(r);
+            Err(r)
         }
-        Ok(_) => {}
-        Err(e) => return Err(server_error(e, hash)),
+        Err(e) => Err(server_error(e, hash)),
     }
-    let value = match doc.record() {
-        Ok(r) => r,
-        Err(e) => return Err(Refusal::new(RejectCode::InvalidRecord, e.to_string(), hash)),
-    };
-    let json = value.to_json();
-    let saved = doc.save();
-    let change = NewChange {
-        hash: &hash,
-        record,
-        place: &place,
-        kind,
-        bytes: &push.change,
-        actor: &actor,
-        device: user.device_id,
-        user_id: &user.user_id,
-        claimed_at,
-        received_at,
-        touched: &touched,
-    };
-    let projection = ProjectionUpdate {
-        status: value.status(),
-        category: value.category(),
-        value: &json,
-        doc: &saved,
-    };
-    store
-        .commit_change(&change, &projection)
-        .await
-        .map_err(|e| server_error(e, hash))?;
-    cache.put(doc);
-    Ok(Accepted { hash, received_at })
 }
 
 #[cfg(test)]
@@ -509,7 +830,11 @@ mod tests {
     fn the_cache_is_bounded() {
         let mut cache = DocCache::new(2);
         for _ in 0..5 {
-            cache.put(RecordDoc::empty(RecordId::new()));
+            cache.put(Cached {
+                version: 1,
+                doc: RecordDoc::empty(RecordId::new()),
+                personal: None,
+            });
         }
         assert_eq!(cache.len(), 2);
         assert_eq!(DocCache::new(0).docs.cap().get(), 1);

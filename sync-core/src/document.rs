@@ -10,8 +10,9 @@ use serde_json::Value;
 
 use crate::error::RecordError;
 use crate::ids::{PlaceId, RecordId};
+use crate::limits;
 use crate::records::{Note, Record};
-use crate::schema::{FieldType, RecordKind};
+use crate::schema::{FieldSpec, FieldType, RecordKind};
 
 /// Who is editing, on which actor, and the device's claimed time.
 #[derive(Debug, Clone)]
@@ -99,6 +100,19 @@ impl RecordDoc {
         ctx: &EditContext,
         fields: &[(String, String)],
     ) -> Result<(Self, Change), RecordError> {
+        Self::create_checked(id, kind, place, ctx, fields, true)
+    }
+
+    /// As [`RecordDoc::create`], without validating the result when `validate` is false: only
+    /// for rebuilding fixtures made under earlier rules (the fuzz regressions' first seed).
+    pub(crate) fn create_checked(
+        id: RecordId,
+        kind: RecordKind,
+        place: &PlaceId,
+        ctx: &EditContext,
+        fields: &[(String, String)],
+        validate: bool,
+    ) -> Result<(Self, Change), RecordError> {
         let mut doc = AutoCommit::new().with_actor(ctx.actor.clone());
         let record = Record::new(kind, place, &ctx.user, ctx.now_ms);
         let res = match &record {
@@ -114,13 +128,14 @@ impl RecordDoc {
         }
         // The record id in the message keeps two identical creations (same actor, same second) from
         // producing byte-identical changes with one hash.
-        let change = this.commit(ctx, format!("create {kind} {id}"))?;
+        let message = format!("create {kind} {id}");
+        let change = if validate {
+            this.commit(ctx, message)?
+        } else {
+            commit_doc(&mut this.doc, ctx, message)?
+                .ok_or_else(|| RecordError::invalid("fields", "nothing changed"))?
+        };
         Ok((this, change))
-    }
-
-    /// The record id.
-    pub fn id(&self) -> RecordId {
-        self.id
     }
 
     /// The kind stored in the document, if it is a Linli record.
@@ -140,12 +155,23 @@ impl RecordDoc {
     }
 
     /// Sets fields from `field=value` text, as one change. Lists are comma-separated; an empty
-    /// value clears an optional field.
+    /// value clears an optional field. Personal fields take only their masked form here: use
+    /// [`crate::capture`] to record a resident's name or phone.
     pub fn set_fields(
         &mut self,
         ctx: &EditContext,
         fields: &[(String, String)],
     ) -> Result<Change, RecordError> {
+        self.try_set_fields(ctx, fields)?
+            .ok_or_else(|| RecordError::invalid("fields", "nothing changed"))
+    }
+
+    /// As [`RecordDoc::set_fields`], but `None` when every field already had that value.
+    pub(crate) fn try_set_fields(
+        &mut self,
+        ctx: &EditContext,
+        fields: &[(String, String)],
+    ) -> Result<Option<Change>, RecordError> {
         let kind = self.kind()?;
         self.doc.set_actor(ctx.actor.clone());
         for (field, value) in fields {
@@ -155,7 +181,7 @@ impl RecordDoc {
             }
         }
         let names: Vec<&str> = fields.iter().map(|(f, _)| f.as_str()).collect();
-        self.commit(ctx, format!("set {}", names.join(",")))
+        self.try_commit(ctx, format!("set {}", names.join(",")))
     }
 
     /// Adds `n` to a tally; concurrent tallies add up.
@@ -165,10 +191,13 @@ impl RecordDoc {
         if spec.ty != FieldType::Counter {
             return Err(RecordError::invalid(field, "is not a tally"));
         }
-        if n == 0 || n.abs() > 1_000_000 {
+        if n == 0 || n.abs() > limits::MAX_TALLY_STEP {
             return Err(RecordError::invalid(
                 field,
-                "a tally step must be a non-zero number up to 1000000",
+                format!(
+                    "a tally step must be a non-zero number up to {}",
+                    limits::MAX_TALLY_STEP
+                ),
             ));
         }
         self.doc.set_actor(ctx.actor.clone());
@@ -179,10 +208,13 @@ impl RecordDoc {
     /// Appends a note.
     pub fn add_note(&mut self, ctx: &EditContext, text: &str) -> Result<Change, RecordError> {
         let text = text.trim();
-        if text.is_empty() || text.chars().count() > 5000 {
+        if text.is_empty() || text.chars().count() > limits::MAX_NOTE_CHARS {
             return Err(RecordError::invalid(
                 "notes",
-                "a note must have 1 to 5000 characters",
+                format!(
+                    "a note must have 1 to {} characters",
+                    limits::MAX_NOTE_CHARS
+                ),
             ));
         }
         self.kind()?;
@@ -249,157 +281,223 @@ impl RecordDoc {
 
     /// Validates the pending edits and commits them as one change.
     fn commit(&mut self, ctx: &EditContext, message: String) -> Result<Change, RecordError> {
+        self.try_commit(ctx, message)?
+            .ok_or_else(|| RecordError::invalid("fields", "nothing changed"))
+    }
+
+    /// Validates the pending edits and commits them as one change; `None` when they changed
+    /// nothing (every value was already so).
+    fn try_commit(
+        &mut self,
+        ctx: &EditContext,
+        message: String,
+    ) -> Result<Option<Change>, RecordError> {
         if let Err(e) = self.record().and_then(|r| r.validate()) {
             self.doc.rollback();
             return Err(e);
         }
-        let opts = CommitOptions::default()
-            .with_message(message)
-            .with_time(ctx.now_ms.div_euclid(1000));
-        self.doc
-            .commit_with(opts)
-            .ok_or_else(|| RecordError::invalid("fields", "nothing changed"))?;
-        self.doc
-            .get_last_local_change()
-            .ok_or_else(|| RecordError::NotARecord("the change was not recorded".into()))
-    }
-
-    /// Applies a change made elsewhere. Applying one already held is a no-op.
-    pub fn apply_change(&mut self, bytes: &[u8]) -> Result<ChangeHash, RecordError> {
-        let change = Change::from_bytes(bytes.to_vec())
-            .map_err(|e| RecordError::NotARecord(format!("not an automerge change: {e}")))?;
-        let hash = change.hash();
-        self.doc.apply_changes([change])?;
-        Ok(hash)
-    }
-
-    /// Applies already-parsed changes.
-    pub fn apply_changes(&mut self, changes: Vec<Change>) -> Result<(), RecordError> {
-        self.doc.apply_changes(changes)?;
-        Ok(())
-    }
-
-    /// Whether the document holds this change.
-    pub fn has_change(&mut self, hash: &ChangeHash) -> bool {
-        self.doc.get_change_by_hash(hash).is_some()
-    }
-
-    /// The current heads.
-    pub fn heads(&mut self) -> Vec<ChangeHash> {
-        self.doc.get_heads()
-    }
-
-    /// Every change, in causal order.
-    pub fn changes(&mut self) -> Vec<Change> {
-        self.doc.get_changes(&[])
-    }
-
-    /// The compact saved form.
-    pub fn save(&mut self) -> Vec<u8> {
-        self.doc.save()
-    }
-
-    /// The underlying Automerge document (read-only).
-    pub fn automerge(&self) -> &AutoCommit {
-        &self.doc
-    }
-
-    /// A copy to try changes on.
-    pub(crate) fn fork(&mut self) -> Self {
-        Self {
-            id: self.id,
-            doc: self.doc.fork().with_actor(ActorId::random()),
-        }
-    }
-
-    /// Every value of one root field, with the op ids that set them.
-    pub(crate) fn values_of(&self, field: &str) -> Vec<(Value, ObjId)> {
-        self.doc
-            .get_all(ROOT, field)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(v, id)| (value_json(&v), id))
-            .collect()
-    }
-
-    /// The top-level fields that changes between two sets of heads touched.
-    pub fn touched(&mut self, before: &[ChangeHash], after: &[ChangeHash]) -> Vec<String> {
-        let mut out = BTreeSet::new();
-        for patch in self.doc.diff(before, after) {
-            let prop = match patch.path.first() {
-                Some((_, p)) => Some(p.clone()),
-                None => match patch.action {
-                    automerge::PatchAction::PutMap { key, .. } => Some(automerge::Prop::Map(key)),
-                    automerge::PatchAction::Increment { prop, .. } => Some(prop),
-                    automerge::PatchAction::Conflict { prop } => Some(prop),
-                    automerge::PatchAction::DeleteMap { key } => Some(automerge::Prop::Map(key)),
-                    _ => None,
-                },
-            };
-            if let Some(automerge::Prop::Map(k)) = prop {
-                out.insert(k);
-            }
-        }
-        out.into_iter().collect()
+        commit_doc(&mut self.doc, ctx, message)
     }
 
     /// Fields that two or more people set differently while apart, with every value and who set
     /// it (actor and change; the caller maps those to users and devices).
     pub fn conflicts(&mut self) -> Vec<Conflict> {
         let Ok(kind) = self.kind() else { return vec![] };
-        let index = ChangeIndex::new(&mut self.doc);
-        let mut out = vec![];
-        for spec in kind.fields().iter().filter(|s| s.ty.is_scalar()) {
-            let all = self.values_of(spec.name);
-            if all.len() < 2 {
-                continue;
-            }
-            let winner = self
-                .doc
-                .get(ROOT, spec.name)
-                .ok()
-                .flatten()
-                .map(|(v, _)| value_json(&v))
-                .unwrap_or(Value::Null);
-            let values = all
-                .into_iter()
-                .map(|(value, id)| {
-                    let (actor, change, claimed_at) = index.lookup(&id);
-                    ConflictValue {
-                        value,
-                        actor,
-                        change,
-                        claimed_at,
-                    }
-                })
-                .collect();
-            out.push(Conflict {
-                field: spec.name.to_string(),
-                label: spec.label.to_string(),
-                winner,
-                values,
-            });
-        }
-        out
+        conflicts_in(
+            &mut self.doc,
+            kind.fields().iter().filter(|s| s.ty.is_scalar()),
+        )
     }
+}
 
-    /// Every change in causal order with what it touched.
-    pub fn history(&mut self) -> Vec<ChangeInfo> {
-        let changes = self.doc.get_changes(&[]);
-        let mut out = Vec::with_capacity(changes.len());
-        for c in changes {
-            let touched = self.touched(c.deps(), &[c.hash()]);
-            out.push(ChangeInfo {
-                hash: c.hash().to_string(),
-                actor: c.actor_id().to_hex_string(),
-                seq: c.seq(),
-                claimed_at: c.timestamp().saturating_mul(1000),
-                message: c.message().map(String::from),
-                touched,
-            });
+/// The operations every Linli document type shares: applying changes made elsewhere, heads,
+/// saving, history. One macro rather than a trait, so both types keep inherent methods.
+macro_rules! document_basics {
+    ($t:ty) => {
+        impl $t {
+            /// The record id.
+            pub fn id(&self) -> RecordId {
+                self.id
+            }
+
+            /// Applies a change made elsewhere. Applying one already held is a no-op.
+            pub fn apply_change(&mut self, bytes: &[u8]) -> Result<ChangeHash, RecordError> {
+                let change = Change::from_bytes(bytes.to_vec()).map_err(|e| {
+                    RecordError::NotARecord(format!("not an automerge change: {e}"))
+                })?;
+                let hash = change.hash();
+                self.doc.apply_changes([change])?;
+                Ok(hash)
+            }
+
+            /// Applies already-parsed changes.
+            pub fn apply_changes(&mut self, changes: Vec<Change>) -> Result<(), RecordError> {
+                self.doc.apply_changes(changes)?;
+                Ok(())
+            }
+
+            /// Whether the document holds this change.
+            pub fn has_change(&mut self, hash: &ChangeHash) -> bool {
+                self.doc.get_change_by_hash(hash).is_some()
+            }
+
+            /// The current heads.
+            pub fn heads(&mut self) -> Vec<ChangeHash> {
+                self.doc.get_heads()
+            }
+
+            /// Whether the document holds no change at all.
+            pub fn is_empty(&mut self) -> bool {
+                self.doc.get_heads().is_empty()
+            }
+
+            /// Every change, in causal order.
+            pub fn changes(&mut self) -> Vec<Change> {
+                self.doc.get_changes(&[])
+            }
+
+            /// The compact saved form.
+            pub fn save(&mut self) -> Vec<u8> {
+                self.doc.save()
+            }
+
+            /// The underlying Automerge document (read-only).
+            pub fn automerge(&self) -> &AutoCommit {
+                &self.doc
+            }
+
+            /// A copy to try changes on.
+            pub(crate) fn fork(&mut self) -> Self {
+                Self {
+                    id: self.id,
+                    doc: self.doc.fork().with_actor(ActorId::random()),
+                }
+            }
+
+            /// Every value of one root field, with the op ids that set them.
+            pub(crate) fn values_of(&self, field: &str) -> Vec<(Value, ObjId)> {
+                $crate::document::values_of(&self.doc, field)
+            }
+
+            /// The top-level fields that changes between two sets of heads touched.
+            pub fn touched(&mut self, before: &[ChangeHash], after: &[ChangeHash]) -> Vec<String> {
+                $crate::document::touched(&mut self.doc, before, after)
+            }
+
+            /// Every change in causal order with what it touched.
+            pub fn history(&mut self) -> Vec<ChangeInfo> {
+                let changes = self.doc.get_changes(&[]);
+                let mut out = Vec::with_capacity(changes.len());
+                for c in changes {
+                    let touched = $crate::document::touched(&mut self.doc, c.deps(), &[c.hash()]);
+                    out.push(ChangeInfo {
+                        hash: c.hash().to_string(),
+                        actor: c.actor_id().to_hex_string(),
+                        seq: c.seq(),
+                        claimed_at: c.timestamp().saturating_mul(1000),
+                        message: c.message().map(String::from),
+                        touched,
+                    });
+                }
+                out
+            }
         }
-        out
+    };
+}
+pub(crate) use document_basics;
+
+document_basics!(RecordDoc);
+
+/// Commits a document's pending operations as one change with the editor's claimed time; `None`
+/// when there were none.
+pub(crate) fn commit_doc(
+    doc: &mut AutoCommit,
+    ctx: &EditContext,
+    message: String,
+) -> Result<Option<Change>, RecordError> {
+    let opts = CommitOptions::default()
+        .with_message(message)
+        .with_time(ctx.now_ms.div_euclid(1000));
+    if doc.commit_with(opts).is_none() {
+        return Ok(None);
     }
+    doc.get_last_local_change()
+        .map(Some)
+        .ok_or_else(|| RecordError::NotARecord("the change was not recorded".into()))
+}
+
+/// Every value of one root field, with the op ids that set them.
+pub(crate) fn values_of(doc: &AutoCommit, field: &str) -> Vec<(Value, ObjId)> {
+    doc.get_all(ROOT, field)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(v, id)| (value_json(&v), id))
+        .collect()
+}
+
+/// The top-level fields that changes between two sets of heads touched.
+pub(crate) fn touched(
+    doc: &mut AutoCommit,
+    before: &[ChangeHash],
+    after: &[ChangeHash],
+) -> Vec<String> {
+    let mut out = BTreeSet::new();
+    for patch in doc.diff(before, after) {
+        let prop = match patch.path.first() {
+            Some((_, p)) => Some(p.clone()),
+            None => match patch.action {
+                automerge::PatchAction::PutMap { key, .. } => Some(automerge::Prop::Map(key)),
+                automerge::PatchAction::Increment { prop, .. } => Some(prop),
+                automerge::PatchAction::Conflict { prop } => Some(prop),
+                automerge::PatchAction::DeleteMap { key } => Some(automerge::Prop::Map(key)),
+                _ => None,
+            },
+        };
+        if let Some(automerge::Prop::Map(k)) = prop {
+            out.insert(k);
+        }
+    }
+    out.into_iter().collect()
+}
+
+/// The scalar fields among `specs` that hold two or more concurrent values, each with who set it.
+pub(crate) fn conflicts_in<'a>(
+    doc: &mut AutoCommit,
+    specs: impl Iterator<Item = &'a FieldSpec>,
+) -> Vec<Conflict> {
+    let index = ChangeIndex::new(doc);
+    let mut out = vec![];
+    for spec in specs {
+        let all = values_of(doc, spec.name);
+        if all.len() < 2 {
+            continue;
+        }
+        let winner = doc
+            .get(ROOT, spec.name)
+            .ok()
+            .flatten()
+            .map(|(v, _)| value_json(&v))
+            .unwrap_or(Value::Null);
+        let values = all
+            .into_iter()
+            .map(|(value, id)| {
+                let (actor, change, claimed_at) = index.lookup(&id);
+                ConflictValue {
+                    value,
+                    actor,
+                    change,
+                    claimed_at,
+                }
+            })
+            .collect();
+        out.push(Conflict {
+            field: spec.name.to_string(),
+            label: spec.label.to_string(),
+            winner,
+            values,
+        });
+    }
+    out
 }
 
 /// Maps an op id to the change that made it.
@@ -442,7 +540,7 @@ impl ChangeIndex {
     }
 }
 
-fn value_json(v: &automerge::Value<'_>) -> Value {
+pub(crate) fn value_json(v: &automerge::Value<'_>) -> Value {
     use automerge::ScalarValue as S;
     match v {
         automerge::Value::Scalar(s) => match s.as_ref() {

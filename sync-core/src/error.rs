@@ -80,7 +80,9 @@ pub enum CodecError {
     #[error("not a linli sync message (missing the LNLS header)")]
     NotSync,
     /// A protocol version this build does not speak.
-    #[error("unsupported sync protocol version {0} (this server speaks version {1})")]
+    #[error(
+        "unsupported sync protocol version {0} (this build speaks version {1}: update the app or the server)"
+    )]
     Version(u8, u8),
     /// The message type byte is not the one expected here.
     #[error("unexpected message type {0} (expected {1})")]

@@ -1,6 +1,6 @@
-//! Sync protocol v1: the messages of `POST /v1/sync` and their binary codec.
+//! Sync protocol v2: the messages of `POST /v1/sync` and their binary codec.
 //!
-//! A message is a 6-byte header, `b"LNLS"`, the protocol version (1) and the message type
+//! A message is a 6-byte header, `b"LNLS"`, the protocol version (2) and the message type
 //! (1 = request, 2 = response), followed by the message encoded with
 //! [postcard](https://docs.rs/postcard) (its wire format is stable since 1.0: varint integers,
 //! length-prefixed byte strings and sequences, fields in declaration order). `docs/PROTOCOL.md`
@@ -11,8 +11,10 @@ use serde::{Deserialize, Serialize};
 use crate::RecordKind;
 use crate::error::CodecError;
 
-/// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u8 = 1;
+/// The protocol version this build speaks. Version 2 added the record's [`Part`] (the shared
+/// document or its personal companion), the user's grants in every reply, and replacement
+/// snapshots.
+pub const PROTOCOL_VERSION: u8 = 2;
 /// The media type of sync bodies.
 pub const CONTENT_TYPE: &str = "application/vnd.linli.sync";
 /// Most changes one push may carry.
@@ -23,6 +25,11 @@ pub const MAX_CHANGE_BYTES: usize = 256 * 1024;
 pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 /// Most changes a reply carries in one page.
 pub const MAX_PAGE: u32 = 1000;
+/// Most bytes of changes (or snapshots) a reply carries in one page; a single larger change
+/// still travels alone, so a page always makes progress.
+pub const MAX_PAGE_BYTES: usize = 4 * 1024 * 1024;
+/// Most bytes all compressed changes of one push may inflate to together.
+pub const MAX_INFLATE_PER_PUSH: usize = MAX_BODY_BYTES;
 
 const MAGIC: &[u8; 4] = b"LNLS";
 const TYPE_REQUEST: u8 = 1;
@@ -87,6 +94,42 @@ impl Cursor {
     }
 }
 
+/// Which of a record's two documents a change or snapshot belongs to.
+///
+/// Every record is one shared document that everyone entitled to its place receives, plus a
+/// personal companion document holding residents' names and phone numbers, which the server
+/// sends only to roles that may read them (office and admin). The shared document holds the
+/// masked form of those fields (`138****5678`), computed where the value is captured.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Part {
+    /// The shared record document.
+    #[default]
+    Record,
+    /// The personal companion document.
+    Personal,
+}
+
+impl Part {
+    /// `record` or `personal`, as stored and logged.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Record => "record",
+            Self::Personal => "personal",
+        }
+    }
+}
+
+impl std::str::FromStr for Part {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "record" => Ok(Self::Record),
+            "personal" => Ok(Self::Personal),
+            other => Err(format!("unknown document part '{other}'")),
+        }
+    }
+}
+
 /// One change a phone pushes: the record it belongs to and the raw Automerge change bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PushChange {
@@ -94,6 +137,8 @@ pub struct PushChange {
     pub record: [u8; 16],
     /// The record kind, so an unknown kind is refused before any work.
     pub kind: RecordKind,
+    /// Which of the record's documents the change belongs to.
+    pub part: Part,
     /// The Automerge change, exactly as `Change::raw_bytes` gives it.
     #[serde(with = "serde_bytes_vec")]
     pub change: Vec<u8>,
@@ -140,6 +185,11 @@ pub enum RejectCode {
     Forbidden,
     /// The server failed; the change can be sent again.
     ServerError,
+    /// The change claims a time too far ahead of the server's clock (the device clock is wrong).
+    ClockSkew,
+    /// The record was rebuilt by the server (a personal-data migration) after this change was
+    /// made on top of the old version: the phone marks it refused; enter the edit again.
+    RecordReplaced,
 }
 
 impl RejectCode {
@@ -155,6 +205,8 @@ impl RejectCode {
             Self::ForeignActor => "foreign_actor",
             Self::Forbidden => "forbidden",
             Self::ServerError => "server_error",
+            Self::ClockSkew => "clock_skew",
+            Self::RecordReplaced => "record_replaced",
         }
     }
     /// Whether sending the same change again later may succeed.
@@ -181,6 +233,8 @@ pub struct Rejected {
 pub struct PulledChange {
     /// The record id.
     pub record: [u8; 16],
+    /// Which of the record's documents it belongs to.
+    pub part: Part,
     /// The raw Automerge change.
     #[serde(with = "serde_bytes_vec")]
     pub change: Vec<u8>,
@@ -199,9 +253,15 @@ pub struct PulledChange {
 pub struct PulledSnapshot {
     /// The record id.
     pub record: [u8; 16],
+    /// Which of the record's documents it is.
+    pub part: Part,
     /// The saved document (`Automerge::save`), every change the server held when it was read.
     #[serde(with = "serde_bytes_vec")]
     pub doc: Vec<u8>,
+    /// `false`: merge it into the phone's copy. `true`: the server rebuilt the document (a
+    /// personal-data migration rewrote its history), so the phone drops its copy of this part
+    /// and keeps this one; own unsent changes to it are refused with `record_replaced`.
+    pub replace: bool,
 }
 
 /// `POST /v1/sync` reply.
@@ -219,9 +279,15 @@ pub struct SyncResponse {
     pub cursor: Cursor,
     /// The server's clock (ms since epoch), so phones can show their skew.
     pub server_time: i64,
-    /// Whole records of places newly granted to the user; the phone applies them before
-    /// `changes`.
+    /// Whole records of places newly granted to the user (or rebuilt by the server); the phone
+    /// applies them before `changes`.
     pub snapshots: Vec<PulledSnapshot>,
+    /// The places the user is granted now (each covers everything below it). Records outside
+    /// them leave the phone, unless the phone still holds unsent changes to them.
+    pub grants: Vec<String>,
+    /// Whether this user receives residents' personal data (the personal parts of records). When
+    /// `false` the phone keeps only what it captured itself.
+    pub personal: bool,
 }
 
 fn encode<T: Serialize>(kind: u8, msg: &T) -> Vec<u8> {
@@ -356,6 +422,7 @@ mod tests {
             changes: vec![PushChange {
                 record: [7; 16],
                 kind: RecordKind::Case,
+                part: Part::Personal,
                 change: vec![1, 2, 3],
             }],
             max_pull: 100,
@@ -387,8 +454,12 @@ mod tests {
             server_time: 77,
             snapshots: vec![PulledSnapshot {
                 record: [4; 16],
+                part: Part::Record,
                 doc: vec![0x85, 0x6f, 0x4a, 0x83],
+                replace: true,
             }],
+            grants: vec!["hz/baiyang".into()],
+            personal: false,
         };
         assert_eq!(SyncResponse::decode(&resp.encode()).unwrap(), resp);
     }
@@ -414,7 +485,7 @@ mod tests {
     fn header_errors_are_specific() {
         let mut bytes = sample().encode();
         bytes[4] = 9;
-        assert_eq!(SyncRequest::decode(&bytes), Err(CodecError::Version(9, 1)));
+        assert_eq!(SyncRequest::decode(&bytes), Err(CodecError::Version(9, 2)));
         assert_eq!(
             SyncRequest::decode(b"{\"json\":1}"),
             Err(CodecError::NotSync)

@@ -10,7 +10,8 @@ use serde_json::Value;
 
 use crate::error::RecordError;
 use crate::ids::PlaceId;
-use crate::schema::{self, FieldType, RecordKind};
+use crate::limits;
+use crate::schema::{self, FieldSpec, FieldType, RecordKind};
 
 /// The schema version written into new documents.
 pub const SCHEMA_VERSION: u64 = 1;
@@ -351,12 +352,13 @@ impl Record {
         serde_json::to_value(self).unwrap_or(Value::Null)
     }
 
-    /// Checks every field against its rule and the kind's own rules.
+    /// Checks every field against its rule and the kind's own rules (the merged value; the
+    /// server also checks every concurrent value, see [`crate::shape`]).
     pub fn validate(&self) -> Result<(), RecordError> {
         let json = self.to_json();
-        for spec in self.kind().fields() {
+        let kind = self.kind();
+        for spec in kind.fields() {
             let v = json.get(spec.name).unwrap_or(&Value::Null);
-            let text = v.as_str().unwrap_or("");
             let empty = match v {
                 Value::String(s) => s.trim().is_empty(),
                 Value::Array(a) => a.is_empty(),
@@ -366,55 +368,146 @@ impl Record {
             if spec.required && empty {
                 return Err(RecordError::invalid(spec.name, "is required"));
             }
-            match spec.ty {
-                FieldType::Code(codes) if !text.is_empty() => {
-                    schema::check_code(spec.name, codes, text)?
-                }
-                FieldType::Codes(codes) => {
-                    for item in v.as_array().into_iter().flatten() {
-                        schema::check_code(spec.name, codes, item.as_str().unwrap_or(""))?;
-                    }
-                }
-                FieldType::Date if !text.is_empty() => schema::check_date(spec.name, text)?,
-                FieldType::Phone if !text.is_empty() => schema::check_phone(spec.name, text)?,
-                FieldType::Number => {
-                    let n = v.as_f64().unwrap_or(-1.0);
-                    if !(0.0..=100_000.0).contains(&n) {
-                        return Err(RecordError::invalid(
-                            spec.name,
-                            "must be a number from 0 to 100000",
-                        ));
-                    }
-                }
-                FieldType::Str | FieldType::List => {
-                    let too_long = match v {
-                        Value::String(s) => s.chars().count() > 500,
-                        Value::Array(a) => a.len() > 200,
-                        _ => false,
-                    };
-                    if too_long {
-                        return Err(RecordError::invalid(spec.name, "is too long"));
-                    }
-                }
-                _ => {}
-            }
+            check_value(kind, spec, v)?;
         }
         if self.place().parse::<PlaceId>().is_err() {
             return Err(RecordError::invalid("place", "is not a place id"));
         }
-        if let Record::Case(c) = self {
-            if c.status == "evaluated" && c.satisfaction.is_empty() {
-                return Err(RecordError::invalid(
-                    "satisfaction",
-                    "is required once the resident has evaluated the case",
-                ));
-            }
-            if c.summary.as_str().chars().count() > 20_000
-                || c.details.as_str().chars().count() > 100_000
-            {
-                return Err(RecordError::invalid("details", "is too long"));
-            }
+        check_notes(self.notes())?;
+        if let Record::Case(c) = self
+            && c.status == "evaluated"
+            && c.satisfaction.is_empty()
+        {
+            return Err(RecordError::invalid(
+                "satisfaction",
+                "is required once the resident has evaluated the case",
+            ));
         }
         Ok(())
     }
+}
+
+/// Checks one value of a field against its rule and bounds. Personal fields may hold only their
+/// masked form in a record document: the full value lives in the record's personal part.
+pub fn check_value(kind: RecordKind, spec: &FieldSpec, v: &Value) -> Result<(), RecordError> {
+    let text = v.as_str().unwrap_or("");
+    let chars = || text.chars().count();
+    if spec.personal {
+        if !v.is_string() && !v.is_null() {
+            return Err(RecordError::invalid(spec.name, "must be text"));
+        }
+        if !schema::is_masked(spec, text) {
+            return Err(RecordError::invalid(
+                spec.name,
+                "only the masked form is kept in the record (the full value goes in its personal part)",
+            ));
+        }
+        return Ok(());
+    }
+    let too_long = |max: usize| {
+        Err(RecordError::invalid(
+            spec.name,
+            format!("is too long (at most {max} characters)"),
+        ))
+    };
+    match spec.ty {
+        FieldType::Code(codes) if !text.is_empty() => schema::check_code(spec.name, codes, text)?,
+        FieldType::Codes(codes) => {
+            let items = v.as_array().map_or(&[][..], Vec::as_slice);
+            if items.len() > limits::MAX_LIST_ITEMS {
+                return Err(RecordError::invalid(spec.name, "has too many items"));
+            }
+            for item in items {
+                schema::check_code(spec.name, codes, item.as_str().unwrap_or(""))?;
+            }
+        }
+        FieldType::Date if !text.is_empty() => schema::check_date(spec.name, text)?,
+        FieldType::Phone if !text.is_empty() => schema::check_phone(spec.name, text)?,
+        FieldType::Number => {
+            let n = v.as_f64().unwrap_or(-1.0);
+            if !(0.0..=limits::MAX_HOURS).contains(&n) {
+                return Err(RecordError::invalid(
+                    spec.name,
+                    format!("must be a number from 0 to {}", limits::MAX_HOURS),
+                ));
+            }
+        }
+        FieldType::Str if chars() > limits::MAX_STR_CHARS => {
+            return too_long(limits::MAX_STR_CHARS);
+        }
+        FieldType::List => {
+            let items = v.as_array().map_or(&[][..], Vec::as_slice);
+            if items.len() > limits::MAX_LIST_ITEMS {
+                return Err(RecordError::invalid(spec.name, "has too many items"));
+            }
+            if items.iter().any(|i| {
+                i.as_str()
+                    .is_none_or(|s| s.chars().count() > limits::MAX_LIST_ITEM_CHARS)
+            }) {
+                return Err(RecordError::invalid(
+                    spec.name,
+                    format!(
+                        "items must be text of at most {} characters",
+                        limits::MAX_LIST_ITEM_CHARS
+                    ),
+                ));
+            }
+        }
+        FieldType::Text => {
+            let max = if kind == RecordKind::Case && spec.name == "summary" {
+                limits::MAX_SUMMARY_CHARS
+            } else {
+                limits::MAX_TEXT_CHARS
+            };
+            if chars() > max {
+                return too_long(max);
+            }
+        }
+        FieldType::Counter => {
+            let n = v.as_i64().unwrap_or(i64::MAX);
+            if !(-limits::MAX_TALLY..=limits::MAX_TALLY).contains(&n) {
+                return Err(RecordError::invalid(
+                    spec.name,
+                    format!("a tally must stay within ±{}", limits::MAX_TALLY),
+                ));
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Checks the notes list: how many, and each note's text and author.
+pub fn check_notes(notes: &[Note]) -> Result<(), RecordError> {
+    if notes.len() > limits::MAX_NOTES {
+        return Err(RecordError::invalid(
+            "notes",
+            format!("a record holds at most {} notes", limits::MAX_NOTES),
+        ));
+    }
+    for n in notes {
+        check_note(n)?;
+    }
+    Ok(())
+}
+
+/// Checks one note.
+pub fn check_note(n: &Note) -> Result<(), RecordError> {
+    let len = n.text.trim().chars().count();
+    if len == 0 || n.text.chars().count() > limits::MAX_NOTE_CHARS {
+        return Err(RecordError::invalid(
+            "notes",
+            format!(
+                "a note must have 1 to {} characters",
+                limits::MAX_NOTE_CHARS
+            ),
+        ));
+    }
+    if n.author.is_empty() || n.author.chars().count() > 64 || n.id.is_empty() || n.id.len() > 64 {
+        return Err(RecordError::invalid(
+            "notes",
+            "a note needs an id and an author",
+        ));
+    }
+    Ok(())
 }

@@ -8,9 +8,15 @@
 //! | bus | set a case's status to `evaluated`; set a case's `deadline` |
 //! | office, admin | (everything a valid record allows) |
 //!
-//! For everyone: the fixed fields (`kind`, `schema`, `place`, `created_at`, `created_by`) are set
-//! once at creation and never changed through sync; that rule lives in [`crate::ingest`], as it
-//! holds whatever the role.
+//! For everyone (every role, office and admin included):
+//!
+//! | what | rule |
+//! |---|---|
+//! | fixed fields (`kind`, `schema`, `place`, `created_at`, `created_by`) | set once at creation, never changed through sync ([`crate::ingest`]) |
+//! | `created_by` | the user who pushes the creating change ([`check_audit`]) |
+//! | `created_at` | the creating change's own claimed time ([`check_audit`]) |
+//! | a new note | its `author` is the user who pushes it, its `at` that change's claimed time ([`check_notes`]) |
+//! | an existing note | only its author may change or remove it: notes are append-only per author ([`check_notes`]) |
 
 use std::fmt;
 use std::str::FromStr;
@@ -121,6 +127,18 @@ fn deny(role: Role, field: &str, what: &str) -> Result<(), RuleViolation> {
     })
 }
 
+/// Whether the role may write records of this kind at all (then its field rules apply).
+pub fn may_write_kind(role: Role, kind: RecordKind) -> Result<(), RuleViolation> {
+    if role == Role::Steward && kind == RecordKind::Bus {
+        return deny(
+            role,
+            "kind",
+            "record or edit a service-bus session (直通车班次): that is the bus team's",
+        );
+    }
+    Ok(())
+}
+
 /// Checks one edit against the role's rules.
 pub fn check(role: Role, edit: &Edit<'_>) -> Result<(), RuleViolation> {
     let touches = |f: &str| {
@@ -143,13 +161,7 @@ pub fn check(role: Role, edit: &Edit<'_>) -> Result<(), RuleViolation> {
     match role {
         Role::Office | Role::Admin => Ok(()),
         Role::Steward => {
-            if edit.kind == RecordKind::Bus {
-                return deny(
-                    role,
-                    "kind",
-                    "record or edit a service-bus session (直通车班次): that is the bus team's",
-                );
-            }
+            may_write_kind(role, edit.kind)?;
             if edit.kind == RecordKind::Case {
                 if writes("status", "evaluated") {
                     return deny(
@@ -195,6 +207,74 @@ pub fn check(role: Role, edit: &Edit<'_>) -> Result<(), RuleViolation> {
             Ok(())
         }
     }
+}
+
+/// Checks the audit fields of a creating change: `created_by` must be the pusher and
+/// `created_at` the change's own claimed time (`claimed_at`, ms), so nobody can make a record
+/// appear to be someone else's or backdate it apart from its change.
+pub fn check_audit(
+    role: Role,
+    user: &str,
+    created_by: &str,
+    created_at: i64,
+    claimed_at: i64,
+) -> Result<(), RuleViolation> {
+    if created_by != user {
+        return deny(
+            role,
+            "created_by",
+            "create a record in another user's name (created_by must be the signed-in user)",
+        );
+    }
+    if created_at.abs_diff(claimed_at) > crate::limits::MAX_STAMP_DRIFT_MS.unsigned_abs() {
+        return deny(
+            role,
+            "created_at",
+            "give a record a creation time other than the time of its creating change",
+        );
+    }
+    Ok(())
+}
+
+/// Checks what one change did to the notes: every note it adds or leaves changed must be the
+/// pusher's own (`author`), with a new note's `at` the change's claimed time; every note it
+/// removes or changes must have been the pusher's. `before` and `after` are the notes before and
+/// after applying just this change, so notes merged from others are untouched by it.
+pub fn check_notes(
+    role: Role,
+    user: &str,
+    before: &[crate::records::Note],
+    after: &[crate::records::Note],
+    claimed_at: i64,
+) -> Result<(), RuleViolation> {
+    for note in before.iter().filter(|n| !after.contains(n)) {
+        if note.author != user {
+            return deny(
+                role,
+                "notes",
+                "change or remove another user's note (notes are append-only per author)",
+            );
+        }
+    }
+    for note in after.iter().filter(|n| !before.contains(n)) {
+        if note.author != user {
+            return deny(
+                role,
+                "notes",
+                "write or change a note in another user's name (a note's author is the user who writes it)",
+            );
+        }
+        let is_new = !before.iter().any(|b| b.id == note.id);
+        if is_new && note.at.abs_diff(claimed_at) > crate::limits::MAX_STAMP_DRIFT_MS.unsigned_abs()
+        {
+            return deny(
+                role,
+                "notes",
+                "date a note other than the time it is written",
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Checks `field=value` edits (as phones make them) before they are recorded.
@@ -279,6 +359,70 @@ mod tests {
         assert!(
             err.to_string().starts_with("a steward may not mark"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn notes_are_append_only_per_author() {
+        use crate::records::Note;
+        let note = |id: &str, author: &str, text: &str| Note {
+            id: id.into(),
+            author: author.into(),
+            at: 1_000_000,
+            text: text.into(),
+        };
+        let mine = note("a", "steward1", "已回访");
+        let theirs = note("b", "office1", "请跟进");
+        let before = vec![mine.clone(), theirs.clone()];
+        let check =
+            |after: Vec<Note>| check_notes(Role::Steward, "steward1", &before, &after, 1_000_400);
+        // Adding one's own note, editing and removing one's own: fine.
+        let mut add = before.clone();
+        add.push(note("c", "steward1", "新情况"));
+        check(add).unwrap();
+        check(vec![note("a", "steward1", "已回访两次"), theirs.clone()]).unwrap();
+        check(vec![theirs.clone()]).unwrap();
+        // A note in someone else's name, editing or removing theirs: refused, for every role.
+        let mut forged = before.clone();
+        forged.push(note("c", "office1", "假冒"));
+        assert_eq!(check(forged).unwrap_err().field, "notes");
+        assert!(check(vec![mine.clone(), note("b", "office1", "改了")]).is_err());
+        assert!(check(vec![mine.clone()]).is_err());
+        assert!(check(vec![mine.clone(), note("b", "steward1", "请跟进")]).is_err());
+        let office = check_notes(
+            Role::Office,
+            "office1",
+            &before,
+            &[theirs.clone()],
+            1_000_400,
+        );
+        assert!(
+            office.is_err(),
+            "office may not remove a steward's note either"
+        );
+        // A new note dated far from its change.
+        let mut backdated = before.clone();
+        backdated.push(Note {
+            at: 1,
+            ..note("d", "steward1", "旧事")
+        });
+        assert!(check(backdated).is_err());
+    }
+
+    #[test]
+    fn audit_fields_name_the_pusher_and_the_change_time() {
+        check_audit(Role::Bus, "bus1", "bus1", 5_000, 5_400).unwrap();
+        assert_eq!(
+            check_audit(Role::Steward, "steward1", "office1", 5_000, 5_000)
+                .unwrap_err()
+                .field,
+            "created_by"
+        );
+        assert_eq!(
+            check_audit(Role::Office, "office1", "office1", 5_000, 90_000)
+                .unwrap_err()
+                .field,
+            "created_at"
         );
     }
 

@@ -384,16 +384,74 @@ pub fn check_phone(field: &str, value: &str) -> Result<(), RecordError> {
     }
 }
 
-/// Masks a phone number for roles that may not see it: `138****5678`.
-pub fn mask_phone(value: &str) -> String {
-    let chars: Vec<char> = value.chars().collect();
-    if chars.len() <= 4 {
-        return "*".repeat(chars.len());
+/// The masked form of a personal value, as roles without access to personal data see it (and as
+/// the shared record document stores it): phone numbers keep their first three and last four
+/// digits (`138****5678`), names their first character (`王**`). Empty stays empty.
+pub fn mask_personal(spec: &FieldSpec, value: &str) -> String {
+    let value = value.trim();
+    if value.is_empty() {
+        return String::new();
     }
-    let keep_head = 3.min(chars.len() - 4);
-    let head: String = chars[..keep_head].iter().collect();
-    let tail: String = chars[chars.len() - 4..].iter().collect();
-    format!("{head}{}{tail}", "*".repeat(chars.len() - keep_head - 4))
+    match spec.ty {
+        FieldType::Phone => mask_phone(value),
+        _ => mask_name(value),
+    }
+}
+
+/// Whether `value` is a masked form ([`mask_personal`]) rather than a full personal value: what
+/// the shared record document may hold in a personal field.
+pub fn is_masked(spec: &FieldSpec, value: &str) -> bool {
+    if value.is_empty() {
+        return true;
+    }
+    let chars: Vec<char> = value.chars().collect();
+    let stars = chars.iter().filter(|c| **c == '*').count();
+    match spec.ty {
+        FieldType::Phone => {
+            // Up to 3 leading and 4 trailing digits around one run of at least 4 stars.
+            let first = chars.iter().position(|c| *c == '*');
+            let last = chars.iter().rposition(|c| *c == '*');
+            match (first, last) {
+                (Some(f), Some(l)) => {
+                    f <= 3
+                        && chars.len() - 1 - l <= 4
+                        && stars == l - f + 1
+                        && stars >= 4
+                        && chars[..f].iter().all(char::is_ascii_digit)
+                        && chars[l + 1..].iter().all(char::is_ascii_digit)
+                }
+                _ => false,
+            }
+        }
+        _ => chars.len() <= 50 && chars.iter().skip(1).all(|c| *c == '*') && stars >= 1,
+    }
+}
+
+/// Masks a name: its first character, then one star per further character; a one-character
+/// name is a single star (its first character would be all of it).
+pub fn mask_name(value: &str) -> String {
+    let mut chars = value.chars();
+    match chars.next() {
+        None => String::new(),
+        Some(first) => match chars.count() {
+            0 => "*".to_string(),
+            rest => format!("{first}{}", "*".repeat(rest)),
+        },
+    }
+}
+
+/// Masks a phone number for roles that may not see it: at least four of its digits are hidden;
+/// of the rest, up to the last four and then up to the first three stay (`138****5678`,
+/// `****0000` for an 8-digit landline); separators are dropped.
+pub fn mask_phone(value: &str) -> String {
+    let digits: Vec<char> = value.chars().filter(char::is_ascii_digit).collect();
+    let len = digits.len();
+    let tail = 4.min(len.saturating_sub(4));
+    let head = 3.min(len.saturating_sub(4 + tail));
+    let hidden = (len - head - tail).max(4);
+    let head: String = digits[..head].iter().collect();
+    let tail: String = digits[len - tail..].iter().collect();
+    format!("{head}{}{tail}", "*".repeat(hidden))
 }
 
 #[cfg(test)]
@@ -412,9 +470,33 @@ mod tests {
     }
 
     #[test]
+    fn masked_forms_are_recognised_and_full_values_are_not() {
+        let phone = RecordKind::Case.field("resident_phone").unwrap();
+        let name = RecordKind::Case.field("resident_name").unwrap();
+        for full in ["13812345678", "0571-86000000", "+86 138 1234 5678"] {
+            assert!(!is_masked(phone, full), "{full}");
+            assert!(is_masked(phone, &mask_personal(phone, full)), "{full}");
+        }
+        assert!(!is_masked(phone, "1381234****"));
+        assert!(!is_masked(phone, "138**5678"));
+        for full in ["王小明", "欧阳修", "王", "Li Lei"] {
+            assert!(!is_masked(name, full), "{full}");
+            let masked = mask_personal(name, full);
+            assert!(is_masked(name, &masked), "{full} -> {masked}");
+            assert_ne!(masked, full);
+        }
+        assert_eq!(mask_personal(name, "王小明"), "王**");
+        assert_eq!(mask_personal(name, "王"), "*");
+        assert!(is_masked(phone, ""));
+    }
+
+    #[test]
     fn phone_masking_keeps_ends_only() {
         assert_eq!(mask_phone("13812345678"), "138****5678");
         assert_eq!(mask_phone("5678"), "****");
+        assert_eq!(mask_phone("86000000"), "****0000");
+        assert_eq!(mask_phone("8600000"), "****000");
+        assert_eq!(mask_phone("0571-86000000"), "057*****0000");
         let err = check_phone("resident_phone", "call me maybe").unwrap_err();
         assert!(!err.to_string().contains("maybe"));
     }

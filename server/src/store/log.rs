@@ -1,10 +1,12 @@
 //! The change log, actor bindings, the projection write and rejections: the sync path's SQL.
 
+use futures_util::TryStreamExt;
+use linli_sync_core::protocol::Part;
 use linli_sync_core::{DeviceId, PlaceId, RecordId, RecordKind};
 use sqlx::{QueryBuilder, Row, Sqlite};
 
-use super::{Store, push_within};
-use crate::error::Result;
+use super::{Store, place_from_db, push_within};
+use crate::error::{Error, Result};
 
 /// A change to append to the log.
 #[derive(Debug)]
@@ -13,6 +15,8 @@ pub struct NewChange<'a> {
     pub hash: &'a [u8; 32],
     /// The record it belongs to.
     pub record: RecordId,
+    /// Which of the record's documents.
+    pub part: Part,
     /// The record's place (denormalised so pulls filter without a join).
     pub place: &'a PlaceId,
     /// The record's kind.
@@ -33,17 +37,53 @@ pub struct NewChange<'a> {
     pub touched: &'a [String],
 }
 
-/// The record's projection row after a change.
+/// What a committed change leaves in the record's projection row.
 #[derive(Debug)]
-pub struct ProjectionUpdate<'a> {
-    /// `status` column (cases).
-    pub status: Option<&'a str>,
-    /// `category` column (cases).
-    pub category: Option<&'a str>,
-    /// The typed record as JSON.
-    pub value: &'a serde_json::Value,
-    /// The full Automerge document.
-    pub doc: &'a [u8],
+pub enum ProjectionUpdate<'a> {
+    /// A change to the shared document: the typed value and the list columns.
+    Record {
+        /// `status` column (cases).
+        status: Option<&'a str>,
+        /// `category` column (cases).
+        category: Option<&'a str>,
+        /// The typed record as JSON (personal fields masked, as the document holds them).
+        value: &'a serde_json::Value,
+        /// The full Automerge document.
+        doc: &'a [u8],
+    },
+    /// A change to the personal part: its document and its full values as JSON.
+    Personal {
+        /// The personal document.
+        doc: &'a [u8],
+        /// Field → full value.
+        values: &'a serde_json::Value,
+    },
+}
+
+/// What the sync path needs to know about a stored record before it touches its documents.
+#[derive(Debug, Clone)]
+pub struct RecordMeta {
+    /// The record's place.
+    pub place: PlaceId,
+    /// Its kind.
+    pub kind: RecordKind,
+    /// Bumped by every commit: a cached document of another version is stale.
+    pub version: i64,
+    /// Stored size of the shared document's changes.
+    pub bytes: i64,
+    /// Stored size of the personal part's changes.
+    pub personal_bytes: i64,
+}
+
+/// Why a commit wrote nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitConflict {
+    /// It lost a race: the record's version was not the one its document was read at. Reload
+    /// the document and ingest the change again.
+    Version,
+    /// The change's actor is bound to another device (checked in the same transaction that
+    /// would bind it).
+    ForeignActor,
 }
 
 /// Who an actor id belongs to.
@@ -62,6 +102,10 @@ pub struct PulledRow {
     pub seq: i64,
     /// Record id (UUID text).
     pub record_id: String,
+    /// Which of the record's documents.
+    pub part: Part,
+    /// It starts a new version of that document (the phone replaces its copy).
+    pub replaces: bool,
     /// Raw change.
     pub bytes: Vec<u8>,
     /// Server receive time (ms).
@@ -70,6 +114,17 @@ pub struct PulledRow {
     pub username: String,
     /// Pushing device id.
     pub device_id: String,
+}
+
+/// One page of a pull.
+#[derive(Debug, Clone)]
+pub struct PulledPage {
+    /// The changes, in log order.
+    pub rows: Vec<PulledRow>,
+    /// The log's end as read at the start of the pull.
+    pub end: i64,
+    /// The page stopped at its count or byte bound: more may wait after the last row.
+    pub full: bool,
 }
 
 /// Attribution of one logged change, for the record detail.
@@ -112,6 +167,8 @@ pub struct RejectionRow<'a> {
     pub at: i64,
     /// The record's place, or the pusher's first grant when the bytes named none.
     pub place: Option<&'a str>,
+    /// Refusals of the same push not stored one by one (on the last sampled row).
+    pub more: i64,
 }
 
 /// A stored rejection as the back-office lists it.
@@ -137,9 +194,31 @@ pub struct RejectionView {
     pub message: String,
     /// Place, when known.
     pub place: Option<String>,
+    /// Further refusals of the same push that were not stored one by one.
+    pub more: i64,
 }
 
 impl Store {
+    /// The stored facts about a record the sync path decides on, `None` if it does not exist.
+    pub async fn record_meta(&self, record: RecordId) -> Result<Option<RecordMeta>> {
+        let row: Option<(String, String, i64, i64, i64)> = sqlx::query_as(
+            "SELECT place, kind, version, bytes, personal_bytes FROM records WHERE id = ?",
+        )
+        .bind(record.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|(place, kind, version, bytes, personal_bytes)| {
+            Ok(RecordMeta {
+                place: place_from_db(&place)?,
+                kind: kind.parse().map_err(Error::internal)?,
+                version,
+                bytes,
+                personal_bytes,
+            })
+        })
+        .transpose()
+    }
+
     /// When the server first received this change of this record, if it holds it.
     pub async fn change_received_at(
         &self,
@@ -155,12 +234,23 @@ impl Store {
         )
     }
 
-    /// The saved Automerge document of a record.
+    /// The saved Automerge document of a record's shared part.
     pub async fn record_doc(&self, record: RecordId) -> Result<Option<Vec<u8>>> {
         Ok(sqlx::query_scalar("SELECT doc FROM records WHERE id = ?")
             .bind(record.to_string())
             .fetch_optional(&self.pool)
             .await?)
+    }
+
+    /// The saved personal document of a record (`None` when the record or its personal part
+    /// does not exist).
+    pub async fn personal_doc(&self, record: RecordId) -> Result<Option<Vec<u8>>> {
+        let doc: Option<Option<Vec<u8>>> =
+            sqlx::query_scalar("SELECT personal_doc FROM records WHERE id = ?")
+                .bind(record.to_string())
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(doc.flatten())
     }
 
     /// Which device an actor belongs to.
@@ -174,30 +264,42 @@ impl Store {
     }
 
     /// In one transaction: binds the actor to the device if it is new, appends the change to the
-    /// log and writes the record's projection row. Returns the change's log position. When this
-    /// returns `Ok`, the transaction is committed (and, with `synchronous = FULL`, on disk).
+    /// log and updates the record's projection row — but only if the record is still at
+    /// `expected_version` (0 for a record that does not exist yet). Returns the change's log
+    /// position, or a [`CommitConflict`] (nothing is written then). When this returns `Ok(Ok(_))` the transaction is committed (and, with
+    /// `synchronous = FULL`, on disk).
     pub async fn commit_change(
         &self,
         change: &NewChange<'_>,
         projection: &ProjectionUpdate<'_>,
-    ) -> Result<i64> {
+        expected_version: i64,
+    ) -> Result<std::result::Result<i64, CommitConflict>> {
         let mut tx = self.pool.begin().await?;
         let device = change.device.to_string();
         let record = change.record.to_string();
-        sqlx::query(
-            "INSERT INTO actors (actor, device_id, first_seen) VALUES (?, ?, ?)
-             ON CONFLICT(actor) DO NOTHING",
-        )
-        .bind(change.actor)
-        .bind(&device)
-        .bind(change.received_at)
-        .execute(&mut *tx)
-        .await?;
+        let size = i64::try_from(change.bytes.len()).unwrap_or(i64::MAX);
+        let bound: Option<String> =
+            sqlx::query_scalar("SELECT device_id FROM actors WHERE actor = ?")
+                .bind(change.actor)
+                .fetch_optional(&mut *tx)
+                .await?;
+        match bound {
+            Some(d) if d != device => return Ok(Err(CommitConflict::ForeignActor)),
+            Some(_) => {}
+            None => {
+                sqlx::query("INSERT INTO actors (actor, device_id, first_seen) VALUES (?, ?, ?)")
+                    .bind(change.actor)
+                    .bind(&device)
+                    .bind(change.received_at)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
         let touched = serde_json::to_string(change.touched).unwrap_or_else(|_| "[]".into());
         let seq: i64 = sqlx::query_scalar(
             "INSERT INTO changes (hash, record_id, place, kind, bytes, actor, device_id, user_id,
-                                  claimed_at, received_at, touched)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq",
+                                  claimed_at, received_at, touched, part)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq",
         )
         .bind(&change.hash[..])
         .bind(&record)
@@ -210,50 +312,119 @@ impl Store {
         .bind(change.claimed_at)
         .bind(change.received_at)
         .bind(touched)
+        .bind(change.part.as_str())
         .fetch_one(&mut *tx)
         .await?;
-        sqlx::query(
-            "INSERT INTO records (id, kind, place, status, category, created_at, updated_at,
-                                  last_seq, value, doc)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-             ON CONFLICT(id) DO UPDATE SET
-                 kind = excluded.kind, place = excluded.place, status = excluded.status,
-                 category = excluded.category, updated_at = excluded.updated_at,
-                 last_seq = excluded.last_seq, value = excluded.value, doc = excluded.doc",
-        )
-        .bind(&record)
-        .bind(change.kind.as_str())
-        .bind(change.place.as_str())
-        .bind(projection.status)
-        .bind(projection.category)
-        .bind(change.received_at)
-        .bind(change.received_at)
-        .bind(seq)
-        .bind(projection.value.to_string())
-        .bind(projection.doc)
+        let updated = match projection {
+            ProjectionUpdate::Record {
+                status,
+                category,
+                value,
+                doc,
+            } if expected_version == 0 => sqlx::query(
+                "INSERT INTO records (id, kind, place, status, category, created_at, updated_at,
+                                      last_seq, value, doc, bytes, version)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)
+                 ON CONFLICT(id) DO NOTHING",
+            )
+            .bind(&record)
+            .bind(change.kind.as_str())
+            .bind(change.place.as_str())
+            .bind(*status)
+            .bind(*category)
+            .bind(change.received_at)
+            .bind(change.received_at)
+            .bind(seq)
+            .bind(value.to_string())
+            .bind(*doc)
+            .bind(size),
+            ProjectionUpdate::Record {
+                status,
+                category,
+                value,
+                doc,
+            } => sqlx::query(
+                "UPDATE records SET status = ?, category = ?, updated_at = ?, last_seq = ?,
+                        value = ?, doc = ?, bytes = bytes + ?, version = version + 1
+                 WHERE id = ? AND version = ?",
+            )
+            .bind(*status)
+            .bind(*category)
+            .bind(change.received_at)
+            .bind(seq)
+            .bind(value.to_string())
+            .bind(*doc)
+            .bind(size)
+            .bind(&record)
+            .bind(expected_version),
+            ProjectionUpdate::Personal { doc, values } => sqlx::query(
+                "UPDATE records SET personal_doc = ?, personal = ?, updated_at = ?, last_seq = ?,
+                        personal_bytes = personal_bytes + ?, version = version + 1
+                 WHERE id = ? AND version = ?",
+            )
+            .bind(*doc)
+            .bind(values.to_string())
+            .bind(change.received_at)
+            .bind(seq)
+            .bind(size)
+            .bind(&record)
+            .bind(expected_version),
+        }
         .execute(&mut *tx)
-        .await?;
+        .await?
+        .rows_affected();
+        if updated != 1 {
+            tx.rollback().await?;
+            return Ok(Err(CommitConflict::Version));
+        }
         tx.commit().await?;
-        Ok(seq)
+        Ok(Ok(seq))
     }
 
-    /// Remembers a refused push.
-    pub async fn record_rejection(&self, r: &RejectionRow<'_>) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO rejections (hash, record_id, user_id, device_id, code, message, at,
-                                     place)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&r.hash[..])
-        .bind(r.record.to_string())
-        .bind(r.user_id)
-        .bind(r.device.to_string())
-        .bind(r.code)
-        .bind(r.message)
-        .bind(r.at)
-        .bind(r.place)
-        .execute(&self.pool)
-        .await?;
+    /// Remembers refused pushes (a bounded sample of one push, in one transaction), and now and
+    /// then forgets those older than `retain_ms`.
+    pub async fn record_rejections(&self, rows: &[RejectionRow<'_>], retain_ms: i64) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for r in rows {
+            sqlx::query(
+                "INSERT INTO rejections (hash, record_id, user_id, device_id, code, message, at,
+                                         place, more)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&r.hash[..])
+            .bind(r.record.to_string())
+            .bind(r.user_id)
+            .bind(r.device.to_string())
+            .bind(r.code)
+            .bind(r.message)
+            .bind(r.at)
+            .bind(r.place)
+            .bind(r.more)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let now = rows[0].at;
+        let due = {
+            let mut last = self
+                .last_retention
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let due = now - *last > 3_600_000;
+            if due {
+                *last = now;
+            }
+            due
+        };
+        if due {
+            sqlx::query("DELETE FROM rejections WHERE at < ?")
+                .bind(now - retain_ms)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -266,7 +437,7 @@ impl Store {
     ) -> Result<Vec<RejectionView>> {
         let mut qb = QueryBuilder::<Sqlite>::new(
             "SELECT r.id, r.at, u.username, r.device_id, COALESCE(d.name, '') AS device_name,
-                    r.record_id, r.hash, r.code, r.message, r.place
+                    r.record_id, r.hash, r.code, r.message, r.place, r.more
              FROM rejections r JOIN users u ON u.id = r.user_id
              LEFT JOIN devices d ON d.id = r.device_id
              WHERE ",
@@ -294,37 +465,34 @@ impl Store {
                     code: row.try_get("code")?,
                     message: row.try_get("message")?,
                     place: row.try_get("place")?,
+                    more: row.try_get("more")?,
                 })
             })
             .collect()
     }
 
-    /// A change the server already holds: when it was first received and the record's place.
-    pub async fn held_change(
-        &self,
-        record: RecordId,
-        hash: &[u8; 32],
-    ) -> Result<Option<(i64, String)>> {
-        Ok(sqlx::query_as(
-            "SELECT received_at, place FROM changes WHERE record_id = ? AND hash = ?",
-        )
-        .bind(record.to_string())
-        .bind(&hash[..])
-        .fetch_optional(&self.pool)
-        .await?)
+    /// Whether the server holds this change of this record, and when it first received it.
+    pub async fn held_change(&self, record: RecordId, hash: &[u8; 32]) -> Result<Option<i64>> {
+        self.change_received_at(record, hash).await
     }
 
     /// Saved documents of the records within `scopes`, by record id after `after`, at most
-    /// `limit` of them and stopping once `max_bytes` are reached (always at least one): a page of
-    /// a bootstrap. Only reads the projection table.
+    /// `limit` records and stopping once `max_bytes` are reached (always at least one): a page
+    /// of a bootstrap. With `personal`, each record's personal part comes along. Only reads the
+    /// projection table.
     pub async fn snapshots_within(
         &self,
         scopes: &[PlaceId],
         after: Option<&str>,
         limit: u32,
         max_bytes: usize,
-    ) -> Result<Vec<(String, Vec<u8>)>> {
-        let mut qb = QueryBuilder::<Sqlite>::new("SELECT id, doc FROM records WHERE ");
+        personal: bool,
+    ) -> Result<Vec<(String, Vec<u8>, Option<Vec<u8>>)>> {
+        let mut qb = QueryBuilder::<Sqlite>::new(if personal {
+            "SELECT id, doc, personal_doc FROM records WHERE "
+        } else {
+            "SELECT id, doc, NULL AS personal_doc FROM records WHERE "
+        });
         push_within(&mut qb, "place", scopes);
         if let Some(a) = after {
             qb.push(" AND id > ").push_bind(a.to_string());
@@ -332,10 +500,13 @@ impl Store {
         qb.push(" ORDER BY id LIMIT ").push_bind(i64::from(limit));
         let mut out = Vec::new();
         let mut bytes = 0usize;
-        for row in qb.build().fetch_all(&self.pool).await? {
+        let query = qb.build();
+        let mut rows = query.fetch(&self.pool);
+        while let Some(row) = rows.try_next().await? {
             let doc: Vec<u8> = row.try_get("doc")?;
-            bytes += doc.len();
-            out.push((row.try_get("id")?, doc));
+            let personal_doc: Option<Vec<u8>> = row.try_get("personal_doc")?;
+            bytes += doc.len() + personal_doc.as_ref().map_or(0, Vec::len);
+            out.push((row.try_get("id")?, doc, personal_doc));
             if bytes >= max_bytes {
                 break;
             }
@@ -357,26 +528,34 @@ impl Store {
             .await?)
     }
 
-    /// One page of others' changes after `cursor` in `scopes`.
+    /// One page of others' changes after `cursor` in `scopes`: at most `limit` changes and, past
+    /// the first, at most `max_bytes` of them. With `personal` false, changes to records'
+    /// personal parts are left out.
     ///
-    /// Reads the log's end first, then at most `limit + 1` rows in `(cursor, end]`, all in one
-    /// read transaction (one snapshot). Returns the rows (at most `limit + 1`: the caller
-    /// knows there is more when it gets more than `limit`) and the end.
+    /// Reads the log's end first, then streams rows in `(cursor, end]`, all in one read
+    /// transaction (one snapshot), so no more than one page is ever held in memory.
     pub async fn pull(
         &self,
         cursor: i64,
         me: DeviceId,
         scopes: &[PlaceId],
+        personal: bool,
         limit: u32,
-    ) -> Result<(Vec<PulledRow>, i64)> {
+        max_bytes: usize,
+    ) -> Result<PulledPage> {
         let mut tx = self.pool.begin().await?;
         let end: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM changes")
             .fetch_one(&mut *tx)
             .await?;
-        let mut rows = Vec::new();
+        let mut page = PulledPage {
+            rows: Vec::new(),
+            end,
+            full: false,
+        };
         if end > cursor && !scopes.is_empty() {
             let mut qb = QueryBuilder::<Sqlite>::new(
-                "SELECT c.seq, c.record_id, c.bytes, c.received_at, c.device_id, u.username
+                "SELECT c.seq, c.record_id, c.part, c.replaces, c.bytes, c.received_at,
+                        c.device_id, u.username
                  FROM changes c JOIN users u ON u.id = c.user_id
                  WHERE c.seq > ",
             );
@@ -385,15 +564,32 @@ impl Store {
             qb.push_bind(end);
             qb.push(" AND c.device_id != ");
             qb.push_bind(me.to_string());
+            if !personal {
+                qb.push(" AND c.part = 'record'");
+            }
             qb.push(" AND ");
             push_within(&mut qb, "c.place", scopes);
             qb.push(" ORDER BY c.seq LIMIT ");
             qb.push_bind(i64::from(limit) + 1);
-            for row in qb.build().fetch_all(&mut *tx).await? {
-                rows.push(PulledRow {
+            let query = qb.build();
+            let mut rows = query.fetch(&mut *tx);
+            let mut bytes = 0usize;
+            while let Some(row) = rows.try_next().await? {
+                let data: Vec<u8> = row.try_get("bytes")?;
+                let over_bytes = !page.rows.is_empty() && bytes + data.len() > max_bytes;
+                if page.rows.len() == limit as usize || over_bytes {
+                    page.full = true;
+                    break;
+                }
+                bytes += data.len();
+                let part: String = row.try_get("part")?;
+                let replaces: i64 = row.try_get("replaces")?;
+                page.rows.push(PulledRow {
                     seq: row.try_get("seq")?,
                     record_id: row.try_get("record_id")?,
-                    bytes: row.try_get("bytes")?,
+                    part: part.parse().map_err(Error::Internal)?,
+                    replaces: replaces != 0,
+                    bytes: data,
                     received_at: row.try_get("received_at")?,
                     username: row.try_get("username")?,
                     device_id: row.try_get("device_id")?,
@@ -401,10 +597,10 @@ impl Store {
             }
         }
         tx.commit().await?;
-        Ok((rows, end))
+        Ok(page)
     }
 
-    /// Attribution of every logged change of a record, in log order.
+    /// Attribution of every logged change of a record (both parts), in log order.
     pub async fn change_meta(&self, record: RecordId) -> Result<Vec<ChangeMeta>> {
         let rows = sqlx::query(
             "SELECT c.seq, c.hash, c.actor, c.device_id, c.claimed_at, c.received_at,

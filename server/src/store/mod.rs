@@ -22,8 +22,10 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, SqlSafeStr, Sqlite};
 
 pub use accounts::{DeviceRow, Principal};
-pub use log::RejectionView;
-pub use log::{ActorBinding, ChangeMeta, NewChange, ProjectionUpdate, PulledRow, RejectionRow};
+pub use log::{
+    ActorBinding, ChangeMeta, CommitConflict, NewChange, ProjectionUpdate, PulledPage, PulledRow,
+    RecordMeta, RejectionRow, RejectionView,
+};
 pub use projection::{RecordFilter, RecordRow};
 pub use tokens::{NewRefreshToken, RefreshOutcome};
 
@@ -44,6 +46,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         2,
         "access",
         include_str!("../../migrations/sqlite/0002_access.sql"),
+    ),
+    (
+        5,
+        "personal_parts",
+        include_str!("../../migrations/sqlite/0005_personal_parts.sql"),
     ),
 ];
 
@@ -68,6 +75,8 @@ fn sqlite_migrator() -> Migrator {
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: SqlitePool,
+    /// When old rejections were last forgotten (ms).
+    last_retention: std::sync::Arc<std::sync::Mutex<i64>>,
 }
 
 impl Store {
@@ -84,7 +93,10 @@ impl Store {
             .max_connections(8)
             .connect_with(options)
             .await?;
-        let store = Store { pool };
+        let store = Store {
+            pool,
+            last_retention: Default::default(),
+        };
         store.migrate().await?;
         Ok(store)
     }

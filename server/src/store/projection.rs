@@ -45,12 +45,15 @@ pub struct RecordRow {
     pub updated_at: i64,
     /// Log position of the last change.
     pub last_seq: i64,
-    /// The typed record as JSON text.
+    /// The typed record as JSON text (personal fields masked, as the shared document holds
+    /// them).
     pub value: String,
+    /// The full personal values as JSON text, when someone captured any.
+    pub personal: Option<String>,
 }
 
 const ROW_COLUMNS: &str =
-    "id, kind, place, status, category, created_at, updated_at, last_seq, value";
+    "id, kind, place, status, category, created_at, updated_at, last_seq, value, personal";
 
 fn record_from_row(row: &SqliteRow) -> Result<RecordRow> {
     Ok(RecordRow {
@@ -63,6 +66,7 @@ fn record_from_row(row: &SqliteRow) -> Result<RecordRow> {
         updated_at: row.try_get("updated_at")?,
         last_seq: row.try_get("last_seq")?,
         value: row.try_get("value")?,
+        personal: row.try_get("personal")?,
     })
 }
 

@@ -10,7 +10,9 @@ use axum::http::{Request, StatusCode, header};
 use linli_server::{AppState, Config};
 use linli_sync_core::automerge::{ActorId, Change};
 use linli_sync_core::protocol::{self, Cursor, PushChange, SyncRequest, SyncResponse};
-use linli_sync_core::{EditContext, PlaceId, RecordDoc, RecordId, RecordKind};
+use linli_sync_core::{
+    EditContext, PersonalDoc, PlaceId, RecordDoc, RecordId, RecordKind, capture,
+};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -210,7 +212,27 @@ impl Phone {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        RecordDoc::create(RecordId::new(), kind, &place, &self.ctx(), &fields).unwrap()
+        let (doc, _, captured) =
+            capture::create(RecordId::new(), kind, &place, &self.ctx(), &fields).unwrap();
+        (doc, captured.record.unwrap())
+    }
+
+    /// Creates a record locally with its personal part: the documents and both changes (the
+    /// personal one when personal fields were given).
+    pub fn create_full(
+        &self,
+        kind: RecordKind,
+        place: &str,
+        fields: &[(&str, &str)],
+    ) -> (RecordDoc, PersonalDoc, Change, Option<Change>) {
+        let place: PlaceId = place.parse().unwrap();
+        let fields: Vec<(String, String)> = fields
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let (doc, personal, captured) =
+            capture::create(RecordId::new(), kind, &place, &self.ctx(), &fields).unwrap();
+        (doc, personal, captured.record.unwrap(), captured.personal)
     }
 
     /// Sets fields locally.
@@ -228,11 +250,23 @@ pub fn push(doc: &RecordDoc, kind: RecordKind, change: &Change) -> PushChange {
     PushChange {
         record: *doc.id().as_bytes(),
         kind,
+        part: linli_sync_core::protocol::Part::Record,
         change: change.raw_bytes().to_vec(),
     }
 }
 
-/// A new case at `place`, as the phone would create it.
+/// The push of one change of a record's personal part.
+pub fn push_personal(doc: &RecordDoc, kind: RecordKind, change: &Change) -> PushChange {
+    PushChange {
+        record: *doc.id().as_bytes(),
+        kind,
+        part: linli_sync_core::protocol::Part::Personal,
+        change: change.raw_bytes().to_vec(),
+    }
+}
+
+/// A new case at `place`, as the phone would create it (its personal part is left on the phone;
+/// see [`Phone::create_full`]).
 pub fn new_case(phone: &Phone, place: &str, category: &str) -> (RecordDoc, Change) {
     phone.create(
         RecordKind::Case,

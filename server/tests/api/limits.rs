@@ -129,6 +129,7 @@ async fn a_deflate_bomb_inside_a_change_is_rejected_quickly() {
     let bomb = PushChange {
         record: *doc.id().as_bytes(),
         kind: RecordKind::Case,
+        part: linli_sync_core::protocol::Part::Record,
         change: chunk,
     };
     let started = std::time::Instant::now();

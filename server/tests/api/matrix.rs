@@ -61,14 +61,16 @@ const EXPECTED: &[(&str, &str, [&str; 5])] = &[
         "in",
         ["200", "200", "200", "200", "401"],
     ),
+    // A record outside the pusher's grants is answered exactly as one that does not exist: an
+    // edit of it waits for changes the server "does not have" (issue "hostile steward", class 4).
     (
         "POST /v1/sync push edit",
         "out",
         [
-            "422 out_of_scope",
-            "422 out_of_scope",
-            "422 out_of_scope",
-            "422 out_of_scope",
+            "422 missing_dependencies",
+            "422 missing_dependencies",
+            "422 missing_dependencies",
+            "422 missing_dependencies",
             "401",
         ],
     ),
@@ -454,6 +456,7 @@ async fn cell(w: &World, caller: &Caller, role: &str, endpoint: &str, scope: &st
                     changes: vec![protocol::PushChange {
                         record: *doc.id().as_bytes(),
                         kind: RecordKind::Case,
+                        part: linli_sync_core::protocol::Part::Record,
                         change: bytes.clone(),
                     }],
                     ..Default::default()

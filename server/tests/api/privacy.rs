@@ -10,7 +10,7 @@ use linli_sync_core::RecordKind;
 use linli_sync_core::automerge::ROOT;
 use linli_sync_core::automerge::transaction::Transactable;
 
-use crate::common::{TestApp, push};
+use crate::common::{TestApp, push, push_personal};
 
 const PHONE: &str = "13987654321";
 
@@ -40,7 +40,7 @@ async fn phone_numbers_never_reach_logs_or_error_messages() {
 
     let app = TestApp::demo().await;
     let mut bus = app.login("bus1").await;
-    let (doc, c) = bus.create(
+    let (doc, _personal, c, pc) = bus.create_full(
         RecordKind::Case,
         "hz/baiyang/haitian/haitiancheng/b3",
         &[
@@ -61,15 +61,17 @@ async fn phone_numbers_never_reach_logs_or_error_messages() {
             &mut bus,
             vec![
                 push(&doc, RecordKind::Case, &c),
+                push_personal(&doc, RecordKind::Case, &pc.unwrap()),
                 push(&doc, RecordKind::Case, &bad),
             ],
             0,
         )
         .await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(reply.accepted.len(), 1);
+    assert_eq!(reply.accepted.len(), 2);
     let message = &reply.rejected[0].message;
     assert!(message.contains("resident_phone"), "{message}");
+    assert!(message.contains("masked"), "{message}");
     assert!(
         !message.contains(PHONE),
         "the refusal does not echo the number"
@@ -80,12 +82,23 @@ async fn phone_numbers_never_reach_logs_or_error_messages() {
     let uri = format!("/v1/records/{}", doc.id());
     let (_, detail) = app.json("GET", &uri, Some(&steward.token), None).await;
     assert_eq!(detail["value"]["resident_phone"], "139****4321");
+    assert_eq!(detail["value"]["resident_name"], "王**");
     assert!(!detail.to_string().contains(PHONE));
+    assert!(!detail.to_string().contains("王阿姨"));
     let (_, list) = app.json("GET", "/v1/records", Some(&bus.token), None).await;
     assert!(!list.to_string().contains(PHONE));
     let office = app.login("office1").await;
     let (_, detail) = app.json("GET", &uri, Some(&office.token), None).await;
     assert_eq!(detail["value"]["resident_phone"], PHONE);
+    assert_eq!(detail["value"]["resident_name"], "王阿姨");
+    assert!(
+        detail["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["part"] == "personal" && h["user"] == "bus1"),
+        "the office sees who captured the resident's details: {detail}"
+    );
     let (_, rejections) = app
         .json("GET", "/v1/rejections", Some(&office.token), None)
         .await;
@@ -93,7 +106,7 @@ async fn phone_numbers_never_reach_logs_or_error_messages() {
 
     if installed {
         let logs = String::from_utf8_lossy(&captured.0.lock().unwrap()).to_string();
-        assert!(logs.contains("change rejected"), "logs were captured");
+        assert!(logs.contains("changes rejected"), "logs were captured");
         assert!(
             !logs.contains(PHONE),
             "a resident's phone number reached the logs"

@@ -4,7 +4,7 @@ use axum::http::StatusCode;
 use linli_sync_core::{RecordDoc, RecordKind};
 use serde_json::Value;
 
-use crate::common::{TestApp, new_case, push};
+use crate::common::{TestApp, new_case, push, push_personal};
 
 #[tokio::test]
 async fn lists_filter_page_and_refuse_unknown_codes() {
@@ -96,9 +96,25 @@ async fn detail_shows_conflicts_with_who_set_each_value_and_masks_phones() {
     let mut bus2 = app.login("bus2").await;
 
     // bus1 records a case in building 3; bus2 pulls it.
-    let (mut doc1, c0) = new_case(&bus1, "hz/baiyang/haitian/haitiancheng/b3", "facilities");
-    app.sync(&mut bus1, vec![push(&doc1, RecordKind::Case, &c0)], 0)
-        .await;
+    let (mut doc1, _, c0, p0) = bus1.create_full(
+        RecordKind::Case,
+        "hz/baiyang/haitian/haitiancheng/b3",
+        &[
+            ("summary", "楼道堆放杂物"),
+            ("category", "facilities"),
+            ("source", "bus_session"),
+            ("resident_phone", "13812345678"),
+        ],
+    );
+    app.sync(
+        &mut bus1,
+        vec![
+            push(&doc1, RecordKind::Case, &c0),
+            push_personal(&doc1, RecordKind::Case, &p0.unwrap()),
+        ],
+        0,
+    )
+    .await;
     let (_, pulled) = app.sync(&mut bus2, vec![], 0).await;
     let mut doc2 = RecordDoc::empty(doc1.id());
     doc2.apply_change(&pulled.changes[0].change).unwrap();
@@ -136,7 +152,11 @@ async fn detail_shows_conflicts_with_who_set_each_value_and_masks_phones() {
     assert!(conflict["values"][0]["received_at"].as_i64().is_some());
 
     let history = detail["history"].as_array().unwrap();
-    assert_eq!(history.len(), 3);
+    assert_eq!(
+        history.len(),
+        4,
+        "three changes to the record, one to its personal part"
+    );
     assert!(history.iter().all(|h| h["received_at"].as_i64().is_some()));
     assert!(
         history[0]["touched"]

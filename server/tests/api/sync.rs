@@ -42,6 +42,7 @@ async fn garbage_is_a_400_with_the_codec_message_and_the_server_keeps_serving() 
     let bad = PushChange {
         record: *doc.id().as_bytes(),
         kind: RecordKind::Case,
+        part: linli_sync_core::protocol::Part::Record,
         change: vec![0x85, 0x6f, 0x4a, 0x83, 9, 9, 9],
     };
     let (status, resp) = app.sync(&mut phone, vec![bad], 0).await;
@@ -72,13 +73,14 @@ async fn wrong_content_type_is_415_and_oversized_is_413() {
 
     // Sync bodies may be far larger than JSON bodies (64 KiB)...
     let mut phone = phone;
-    let details = "漏".repeat(60_000);
+    let details = "漏".repeat(linli_sync_core::limits::MAX_TEXT_CHARS);
     let (doc, change) = phone.create(
         RecordKind::Case,
         "hz/baiyang/haitian",
         &[
             ("summary", "地下室渗水"),
             ("details", details.as_str()),
+            ("resolution", details.as_str()),
             ("source", "hotline"),
         ],
     );
