@@ -13,10 +13,11 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use automerge::Change;
-use linli_sync_core::ingest::ingest;
-use linli_sync_core::protocol::{MAX_CHANGES_PER_PUSH, PushChange, RejectCode};
-use linli_sync_core::rules::Role;
-use linli_sync_core::{EditContext, PlaceId, RecordDoc, RecordId, RecordKind};
+use linli_sync_core::capture::{self, Captured};
+use linli_sync_core::ingest::{self, ingest};
+use linli_sync_core::protocol::{MAX_CHANGES_PER_PUSH, Part, RejectCode};
+use linli_sync_core::rules::{self, Role};
+use linli_sync_core::{EditContext, PersonalDoc, PlaceId, RecordDoc, RecordId, RecordKind};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::error::ApiError;
@@ -82,7 +83,7 @@ fn user_of(conn: &Connection) -> Result<Option<LoginUser>, ApiError> {
     Ok(store::kv_get(conn, keys::USER)?.and_then(|j| serde_json::from_str(&j).ok()))
 }
 
-/// Runs the server's own accept logic on a new change before it is kept, so an edit the signed-in
+/// Runs the server's own accept logic on a new edit before it is kept, so an edit the signed-in
 /// user's role may not make (a steward marking a case evaluated, say) is refused at once with the
 /// server's reason instead of being refused at the next sync. Signed out, the phone cannot know
 /// whose role applies (a shared phone between shifts): the server decides at sync, and a refusal
@@ -91,26 +92,63 @@ fn precheck_role(
     conn: &Connection,
     before: &RecordDoc,
     kind: RecordKind,
-    change: &Change,
+    captured: &Captured,
+    now: i64,
 ) -> Result<(), ApiError> {
     if store::kv_get(conn, keys::ACCESS_TOKEN)?.is_none() {
         return Ok(());
     }
-    let Some(role) = user_of(conn)?.and_then(|u| u.role.parse::<Role>().ok()) else {
+    let Some(user) = user_of(conn)? else {
         return Ok(());
     };
-    let push = PushChange {
-        record: *before.id().as_bytes(),
-        kind,
-        change: change.raw_bytes().to_vec(),
+    let Ok(role) = user.role.parse::<Role>() else {
+        return Ok(());
     };
-    match ingest(&mut before.clone(), &push, role, |_, _| Ok(())) {
-        Err(refusal) if refusal.code == RejectCode::Forbidden => Err(ApiError::Forbidden {
-            reason: refusal.message,
-        }),
-        // Anything else is the server's to judge (validity was checked when the edit was made).
-        _ => Ok(()),
+    let pusher = ingest::Pusher {
+        role,
+        user: &user.username,
+        received_at: now,
+    };
+    if let Some(change) = &captured.record {
+        let bytes = store::stored_bytes(conn, before.id(), Part::Record)?;
+        match ingest(&mut before.clone(), change, kind, &pusher, bytes, |_, _| Ok(())) {
+            Err(refusal) if refusal.code == RejectCode::Forbidden => {
+                return Err(ApiError::Forbidden {
+                    reason: refusal.message,
+                });
+            }
+            // Anything else is the server's to judge (validity was checked when the edit was
+            // made).
+            _ => {}
+        }
     }
+    if captured.personal.is_some() {
+        rules::may_write_kind(role, kind).map_err(|v| ApiError::Forbidden {
+            reason: v.to_string(),
+        })?;
+    }
+    Ok(())
+}
+
+/// Keeps a capture: saves the shared document and the personal part and queues their changes,
+/// record first (the server needs the record before its personal part).
+fn keep(
+    tx: &rusqlite::Transaction<'_>,
+    doc: &mut RecordDoc,
+    personal: &mut PersonalDoc,
+    kind: RecordKind,
+    captured: &Captured,
+    now: i64,
+) -> Result<(), ApiError> {
+    store::save_doc(tx, doc, now)?;
+    if let Some(change) = &captured.record {
+        store::push_outbox(tx, doc.id(), kind, Part::Record, change, now)?;
+    }
+    if let Some(change) = &captured.personal {
+        store::save_personal(tx, personal)?;
+        store::push_outbox(tx, doc.id(), kind, Part::Personal, change, now)?;
+    }
+    Ok(())
 }
 
 impl FieldClient {
@@ -139,10 +177,13 @@ impl FieldClient {
             Some(u) => u.username,
             None => format!("device-{}", &self.identity.device_id[..8]),
         };
+        let offset: i64 = store::kv_get(conn, keys::CLOCK_OFFSET)?
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
         Ok(EditContext {
             actor: self.identity.actor.clone(),
             user,
-            now_ms: now_ms(),
+            now_ms: now_ms().saturating_add(offset),
         })
     }
 
@@ -240,24 +281,28 @@ impl FieldClient {
         }
     }
 
-    /// One edit = one immediate transaction: load, change, save, outbox row.
+    /// One edit = one immediate transaction: load both parts, change, save, outbox rows.
     fn edit(
         &self,
         id: &str,
-        f: impl FnOnce(&mut RecordDoc, &EditContext) -> Result<Change, linli_sync_core::RecordError>,
+        f: impl FnOnce(
+            &mut RecordDoc,
+            &mut PersonalDoc,
+            &EditContext,
+        ) -> Result<Captured, linli_sync_core::RecordError>,
     ) -> Result<(), ApiError> {
         let id = parse_id(id)?;
         let mut conn = self.lock();
         let tx = store::immediate(&mut conn)?;
         let mut doc = store::load_doc(&tx, id)?.ok_or_else(|| not_found(id))?;
+        let mut personal = store::load_personal(&tx, id)?;
         let kind = doc.kind()?;
         let ctx = self.context(&tx)?;
         let before = doc.clone();
-        let change = f(&mut doc, &ctx)?;
-        precheck_role(&tx, &before, kind, &change)?;
+        let captured = f(&mut doc, &mut personal, &ctx)?;
+        precheck_role(&tx, &before, kind, &captured, ctx.now_ms)?;
         let now = now_ms();
-        store::save_doc(&tx, &mut doc, now)?;
-        store::push_outbox(&tx, id, kind, &change, now)?;
+        keep(&tx, &mut doc, &mut personal, kind, &captured, now)?;
         tx.commit()?;
         Ok(())
     }
@@ -400,11 +445,10 @@ impl FieldClient {
         let tx = store::immediate(&mut conn)?;
         let ctx = self.context(&tx)?;
         let id = RecordId::new();
-        let (mut doc, change) = RecordDoc::create(id, kind, &place, &ctx, &fields)?;
-        precheck_role(&tx, &RecordDoc::empty(id), kind, &change)?;
+        let (mut doc, mut personal, captured) = capture::create(id, kind, &place, &ctx, &fields)?;
+        precheck_role(&tx, &RecordDoc::empty(id), kind, &captured, ctx.now_ms)?;
         let now = now_ms();
-        store::save_doc(&tx, &mut doc, now)?;
-        store::push_outbox(&tx, id, kind, &change, now)?;
+        keep(&tx, &mut doc, &mut personal, kind, &captured, now)?;
         tx.commit()?;
         Ok(id.to_string())
     }
@@ -420,19 +464,31 @@ impl FieldClient {
             return Err(ApiError::invalid("fields", "give at least one field=value"));
         }
         let fields = pairs(fields);
-        self.edit(&id, |doc, ctx| doc.set_fields(ctx, &fields))
+        self.edit(&id, |doc, personal, ctx| {
+            capture::set_fields(doc, personal, ctx, &fields)
+        })
     }
 
     /// Adds `n` (may be negative, to correct a miscount) to a tally field such as a bus
     /// session's `leaflets`. Tallies made on several phones add up. Works offline.
     pub fn tally(&self, id: String, field: String, n: i64) -> Result<(), ApiError> {
-        self.edit(&id, |doc, ctx| doc.tally(ctx, field.trim(), n))
+        self.edit(&id, |doc, _, ctx| {
+            Ok(Captured {
+                record: Some(doc.tally(ctx, field.trim(), n)?),
+                personal: None,
+            })
+        })
     }
 
     /// Appends a dated note to the record's notes. Notes from several phones are all kept.
     /// Works offline.
     pub fn note(&self, id: String, text: String) -> Result<(), ApiError> {
-        self.edit(&id, |doc, ctx| doc.add_note(ctx, &text))
+        self.edit(&id, |doc, _, ctx| {
+            Ok(Captured {
+                record: Some(doc.add_note(ctx, &text)?),
+                personal: None,
+            })
+        })
     }
 
     /// Every record on this phone, most recently changed first: one summary line each (cheap:
@@ -468,7 +524,9 @@ impl FieldClient {
         let id = parse_id(&id)?;
         let conn = self.lock();
         let mut doc = store::load_doc(&conn, id)?.ok_or_else(|| not_found(id))?;
+        let mut personal = store::load_personal(&conn, id)?;
         let record = doc.record()?;
+        let kind = record.kind();
         let me = &self.identity.device_id;
         let who =
             |hash_hex: &str| -> Result<(String, String, Option<i64>, &'static str), ApiError> {
@@ -491,8 +549,14 @@ impl FieldClient {
                     Attribution::Unknown => ("unknown".into(), String::new(), None, "unknown"),
                 })
             };
+        // Where this phone holds residents' full details (captured here, or received by a role
+        // that may read them), they replace the masked form and its conflicts.
+        let personal_conflicts = personal.conflicts(kind);
+        let mut all_conflicts = doc.conflicts();
+        all_conflicts.retain(|c| !personal_conflicts.iter().any(|p| p.field == c.field));
+        all_conflicts.extend(personal_conflicts);
         let mut conflicts = Vec::new();
-        for c in doc.conflicts() {
+        for c in all_conflicts {
             let mut values = Vec::with_capacity(c.values.len());
             for v in c.values {
                 let (user, device, received_at, _) = who(&v.change)?;
@@ -513,7 +577,10 @@ impl FieldClient {
             });
         }
         let mut history = Vec::new();
-        for h in doc.history() {
+        let mut changes = doc.history();
+        changes.extend(personal.history());
+        changes.sort_by_key(|h| h.claimed_at);
+        for h in changes {
             let (user, device, received_at, state) = who(&h.hash)?;
             history.push(HistoryEntry {
                 hash: h.hash,
@@ -538,7 +605,15 @@ impl FieldClient {
             place: record.place().to_string(),
             status: record.status().map(String::from),
             title: record.title(),
-            value_json: record.to_json().to_string(),
+            value_json: {
+                let mut value = record.to_json();
+                if let serde_json::Value::Object(map) = &mut value {
+                    for (field, v) in personal.values() {
+                        map.insert(field, serde_json::Value::String(v));
+                    }
+                }
+                value.to_string()
+            },
             conflicts,
             history,
             pending_changes,
@@ -584,14 +659,14 @@ impl FieldClient {
     pub fn discard(&self, outbox_id: i64) -> Result<u32, ApiError> {
         let mut conn = self.lock();
         let tx = store::immediate(&mut conn)?;
-        let row: Option<(String, Vec<u8>, String)> = tx
+        let row: Option<(String, Vec<u8>, String, String)> = tx
             .query_row(
-                "SELECT record_id, hash, state FROM outbox WHERE id = ?1",
+                "SELECT record_id, hash, state, part FROM outbox WHERE id = ?1",
                 [outbox_id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )
             .optional()?;
-        let (record, hash, state) = row.ok_or_else(|| ApiError::NotFound {
+        let (record, hash, state, part) = row.ok_or_else(|| ApiError::NotFound {
             what: format!("outbox entry {outbox_id}"),
         })?;
         if state != "rejected" {
@@ -602,12 +677,19 @@ impl FieldClient {
             });
         }
         let id = parse_id(&record)?;
+        let part: Part = part
+            .parse()
+            .map_err(|_| ApiError::storage("an outbox entry is damaged"))?;
+        let changes = match part {
+            Part::Record => store::load_doc(&tx, id)?.map(|mut d| d.changes()),
+            Part::Personal => Some(store::load_personal(&tx, id)?.changes()),
+        };
         let mut removed_hashes: Vec<[u8; 32]> = Vec::new();
-        if let Some(mut doc) = store::load_doc(&tx, id)? {
+        if let Some(changes) = changes {
             let mut dropped = std::collections::HashSet::new();
             dropped.insert(hash.clone());
             let mut keep = Vec::new();
-            for c in doc.changes() {
+            for c in changes {
                 let h = c.hash();
                 if dropped.contains(&h.0[..]) || c.deps().iter().any(|d| dropped.contains(&d.0[..]))
                 {
@@ -617,15 +699,28 @@ impl FieldClient {
                     keep.push(c);
                 }
             }
-            if keep.is_empty() {
-                tx.execute(
-                    "DELETE FROM documents WHERE record_id = ?1",
-                    [id.to_string()],
-                )?;
-            } else {
-                let mut rebuilt = RecordDoc::empty(id);
-                rebuilt.apply_changes(keep)?;
-                store::save_doc(&tx, &mut rebuilt, now_ms())?;
+            match part {
+                Part::Record if keep.is_empty() => {
+                    tx.execute(
+                        "DELETE FROM documents WHERE record_id = ?1",
+                        [id.to_string()],
+                    )?;
+                    // The personal part of a record that never was goes with it.
+                    tx.execute(
+                        "DELETE FROM outbox WHERE record_id = ?1 AND part = 'personal'",
+                        [id.to_string()],
+                    )?;
+                }
+                Part::Record => {
+                    let mut rebuilt = RecordDoc::empty(id);
+                    rebuilt.apply_changes(keep)?;
+                    store::save_doc(&tx, &mut rebuilt, now_ms())?;
+                }
+                Part::Personal => {
+                    let mut rebuilt = PersonalDoc::empty(id);
+                    rebuilt.apply_changes(keep)?;
+                    store::save_personal(&tx, &mut rebuilt)?;
+                }
             }
         }
         let mut removed = tx.execute("DELETE FROM outbox WHERE id = ?1", [outbox_id])? as u32;
@@ -698,8 +793,13 @@ impl FieldClient {
             if let Some(last) = batch.last() {
                 after = last.id;
             }
-            let applied =
-                self.with_conn(|c| sync::apply_response(c, &cursor, &reply, &me, now_ms()))?;
+            let applied = self.with_conn(|c| {
+                let applied =
+                    sync::apply_response(c, &cursor, &reply, &me, &self.identity.actor, now_ms())?;
+                store::checkpoint(c)?;
+                Ok(applied)
+            })?;
+            report.kept_outside_grants = applied.kept_outside_grants.clone();
             report.accepted += applied.accepted;
             report.pulled += applied.pulled;
             report.skipped += applied.skipped;

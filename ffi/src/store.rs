@@ -17,8 +17,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use automerge::{ActorId, Change};
-use linli_sync_core::protocol::Cursor;
-use linli_sync_core::{RecordDoc, RecordId, RecordKind};
+use linli_sync_core::protocol::{Cursor, Part};
+use linli_sync_core::{PersonalDoc, PlaceId, RecordDoc, RecordId, RecordKind};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use crate::error::ApiError;
@@ -29,7 +29,7 @@ pub const DB_FILE: &str = "linli-phone.db";
 /// How long a write waits for another connection's transaction before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA_V1: &str = "
 CREATE TABLE IF NOT EXISTS documents (
@@ -67,6 +67,15 @@ CREATE TABLE IF NOT EXISTS kv (
 );
 ";
 
+/// Version 2: records in two parts. `documents.personal` holds the record's personal part
+/// (residents' names and phones) where this phone captured or may receive them; outbox rows say
+/// which part their change belongs to.
+const SCHEMA_V2: &str = "
+ALTER TABLE documents ADD COLUMN personal BLOB;
+ALTER TABLE outbox ADD COLUMN part TEXT NOT NULL DEFAULT 'record'
+    CHECK (part IN ('record', 'personal'));
+";
+
 /// Keys of the `kv` table.
 pub(crate) mod keys {
     pub const DEVICE_ID: &str = "device_id";
@@ -78,6 +87,13 @@ pub(crate) mod keys {
     pub const USER: &str = "user";
     pub const CURSOR: &str = "cursor";
     pub const LAST_SYNC_AT: &str = "last_sync_at";
+    /// The server's clock minus this phone's, ms, as of the last sync: edits are stamped with
+    /// the corrected time, so a phone whose clock is wrong still records when things happened.
+    pub const CLOCK_OFFSET: &str = "clock_offset_ms";
+    /// The user's grants as of the last sync (newline-separated place ids).
+    pub const GRANTS: &str = "grants";
+    /// Whether the user received personal parts at the last sync (`1`/`0`).
+    pub const PERSONAL_ACCESS: &str = "personal_access";
 }
 
 /// This install's identity, generated once and then read back.
@@ -93,6 +109,7 @@ pub(crate) struct OutboxRow {
     pub id: i64,
     pub record: RecordId,
     pub kind: RecordKind,
+    pub part: Part,
     pub change: Vec<u8>,
 }
 
@@ -126,6 +143,9 @@ pub(crate) fn open(home: &Path) -> Result<(Connection, Identity), ApiError> {
         ));
     }
     conn.pragma_update(None, "synchronous", "FULL")?;
+    // Deleted records (a revoked grant, a rebuilt document) are overwritten on disk, not just
+    // unlinked: a lost phone must not carry them in free pages.
+    conn.pragma_update(None, "secure_delete", "ON")?;
 
     let tx = immediate(&mut conn)?;
     let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
@@ -136,6 +156,11 @@ pub(crate) fn open(home: &Path) -> Result<(Connection, Identity), ApiError> {
     }
     if version < 1 {
         tx.execute_batch(SCHEMA_V1)?;
+    }
+    if version < 2 {
+        tx.execute_batch(SCHEMA_V2)?;
+    }
+    if version < SCHEMA_VERSION {
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     }
     // Generated once per install; INSERT OR IGNORE so two first opens agree.
@@ -218,6 +243,53 @@ pub(crate) fn load_doc(conn: &Connection, id: RecordId) -> Result<Option<RecordD
         .transpose()
 }
 
+/// Loads a record's personal part (empty when this phone holds none).
+pub(crate) fn load_personal(conn: &Connection, id: RecordId) -> Result<PersonalDoc, ApiError> {
+    let bytes: Option<Option<Vec<u8>>> = conn
+        .query_row(
+            "SELECT personal FROM documents WHERE record_id = ?1",
+            [id.to_string()],
+            |r| r.get(0),
+        )
+        .optional()?;
+    match bytes.flatten() {
+        Some(b) => PersonalDoc::load(id, &b)
+            .map_err(|_| ApiError::storage("a stored document is damaged")),
+        None => Ok(PersonalDoc::empty(id)),
+    }
+}
+
+/// Saves a record's personal part (the record's row must exist: it is saved first). An empty one
+/// clears it.
+pub(crate) fn save_personal(conn: &Connection, doc: &mut PersonalDoc) -> Result<(), ApiError> {
+    let bytes = if doc.is_empty() {
+        None
+    } else {
+        Some(doc.save_plain())
+    };
+    conn.execute(
+        "UPDATE documents SET personal = ?2 WHERE record_id = ?1",
+        params![doc.id().to_string(), bytes],
+    )?;
+    Ok(())
+}
+
+/// The stored size of one part of a record (its saved document), for the record size bound.
+pub(crate) fn stored_bytes(conn: &Connection, id: RecordId, part: Part) -> Result<usize, ApiError> {
+    let column = match part {
+        Part::Record => "length(bytes)",
+        Part::Personal => "COALESCE(length(personal), 0)",
+    };
+    let n: Option<i64> = conn
+        .query_row(
+            &format!("SELECT {column} FROM documents WHERE record_id = ?1"),
+            [id.to_string()],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(n.unwrap_or(0).max(0) as usize)
+}
+
 /// Saves a document with its list columns.
 pub(crate) fn save_doc(conn: &Connection, doc: &mut RecordDoc, now: i64) -> Result<(), ApiError> {
     let (kind, place, status, title) = match doc.record() {
@@ -237,7 +309,7 @@ pub(crate) fn save_doc(conn: &Connection, doc: &mut RecordDoc, now: i64) -> Resu
             String::new(),
         ),
     };
-    let bytes = doc.save();
+    let bytes = doc.save_plain();
     conn.execute(
         "INSERT INTO documents (record_id, kind, place, bytes, updated_at, status, title)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
@@ -254,18 +326,20 @@ pub(crate) fn push_outbox(
     conn: &Connection,
     record: RecordId,
     kind: RecordKind,
+    part: Part,
     change: &Change,
     now: i64,
 ) -> Result<i64, ApiError> {
     conn.execute(
-        "INSERT INTO outbox (record_id, kind, hash, change, created_at, state)
-         VALUES (?1, ?2, ?3, ?4, ?5, 'pending')",
+        "INSERT INTO outbox (record_id, kind, hash, change, created_at, state, part)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6)",
         params![
             record.to_string(),
             kind.as_str(),
             &change.hash().0[..],
             change.raw_bytes(),
-            now
+            now,
+            part.as_str(),
         ],
     )?;
     Ok(conn.last_insert_rowid())
@@ -278,7 +352,7 @@ pub(crate) fn pending_batch(
     limit: usize,
 ) -> Result<Vec<OutboxRow>, ApiError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT id, record_id, kind, change FROM outbox
+        "SELECT id, record_id, kind, change, part FROM outbox
          WHERE state = 'pending' AND id > ?1 ORDER BY id LIMIT ?2",
     )?;
     let rows = stmt.query_map(params![after, limit as i64], |r| {
@@ -287,11 +361,15 @@ pub(crate) fn pending_batch(
             r.get::<_, String>(1)?,
             r.get::<_, String>(2)?,
             r.get::<_, Vec<u8>>(3)?,
+            r.get::<_, String>(4)?,
         ))
     })?;
     let mut out = Vec::new();
     for row in rows {
-        let (id, record, kind, change) = row?;
+        let (id, record, kind, change, part) = row?;
+        let part = part
+            .parse()
+            .map_err(|_| ApiError::storage("an outbox entry is damaged"))?;
         let record = record
             .parse()
             .map_err(|_| ApiError::storage("an outbox entry is damaged"))?;
@@ -302,6 +380,7 @@ pub(crate) fn pending_batch(
             id,
             record,
             kind,
+            part,
             change,
         });
     }
@@ -380,6 +459,109 @@ pub(crate) fn put_change_meta(
              received_at = excluded.received_at",
     )?
     .execute(params![hash, user, device, received_at])?;
+    Ok(())
+}
+
+/// Removes the records whose place lies outside `grants` (as the server last described them),
+/// unless this phone has unsent changes to them; returns the ids kept for that reason. Runs only
+/// when the grants differ from those of the last sync, so an unchanged sync scans nothing.
+pub(crate) fn drop_outside_grants(
+    conn: &Connection,
+    grants: &[String],
+) -> Result<Vec<String>, ApiError> {
+    let joined = grants.join("\n");
+    if kv_get(conn, keys::GRANTS)?.as_deref() == Some(joined.as_str()) {
+        return Ok(kept_outside(conn, grants)?);
+    }
+    let places: Vec<PlaceId> = grants.iter().filter_map(|g| g.parse().ok()).collect();
+    let mut outside = Vec::new();
+    {
+        let mut stmt = conn.prepare("SELECT record_id, place FROM documents WHERE place != ''")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        for row in rows {
+            let (id, place) = row?;
+            let inside = place
+                .parse::<PlaceId>()
+                .is_ok_and(|p| places.iter().any(|g| p.is_within(g)));
+            if !inside {
+                outside.push(id);
+            }
+        }
+    }
+    for id in &outside {
+        conn.execute(
+            "DELETE FROM documents WHERE record_id = ?1
+               AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.record_id = ?1)",
+            [id],
+        )?;
+    }
+    kv_set(conn, keys::GRANTS, &joined)?;
+    kept_outside(conn, grants)
+}
+
+/// Records outside `grants` still on the phone (because of unsent changes to them).
+fn kept_outside(conn: &Connection, grants: &[String]) -> Result<Vec<String>, ApiError> {
+    let places: Vec<PlaceId> = grants.iter().filter_map(|g| g.parse().ok()).collect();
+    let mut stmt = conn.prepare_cached(
+        "SELECT DISTINCT d.record_id, d.place FROM documents d JOIN outbox o
+           ON o.record_id = d.record_id WHERE d.place != ''",
+    )?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (id, place) = row?;
+        let inside = place
+            .parse::<PlaceId>()
+            .is_ok_and(|p| places.iter().any(|g| p.is_within(g)));
+        if !inside {
+            out.push(id);
+        }
+    }
+    Ok(out)
+}
+
+/// For a user who does not receive residents' personal data: rebuilds every personal part this
+/// phone holds from this phone's own changes only (what it captured itself), dropping what it
+/// received while its user could read them. Runs when that access ends (or on the first sync
+/// after an upgrade), not on every sync.
+pub(crate) fn keep_only_own_personal(conn: &Connection, me: &ActorId) -> Result<(), ApiError> {
+    if kv_get(conn, keys::PERSONAL_ACCESS)?.as_deref() == Some("0") {
+        return Ok(());
+    }
+    let ids: Vec<String> = conn
+        .prepare("SELECT record_id FROM documents WHERE personal IS NOT NULL")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    for id in ids {
+        let Ok(id) = id.parse::<RecordId>() else {
+            continue;
+        };
+        let mut doc = load_personal(conn, id)?;
+        let changes = doc.changes();
+        if changes.iter().all(|c| c.actor_id() == me) {
+            continue;
+        }
+        let own: Vec<Change> = changes.into_iter().filter(|c| c.actor_id() == me).collect();
+        let mut rebuilt = PersonalDoc::empty(id);
+        // Own changes depend only on own changes: the phone never held others' when it made them
+        // unless its user could read them, and then they are dropped together.
+        if rebuilt.apply_changes(own).is_err() {
+            rebuilt = PersonalDoc::empty(id);
+        }
+        save_personal(conn, &mut rebuilt)?;
+    }
+    kv_set(conn, keys::PERSONAL_ACCESS, "0")
+}
+
+/// Notes that the signed-in user receives residents' personal data.
+pub(crate) fn note_personal_access(conn: &Connection) -> Result<(), ApiError> {
+    kv_set(conn, keys::PERSONAL_ACCESS, "1")
+}
+
+/// Writes the WAL back into the database file and empties it, so deleted rows (overwritten in
+/// place with `secure_delete`) leave no copy behind in the WAL either.
+pub(crate) fn checkpoint(conn: &Connection) -> Result<(), ApiError> {
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
     Ok(())
 }
 

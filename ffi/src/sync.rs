@@ -9,8 +9,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use linli_sync_core::protocol::{Cursor, MAX_PAGE, PushChange, SyncRequest, SyncResponse};
-use linli_sync_core::{RecordDoc, RecordId};
+use automerge::ActorId;
+use linli_sync_core::protocol::{
+    Cursor, MAX_PAGE, Part, PushChange, RejectCode, SyncRequest, SyncResponse,
+};
+use linli_sync_core::{PersonalDoc, RecordDoc, RecordId};
 use rusqlite::{Connection, params};
 
 use crate::error::ApiError;
@@ -33,6 +36,41 @@ pub(crate) struct Applied {
     pub rejected: Vec<RejectedChange>,
     /// Records that pulled changes were merged into (ids), for "new data arrived".
     pub records: Vec<String>,
+    /// Records outside the user's grants kept only because this phone has unsent changes to
+    /// them.
+    pub kept_outside_grants: Vec<String>,
+}
+
+/// A snapshot as loaded, by part.
+enum Loaded {
+    Record(RecordDoc),
+    Personal(PersonalDoc),
+}
+
+/// The record's shared document in this reply's working set (loaded on first use).
+fn record_doc<'a>(
+    tx: &rusqlite::Transaction<'_>,
+    docs: &'a mut BTreeMap<RecordId, RecordDoc>,
+    id: RecordId,
+) -> Result<&'a mut RecordDoc, ApiError> {
+    Ok(match docs.entry(id) {
+        std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+        std::collections::btree_map::Entry::Vacant(e) => {
+            e.insert(store::load_doc(tx, id)?.unwrap_or_else(|| RecordDoc::empty(id)))
+        }
+    })
+}
+
+/// The record's personal part in this reply's working set (loaded on first use).
+fn personal_doc<'a>(
+    tx: &rusqlite::Transaction<'_>,
+    docs: &'a mut BTreeMap<RecordId, PersonalDoc>,
+    id: RecordId,
+) -> Result<&'a mut PersonalDoc, ApiError> {
+    Ok(match docs.entry(id) {
+        std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+        std::collections::btree_map::Entry::Vacant(e) => e.insert(store::load_personal(tx, id)?),
+    })
 }
 
 /// The request for a batch of outbox rows.
@@ -44,6 +82,7 @@ pub(crate) fn request(cursor: Cursor, batch: &[OutboxRow]) -> SyncRequest {
             .map(|row| PushChange {
                 record: *row.record.as_bytes(),
                 kind: row.kind,
+                part: row.part,
                 change: row.change.clone(),
             })
             .collect(),
@@ -52,14 +91,18 @@ pub(crate) fn request(cursor: Cursor, batch: &[OutboxRow]) -> SyncRequest {
 }
 
 /// Applies a sync reply in ONE transaction: accepted changes leave the outbox (their who/when is
-/// kept), refused ones are marked, pulled changes are merged into their documents, and the new
-/// cursor is stored — but only if the stored cursor is still the one `sent` (another sync on the
-/// same store may have moved it further; pulled changes are idempotent either way).
+/// kept), refused ones are marked, pulled changes and snapshots are merged into (or replace)
+/// their record's shared document or personal part, records outside the user's grants leave the
+/// phone (unless it has unsent changes to them), personal parts received while the user could
+/// read them go when that ends, the server's clock offset is noted, and the new cursor is stored
+/// — but only if the stored cursor is still the one `sent` (another sync on the same store may
+/// have moved it further; pulled changes are idempotent either way).
 pub(crate) fn apply_response(
     conn: &mut Connection,
     sent: &Cursor,
     resp: &SyncResponse,
     me: &Pusher,
+    me_actor: &ActorId,
     now: i64,
 ) -> Result<Applied, ApiError> {
     let tx = store::immediate(conn)?;
@@ -87,22 +130,52 @@ pub(crate) fn apply_response(
     }
 
     let mut docs: BTreeMap<RecordId, RecordDoc> = BTreeMap::new();
+    let mut personal_docs: BTreeMap<RecordId, PersonalDoc> = BTreeMap::new();
     let mut merged: BTreeSet<RecordId> = BTreeSet::new();
-    // Whole records of newly granted places first (saved documents): every change of the
-    // server's copy is merged into this phone's copy, or makes a new record.
+    // Whole documents first (records of newly granted places, or documents the server rebuilt):
+    // every change of the server's copy is merged into this phone's copy, or replaces it.
     for s in &resp.snapshots {
         let id = RecordId::from_bytes(s.record);
-        let Ok(mut theirs) = RecordDoc::load(id, &s.doc) else {
+        let loaded = match s.part {
+            Part::Record => RecordDoc::load(id, &s.doc).map(Loaded::Record),
+            Part::Personal => PersonalDoc::load(id, &s.doc).map(Loaded::Personal),
+        };
+        let Ok(mut theirs) = loaded else {
             out.skipped += 1;
             continue;
         };
-        let doc = match docs.entry(id) {
-            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::btree_map::Entry::Vacant(e) => {
-                e.insert(store::load_doc(&tx, id)?.unwrap_or_else(|| RecordDoc::empty(id)))
+        if s.replace {
+            // The server rebuilt this document (a personal-data migration rewrote its history):
+            // this phone's copy goes, and its own unsent changes to it can never apply.
+            tx.prepare_cached(
+                "UPDATE outbox SET state = 'rejected', reject_code = ?3, reject_message = ?4
+                 WHERE record_id = ?1 AND part = ?2",
+            )?
+            .execute(params![
+                id.to_string(),
+                s.part.as_str(),
+                RejectCode::RecordReplaced.as_str(),
+                "the server rebuilt this record after this edit was made: enter the edit again"
+            ])?;
+            match theirs {
+                Loaded::Record(doc) => {
+                    docs.insert(id, doc);
+                }
+                Loaded::Personal(doc) => {
+                    personal_docs.insert(id, doc);
+                }
+            }
+            merged.insert(id);
+            out.pulled += 1;
+            continue;
+        }
+        let applied = match &mut theirs {
+            Loaded::Record(theirs) => record_doc(&tx, &mut docs, id)?.apply_changes(theirs.changes()),
+            Loaded::Personal(theirs) => {
+                personal_doc(&tx, &mut personal_docs, id)?.apply_changes(theirs.changes())
             }
         };
-        match doc.apply_changes(theirs.changes()) {
+        match applied {
             Ok(()) => {
                 merged.insert(id);
                 out.pulled += 1;
@@ -112,13 +185,11 @@ pub(crate) fn apply_response(
     }
     for p in &resp.changes {
         let id = RecordId::from_bytes(p.record);
-        let doc = match docs.entry(id) {
-            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::btree_map::Entry::Vacant(e) => {
-                e.insert(store::load_doc(&tx, id)?.unwrap_or_else(|| RecordDoc::empty(id)))
-            }
+        let applied = match p.part {
+            Part::Record => record_doc(&tx, &mut docs, id)?.apply_change(&p.change),
+            Part::Personal => personal_doc(&tx, &mut personal_docs, id)?.apply_change(&p.change),
         };
-        match doc.apply_change(&p.change) {
+        match applied {
             Ok(hash) => {
                 merged.insert(id);
                 store::put_change_meta(&tx, &hash.0, &p.user, &p.device, p.received_at)?;
@@ -129,10 +200,34 @@ pub(crate) fn apply_response(
             Err(_) => out.skipped += 1,
         }
     }
+    // A personal part needs its record's row: one pulled before its record (it cannot be, in log
+    // order, but a damaged record change could have been skipped) gets an empty record.
+    for id in personal_docs.keys() {
+        if !docs.contains_key(id) && store::load_doc(&tx, *id)?.is_none() {
+            docs.insert(*id, RecordDoc::empty(*id));
+        }
+    }
     for doc in docs.values_mut() {
         store::save_doc(&tx, doc, now)?;
     }
+    for doc in personal_docs.values_mut() {
+        store::save_personal(&tx, doc)?;
+    }
     out.records = merged.iter().map(RecordId::to_string).collect();
+
+    // What the user may no longer see leaves the phone (unless this phone still has unsent
+    // changes to it, which stay for the user to send or give up).
+    out.kept_outside_grants = store::drop_outside_grants(&tx, &resp.grants)?;
+    if resp.personal {
+        store::note_personal_access(&tx)?;
+    } else {
+        store::keep_only_own_personal(&tx, me_actor)?;
+    }
+    store::kv_set(
+        &tx,
+        keys::CLOCK_OFFSET,
+        &resp.server_time.saturating_sub(now).to_string(),
+    )?;
 
     if store::cursor(&tx)? == *sent {
         store::set_cursor(&tx, &resp.cursor)?;
@@ -196,10 +291,11 @@ mod tests {
                 })
                 .collect(),
             cursor: Cursor::from_seq(3),
+            grants: vec!["hz".into()],
             ..Default::default()
         };
         let applied = client
-            .with_conn(|c| apply_response(c, &Cursor::start(), &resp, &me(), 5))
+            .with_conn(|c| apply_response(c, &Cursor::start(), &resp, &me(), &ActorId::random(), 5))
             .unwrap();
         assert_eq!(applied.accepted, 3);
         assert!(client.outbox().unwrap().is_empty());
@@ -241,10 +337,11 @@ mod tests {
                 },
             ],
             cursor: Cursor::from_seq(1),
+            grants: vec!["hz".into()],
             ..Default::default()
         };
         let applied = client
-            .with_conn(|c| apply_response(c, &Cursor::start(), &resp, &me(), 5))
+            .with_conn(|c| apply_response(c, &Cursor::start(), &resp, &me(), &ActorId::random(), 5))
             .unwrap();
         assert_eq!(applied.accepted, 1);
         assert_eq!(applied.rejected.len(), 2);
@@ -306,6 +403,7 @@ mod tests {
         let c1 = doc.tally(&other, "leaflets", 300).unwrap();
         let pulled = |c: &automerge::Change, at: i64| PulledChange {
             record: *id.as_bytes(),
+            part: Part::Record,
             change: c.raw_bytes().to_vec(),
             received_at: at,
             user: "bus2".into(),
@@ -322,10 +420,11 @@ mod tests {
             ],
             cursor: Cursor::from_seq(3),
             more: true,
+            grants: vec!["hz".into()],
             ..Default::default()
         };
         let applied = client
-            .with_conn(|c| apply_response(c, &Cursor::start(), &resp, &me(), 5))
+            .with_conn(|c| apply_response(c, &Cursor::start(), &resp, &me(), &ActorId::random(), 5))
             .unwrap();
         assert_eq!((applied.pulled, applied.skipped), (2, 1));
 
@@ -352,10 +451,11 @@ mod tests {
         let resp2 = SyncResponse {
             changes: vec![pulled(&c2, 20)],
             cursor: Cursor::from_seq(4),
+            grants: vec!["hz".into()],
             ..Default::default()
         };
         client
-            .with_conn(|c| apply_response(c, &Cursor::from_seq(3), &resp2, &me(), 7))
+            .with_conn(|c| apply_response(c, &Cursor::from_seq(3), &resp2, &me(), &ActorId::random(), 7))
             .unwrap();
         let view = client.get(id.to_string()).unwrap();
         assert_eq!(view.conflicts.len(), 1, "{:?}", view.conflicts);
@@ -381,10 +481,11 @@ mod tests {
         // A reply based on an outdated cursor does not move the cursor back.
         let stale = SyncResponse {
             cursor: Cursor::from_seq(1),
+            grants: vec!["hz".into()],
             ..Default::default()
         };
         client
-            .with_conn(|c| apply_response(c, &Cursor::start(), &stale, &me(), 6))
+            .with_conn(|c| apply_response(c, &Cursor::start(), &stale, &me(), &ActorId::random(), 6))
             .unwrap();
         assert_eq!(
             client.with_conn(|c| store::cursor(c)).unwrap(),

@@ -255,6 +255,10 @@ pub struct SyncReport {
     pub rejected: Vec<RejectedChange>,
     /// Whether the server still has more, or changes are still waiting (the round limit was hit).
     pub more_pending: bool,
+    /// Records outside the user's grants that stay on this phone only because it has unsent
+    /// changes to them: ask the user to sync them (they will be refused as out of scope) and
+    /// discard them, and they leave the phone at the next sync.
+    pub kept_outside_grants: Vec<String>,
     /// Round trips made.
     pub rounds: u32,
 }

@@ -49,7 +49,9 @@ use crate::auth::AuthUser;
 use crate::error::{Error, Result};
 use crate::model::now_ms;
 use crate::state::AppState;
-use crate::store::{CommitConflict, NewChange, ProjectionUpdate, RecordMeta, RejectionRow, Store};
+use crate::store::{
+    ActorBinding, CommitConflict, NewChange, ProjectionUpdate, RecordMeta, RejectionRow, Store,
+};
 
 /// Changes per reply when the phone asks for 0 (no preference).
 pub const DEFAULT_PAGE: u32 = 500;
@@ -636,6 +638,23 @@ async fn accept(
             hash,
             received_at: at,
         });
+    }
+
+    // A new change under an actor bound to another device is refused before any document work
+    // (the commit checks the binding again, atomically with making it).
+    let actor = change.actor_id().to_hex_string();
+    match store.actor_binding(&actor).await {
+        Ok(ActorBinding::Device(d)) if d != user.device_id.to_string() => {
+            let mut r = Refusal::new(
+                RejectCode::ForeignActor,
+                "this change was made under another device's actor",
+                hash,
+            );
+            r.place = meta.as_ref().map(|m| m.place.clone());
+            return Err(r);
+        }
+        Ok(_) => {}
+        Err(e) => return Err(server_error(e, hash)),
     }
 
     let mut meta = meta;

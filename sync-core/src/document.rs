@@ -361,6 +361,12 @@ macro_rules! document_basics {
                 self.doc.save()
             }
 
+            /// The saved form without DEFLATE: what phones keep, so their files can be searched
+            /// byte for byte (no value hides in a compressed column).
+            pub fn save_plain(&mut self) -> Vec<u8> {
+                self.doc.save_nocompress()
+            }
+
             /// The underlying Automerge document (read-only).
             pub fn automerge(&self) -> &AutoCommit {
                 &self.doc

@@ -345,6 +345,7 @@ pub fn hand_made_case(
     let push = linli_sync_core::protocol::PushChange {
         record: *doc.id().as_bytes(),
         kind: RecordKind::Case,
+        part: linli_sync_core::protocol::Part::Record,
         change: change.raw_bytes().to_vec(),
     };
     (doc, change, push)

@@ -35,6 +35,7 @@ fn push(record: RecordId, change: &[u8]) -> PushChange {
     PushChange {
         record: *record.as_bytes(),
         kind: RecordKind::Case,
+        part: linli_sync_core::protocol::Part::Record,
         change: change.to_vec(),
     }
 }

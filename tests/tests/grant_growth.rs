@@ -1,7 +1,8 @@
 //! Story: a steward is granted a second building and receives its existing records at the next
 //! sync (bootstrapped from the server's saved documents, not by replaying the log); when the
-//! grant is revoked, that building's records stop arriving. Grants are made with the admin CLI
-//! while the server runs.
+//! grant is revoked, that building's records stop arriving and leave the phone — from its list
+//! and from its SQLite file, WAL included. Grants are made with the admin CLI while the server
+//! runs.
 
 use crate::common::*;
 
@@ -91,14 +92,20 @@ fn a_granted_building_arrives_whole_and_a_revoked_one_stops() {
     bus.sync();
     let report = steward.sync();
     assert_eq!(report.pulled, 1, "only the building-3 note: {report:?}");
-    assert!(!ids(&steward).contains(&late));
     assert_eq!(
-        steward.value(&b4_cases[2])["notes"]
-            .as_array()
-            .unwrap()
-            .len(),
-        0
+        ids(&steward),
+        vec![b3_contact.clone()],
+        "building 4's records left the phone"
     );
+    assert!(report.kept_outside_grants.is_empty());
+    // Nothing of them remains in the phone's database file or its WAL.
+    for needle in ["4幢消防通道堵塞", "4幢漏水", "物业已派人查看"] {
+        assert!(
+            !steward.store_bytes_contain(needle.as_bytes()),
+            "{needle} is still in the phone's files"
+        );
+    }
+    assert!(steward.store_bytes_contain("3-201".as_bytes()), "the search works");
 
     // And the steward can no longer read them from the server either.
     let token = login_token(

@@ -103,6 +103,7 @@ impl SimPhone {
         let push = PushChange {
             record: *doc.id().as_bytes(),
             kind: RecordKind::Case,
+            part: linli_sync_core::protocol::Part::Record,
             change: change.raw_bytes().to_vec(),
         };
         (doc, push)

@@ -33,6 +33,15 @@ impl Phone {
         }
     }
 
+    /// Whether the phone's database file or its WAL holds `needle` anywhere, byte for byte.
+    pub fn store_bytes_contain(&self, needle: &[u8]) -> bool {
+        let db = self._home.path().join(linli_ffi::DB_FILE);
+        let wal = db.with_extension("db-wal");
+        [db, wal].iter().any(|p| {
+            std::fs::read(p).is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle))
+        })
+    }
+
     pub fn create(&self, kind: &str, place: &str, fields: &[(&str, &str)]) -> String {
         self.client
             .create(kind.into(), place.into(), pairs(fields))
