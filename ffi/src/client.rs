@@ -111,7 +111,9 @@ fn precheck_role(
     };
     if let Some(change) = &captured.record {
         let bytes = store::stored_bytes(conn, before.id(), Part::Record)?;
-        match ingest(&mut before.clone(), change, kind, &pusher, bytes, |_, _| Ok(())) {
+        match ingest(&mut before.clone(), change, kind, &pusher, bytes, |_, _| {
+            Ok(())
+        }) {
             Err(refusal) if refusal.code == RejectCode::Forbidden => {
                 return Err(ApiError::Forbidden {
                     reason: refusal.message,

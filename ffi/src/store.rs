@@ -92,6 +92,9 @@ pub(crate) mod keys {
     pub const CLOCK_OFFSET: &str = "clock_offset_ms";
     /// The user's grants as of the last sync (newline-separated place ids).
     pub const GRANTS: &str = "grants";
+    /// Set while records outside the grants stay for their unsent changes (checked again at
+    /// every sync until they are gone).
+    pub const KEPT_OUTSIDE: &str = "kept_outside";
     /// Whether the user received personal parts at the last sync (`1`/`0`).
     pub const PERSONAL_ACCESS: &str = "personal_access";
 }
@@ -253,8 +256,9 @@ pub(crate) fn load_personal(conn: &Connection, id: RecordId) -> Result<PersonalD
         )
         .optional()?;
     match bytes.flatten() {
-        Some(b) => PersonalDoc::load(id, &b)
-            .map_err(|_| ApiError::storage("a stored document is damaged")),
+        Some(b) => {
+            PersonalDoc::load(id, &b).map_err(|_| ApiError::storage("a stored document is damaged"))
+        }
         None => Ok(PersonalDoc::empty(id)),
     }
 }
@@ -470,8 +474,10 @@ pub(crate) fn drop_outside_grants(
     grants: &[String],
 ) -> Result<Vec<String>, ApiError> {
     let joined = grants.join("\n");
-    if kv_get(conn, keys::GRANTS)?.as_deref() == Some(joined.as_str()) {
-        return Ok(kept_outside(conn, grants)?);
+    let unchanged = kv_get(conn, keys::GRANTS)?.as_deref() == Some(joined.as_str());
+    let kept_before = kv_get(conn, keys::KEPT_OUTSIDE)?.is_some();
+    if unchanged && !kept_before {
+        return Ok(Vec::new());
     }
     let places: Vec<PlaceId> = grants.iter().filter_map(|g| g.parse().ok()).collect();
     let mut outside = Vec::new();
@@ -496,10 +502,19 @@ pub(crate) fn drop_outside_grants(
         )?;
     }
     kv_set(conn, keys::GRANTS, &joined)?;
-    kept_outside(conn, grants)
+    let kept = kept_outside(conn, grants)?;
+    if kept.is_empty() {
+        kv_delete(conn, keys::KEPT_OUTSIDE)?;
+    } else {
+        kv_set(conn, keys::KEPT_OUTSIDE, "1")?;
+    }
+    Ok(kept)
 }
 
-/// Records outside `grants` still on the phone (because of unsent changes to them).
+/// Records outside `grants` still on the phone (because of unsent changes to them). Their pending
+/// changes are marked refused (`out_of_scope`): the server answers a record outside the user's
+/// grants exactly as one that does not exist, so sending them again could never succeed, and
+/// the user decides to give them up.
 fn kept_outside(conn: &Connection, grants: &[String]) -> Result<Vec<String>, ApiError> {
     let places: Vec<PlaceId> = grants.iter().filter_map(|g| g.parse().ok()).collect();
     let mut stmt = conn.prepare_cached(
@@ -516,6 +531,14 @@ fn kept_outside(conn: &Connection, grants: &[String]) -> Result<Vec<String>, Api
         if !inside {
             out.push(id);
         }
+    }
+    for id in &out {
+        conn.execute(
+            "UPDATE outbox SET state = 'rejected', reject_code = 'out_of_scope',
+                    reject_message = 'this record is no longer within the places granted to you: discard the change'
+             WHERE record_id = ?1 AND state = 'pending'",
+            [id],
+        )?;
     }
     Ok(out)
 }

@@ -170,7 +170,9 @@ pub(crate) fn apply_response(
             continue;
         }
         let applied = match &mut theirs {
-            Loaded::Record(theirs) => record_doc(&tx, &mut docs, id)?.apply_changes(theirs.changes()),
+            Loaded::Record(theirs) => {
+                record_doc(&tx, &mut docs, id)?.apply_changes(theirs.changes())
+            }
             Loaded::Personal(theirs) => {
                 personal_doc(&tx, &mut personal_docs, id)?.apply_changes(theirs.changes())
             }
@@ -455,7 +457,16 @@ mod tests {
             ..Default::default()
         };
         client
-            .with_conn(|c| apply_response(c, &Cursor::from_seq(3), &resp2, &me(), &ActorId::random(), 7))
+            .with_conn(|c| {
+                apply_response(
+                    c,
+                    &Cursor::from_seq(3),
+                    &resp2,
+                    &me(),
+                    &ActorId::random(),
+                    7,
+                )
+            })
             .unwrap();
         let view = client.get(id.to_string()).unwrap();
         assert_eq!(view.conflicts.len(), 1, "{:?}", view.conflicts);
@@ -485,7 +496,9 @@ mod tests {
             ..Default::default()
         };
         client
-            .with_conn(|c| apply_response(c, &Cursor::start(), &stale, &me(), &ActorId::random(), 6))
+            .with_conn(|c| {
+                apply_response(c, &Cursor::start(), &stale, &me(), &ActorId::random(), 6)
+            })
             .unwrap();
         assert_eq!(
             client.with_conn(|c| store::cursor(c)).unwrap(),

@@ -105,7 +105,10 @@ fn a_granted_building_arrives_whole_and_a_revoked_one_stops() {
             "{needle} is still in the phone's files"
         );
     }
-    assert!(steward.store_bytes_contain("3-201".as_bytes()), "the search works");
+    assert!(
+        steward.store_bytes_contain("3-201".as_bytes()),
+        "the search works"
+    );
 
     // And the steward can no longer read them from the server either.
     let token = login_token(
@@ -118,4 +121,57 @@ fn a_granted_building_arrives_whole_and_a_revoked_one_stops() {
         &token,
     );
     assert_eq!(status, 404);
+}
+
+#[test]
+fn revoking_a_stewards_building_takes_its_cases_off_the_phone() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+
+    // Step 1: steward1 records two cases in 3幢 and syncs; it edits one more while offline.
+    let steward = Phone::login(&server, "steward1");
+    let synced = steward.create(
+        "case",
+        B3,
+        &[
+            ("summary", "3幢楼顶水箱渗漏"),
+            ("source", "steward_contact"),
+        ],
+    );
+    let pending = steward.create(
+        "case",
+        B3,
+        &[("summary", "3幢单车乱停"), ("source", "steward_contact")],
+    );
+    assert_eq!(steward.sync().accepted, 2);
+    steward.note(&pending, "住户要求尽快处理");
+
+    // Step 2: the admin revokes 3幢 from steward1.
+    let out = admin_cli(&server.data_dir, &["revoke", "steward1", B3], "");
+    assert!(out.contains("revoked"), "{out}");
+
+    // Step 3: at the next sync the synced case leaves the phone and its files; the case with an
+    // unsent note stays, reported, until the user gives it up.
+    let report = steward.sync();
+    assert_eq!(report.kept_outside_grants, vec![pending.clone()]);
+    let outbox = steward.client.outbox().unwrap();
+    assert_eq!(outbox.len(), 1);
+    assert_eq!(outbox[0].reject_code.as_deref(), Some("out_of_scope"));
+    let ids: Vec<String> = steward
+        .client
+        .list()
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(ids, vec![pending.clone()]);
+    assert!(!steward.store_bytes_contain("3幢楼顶水箱渗漏".as_bytes()));
+    assert!(!ids.contains(&synced));
+
+    // Step 4: the user gives the refused note up; the next sync takes the last case off too.
+    steward.client.discard(outbox[0].id).unwrap();
+    let report = steward.sync();
+    assert!(report.kept_outside_grants.is_empty(), "{report:?}");
+    assert!(steward.client.list().unwrap().is_empty());
+    assert!(!steward.store_bytes_contain("3幢单车乱停".as_bytes()));
 }

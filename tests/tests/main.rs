@@ -7,6 +7,7 @@ mod forged_actor;
 mod grant_growth;
 mod hostile_input;
 mod idempotent_push;
+mod personal_data;
 mod restart;
 mod story_bus_run;
 mod token_expiry;
