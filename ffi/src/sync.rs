@@ -505,4 +505,52 @@ mod tests {
             Cursor::from_seq(4)
         );
     }
+
+    #[test]
+    fn a_replacing_snapshot_drops_the_copy_and_refuses_unsent_edits_on_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let client = FieldClient::open(dir.path().to_string_lossy().into()).unwrap();
+        let (id, rows) = three_edits(&client);
+        // The server rebuilt the record: one change by another actor holding its value.
+        let record = client
+            .with_conn(|c| store::load_doc(c, rows[0].record))
+            .unwrap()
+            .unwrap();
+        let rebuilt_ctx = EditContext {
+            actor: ActorId::random(),
+            user: "linli-system".into(),
+            now_ms: 1_700_000_000_000,
+        };
+        let (mut rebuilt, _) = RecordDoc::rebuild(
+            record.id(),
+            &record.record().unwrap(),
+            &rebuilt_ctx,
+            "rebuild".into(),
+        )
+        .unwrap();
+        let resp = SyncResponse {
+            snapshots: vec![linli_sync_core::protocol::PulledSnapshot {
+                record: *record.id().as_bytes(),
+                part: Part::Record,
+                doc: rebuilt.save(),
+                replace: true,
+            }],
+            cursor: Cursor::from_seq(9),
+            grants: vec!["hz".into()],
+            ..Default::default()
+        };
+        client
+            .with_conn(|c| apply_response(c, &Cursor::start(), &resp, &me(), &ActorId::random(), 5))
+            .unwrap();
+        let outbox = client.outbox().unwrap();
+        assert_eq!(outbox.len(), 3);
+        assert!(
+            outbox
+                .iter()
+                .all(|o| o.state == "rejected"
+                    && o.reject_code.as_deref() == Some("record_replaced"))
+        );
+        let view = client.get(id).unwrap();
+        assert_eq!(view.history.len(), 1, "only the rebuilt history remains");
+    }
 }

@@ -634,6 +634,10 @@ pub mod cli {
         let io = |e: std::io::Error| Error::internal(e);
         match command {
             C::Serve(_) => return Err(Error::Internal("serve is not an admin command".into())),
+            C::MigratePersonalData(data) => {
+                let store = open(&data).await?;
+                crate::personal_migration::migrate_personal_data(&store, out).await?;
+            }
             C::User(UserCommand::Add {
                 username,
                 role,

@@ -37,6 +37,9 @@ pub enum Command {
     /// Add and list places of the place tree.
     #[command(subcommand)]
     Place(crate::admin::cli::PlaceCommand),
+    /// Move residents' names and phone numbers out of records stored before records had a
+    /// personal part (rebuilds those records' history; see docs/PERSONAL_DATA.md).
+    MigratePersonalData(crate::admin::cli::DataDir),
 }
 
 /// Flags of `linli-server serve`.

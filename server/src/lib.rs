@@ -12,6 +12,8 @@
 //! - [`records`]: the JSON records API over the projection.
 //! - [`places`]: `GET /v1/places` and `GET /healthz`.
 //! - [`rejections`]: `GET /v1/rejections`, refused pushes for the back-office.
+//! - [`personal_migration`]: `migrate-personal-data`, moving residents' details out of records
+//!   stored before they had a personal part.
 //! - [`demo`]: the demo district and users.
 //! - [`error`]: the JSON error type and its status mapping.
 //! - [`run`]: listening, graceful shutdown, and in-process servers for tests.
@@ -36,6 +38,7 @@ pub mod error;
 pub mod extract;
 pub mod limit;
 pub mod model;
+pub mod personal_migration;
 pub mod places;
 pub mod records;
 pub mod rejections;

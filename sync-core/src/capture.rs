@@ -22,12 +22,15 @@ pub struct Captured {
     pub personal: Option<Change>,
 }
 
+/// `field=value` pairs.
+pub type Fields = Vec<(String, String)>;
+
 /// Splits `field=value` pairs into those of the shared document (personal ones replaced by
 /// their masked form) and the full personal ones.
 pub fn split_personal(
     kind: RecordKind,
     fields: &[(String, String)],
-) -> Result<(Vec<(String, String)>, Vec<(String, String)>), RecordError> {
+) -> Result<(Fields, Fields), RecordError> {
     let mut shared = Vec::with_capacity(fields.len());
     let mut personal = Vec::new();
     for (field, value) in fields {

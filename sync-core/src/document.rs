@@ -138,6 +138,73 @@ impl RecordDoc {
         Ok((this, change))
     }
 
+    /// A new document holding `record`'s current value as one change by `ctx`, without the
+    /// history that led to it: how the server rebuilds a record whose history must go (residents'
+    /// details written into it before records had a personal part). Tallies keep their totals,
+    /// texts their content, notes their authors and times; the audit fields are the record's own.
+    pub fn rebuild(
+        id: RecordId,
+        record: &Record,
+        ctx: &EditContext,
+        message: String,
+    ) -> Result<(Self, Change), RecordError> {
+        let kind = record.kind();
+        let place: PlaceId = record
+            .place()
+            .parse()
+            .map_err(|_| RecordError::invalid("place", "is not a place id"))?;
+        let mut doc = AutoCommit::new().with_actor(ctx.actor.clone());
+        // A fresh record with the original audit fields, then every value written anew (a
+        // hydrated text or tally remembers the document it came from and cannot be reconciled
+        // into another).
+        let fresh = Record::new(kind, &place, record.created_by(), record.created_at());
+        let res = match &fresh {
+            Record::Case(r) => autosurgeon::reconcile(&mut doc, r),
+            Record::Bus(r) => autosurgeon::reconcile(&mut doc, r),
+            Record::Contact(r) => autosurgeon::reconcile(&mut doc, r),
+            Record::Volunteer(r) => autosurgeon::reconcile(&mut doc, r),
+        };
+        res.map_err(|e| RecordError::NotARecord(e.to_string()))?;
+        let mut this = Self { id, doc };
+        let json = record.to_json();
+        let bad = |e: autosurgeon::ReconcileError| RecordError::NotARecord(e.to_string());
+        for spec in kind.fields() {
+            let v = json.get(spec.name).cloned().unwrap_or(Value::Null);
+            match spec.ty {
+                FieldType::Fixed => {}
+                FieldType::Counter => {
+                    let n = v.as_i64().unwrap_or(0);
+                    if n != 0 {
+                        this.doc.increment(ROOT, spec.name, n)?;
+                    }
+                }
+                FieldType::List | FieldType::Codes(_) => {
+                    let items: Vec<String> = v
+                        .as_array()
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|i| i.as_str().map(String::from))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    autosurgeon::reconcile_prop(&mut this.doc, ROOT, spec.name, &items)
+                        .map_err(bad)?;
+                }
+                _ => {
+                    let text = match &v {
+                        Value::String(s) => s.clone(),
+                        Value::Null => String::new(),
+                        other => other.to_string(),
+                    };
+                    this.put_field(kind, spec.name, &text)?;
+                }
+            }
+        }
+        autosurgeon::reconcile_prop(&mut this.doc, ROOT, "notes", record.notes()).map_err(bad)?;
+        let change = this.commit(ctx, message)?;
+        Ok((this, change))
+    }
+
     /// The kind stored in the document, if it is a Linli record.
     pub fn kind(&self) -> Result<RecordKind, RecordError> {
         match self.doc.get(ROOT, "kind")? {
@@ -746,6 +813,38 @@ mod tests {
         );
         assert_eq!(h[2].touched, vec!["notes".to_string()]);
         assert_eq!(h[0].claimed_at, 1_700_000_000_000);
+    }
+
+    #[test]
+    fn a_rebuilt_record_keeps_its_value_without_its_history() {
+        let place: PlaceId = "hz/baiyang".parse().unwrap();
+        let a = ctx("bus1");
+        let (mut doc, _) = RecordDoc::create(
+            RecordId::new(),
+            RecordKind::Bus,
+            &place,
+            &a,
+            &kv(&[("run_number", "1801"), ("summary", "海天城")]),
+        )
+        .unwrap();
+        doc.tally(&a, "leaflets", 630).unwrap();
+        doc.add_note(&a, "车已到站").unwrap();
+        let before = doc.record().unwrap().to_json();
+        let (mut rebuilt, _) = RecordDoc::rebuild(
+            doc.id(),
+            &doc.record().unwrap(),
+            &ctx("linli-system"),
+            "rebuild".into(),
+        )
+        .unwrap();
+        assert_eq!(rebuilt.record().unwrap().to_json(), before);
+        assert_eq!(rebuilt.history().len(), 1);
+        // It still works as a record: tallies add, texts merge.
+        rebuilt.tally(&a, "leaflets", 5).unwrap();
+        let crate::records::Record::Bus(bus) = rebuilt.record().unwrap() else {
+            panic!()
+        };
+        assert_eq!(bus.leaflets.value(), 635);
     }
 
     #[test]

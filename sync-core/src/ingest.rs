@@ -743,13 +743,13 @@ pub mod fuzz {
             .automerge()
             .clone()
             .with_actor(ActorId::from(b"linli-fuzz-notes".as_slice()));
-        if let Ok(Some((_, notes))) = automerge::ReadDoc::get(&note, automerge::ROOT, "notes") {
-            if let Ok(n) = note.insert_object(&notes, 0, automerge::ObjType::Map) {
-                let _ = note.put(&n, "id", "n1");
-                let _ = note.put(&n, "author", SEED_USER);
-                let _ = note.put(&n, "at", SEED_TIME);
-                let _ = note.put(&n, "text", "长".repeat(6000));
-            }
+        if let Ok(Some((_, notes))) = automerge::ReadDoc::get(&note, automerge::ROOT, "notes")
+            && let Ok(n) = note.insert_object(&notes, 0, automerge::ObjType::Map)
+        {
+            let _ = note.put(&n, "id", "n1");
+            let _ = note.put(&n, "author", SEED_USER);
+            let _ = note.put(&n, "at", SEED_TIME);
+            let _ = note.put(&n, "text", "长".repeat(6000));
         }
         note.commit();
         if let Some(c) = note.get_last_local_change() {

@@ -347,6 +347,27 @@ impl Record {
         }
     }
 
+    /// The record with its personal fields in their masked form, and the full values it held
+    /// (the non-empty ones): how a record written before records had a personal part is split.
+    pub fn split_personal(&self) -> (Record, Vec<(String, String)>) {
+        let mut out = self.clone();
+        let mut values = Vec::new();
+        if let Record::Case(c) = &mut out {
+            let kind = RecordKind::Case;
+            for (name, value) in [
+                ("resident_name", &mut c.resident_name),
+                ("resident_phone", &mut c.resident_phone),
+            ] {
+                let Ok(spec) = kind.field(name) else { continue };
+                if !value.is_empty() && !schema::is_masked(spec, value) {
+                    values.push((name.to_string(), value.clone()));
+                    *value = schema::mask_personal(spec, value);
+                }
+            }
+        }
+        (out, values)
+    }
+
     /// The typed value as JSON (tallies as numbers, text as strings).
     pub fn to_json(&self) -> Value {
         serde_json::to_value(self).unwrap_or(Value::Null)
@@ -510,4 +531,40 @@ pub fn check_note(n: &Note) -> Result<(), RecordError> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_personal_field_is_split() {
+        // `split_personal` names the case's personal fields; the schema must not have others.
+        for kind in RecordKind::ALL {
+            let personal: Vec<&str> = kind
+                .fields()
+                .iter()
+                .filter(|f| f.personal)
+                .map(|f| f.name)
+                .collect();
+            let want: &[&str] = match kind {
+                RecordKind::Case => &["resident_name", "resident_phone"],
+                _ => &[],
+            };
+            assert_eq!(personal, want, "{kind}");
+        }
+        let place: PlaceId = "hz".parse().unwrap();
+        let mut r = Record::new(RecordKind::Case, &place, "bus1", 0);
+        if let Record::Case(c) = &mut r {
+            c.resident_name = "王小明".into();
+            c.resident_phone = "13812345678".into();
+        }
+        let (masked, values) = r.split_personal();
+        let json = masked.to_json();
+        assert_eq!(json["resident_phone"], "138****5678");
+        assert_eq!(json["resident_name"], "王**");
+        assert_eq!(values.len(), 2);
+        // Already masked: nothing to split.
+        assert!(masked.split_personal().1.is_empty());
+    }
 }

@@ -393,7 +393,7 @@ mod tests {
             Role::Office,
             "office1",
             &before,
-            &[theirs.clone()],
+            std::slice::from_ref(&theirs),
             1_000_400,
         );
         assert!(

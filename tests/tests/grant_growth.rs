@@ -95,8 +95,9 @@ fn a_granted_building_arrives_whole_and_a_revoked_one_stops() {
     assert_eq!(
         ids(&steward),
         vec![b3_contact.clone()],
-        "building 4's records left the phone"
+        "building 4's records left the phone, and the late case never came"
     );
+    assert!(!ids(&steward).contains(&late));
     assert!(report.kept_outside_grants.is_empty());
     // Nothing of them remains in the phone's database file or its WAL.
     for needle in ["4幢消防通道堵塞", "4幢漏水", "物业已派人查看"] {

@@ -8,6 +8,7 @@ mod grant_growth;
 mod hostile_input;
 mod idempotent_push;
 mod personal_data;
+mod personal_migration;
 mod restart;
 mod story_bus_run;
 mod token_expiry;

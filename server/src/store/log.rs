@@ -627,3 +627,185 @@ impl Store {
             .collect()
     }
 }
+
+/// A record rebuilt with a new history (see `crate::personal_migration`).
+#[derive(Debug)]
+pub struct RebuiltRecord<'a> {
+    /// The record.
+    pub record: RecordId,
+    /// The version the rebuild was made from (the commit fails if another got there first).
+    pub expected_version: i64,
+    /// Its place.
+    pub place: &'a PlaceId,
+    /// Its kind.
+    pub kind: RecordKind,
+    /// The system actor (hex).
+    pub actor: &'a str,
+    /// The system user.
+    pub user_id: &'a str,
+    /// The system device.
+    pub device: &'a str,
+    /// When (ms).
+    pub at: i64,
+    /// The new history: the shared document's change, then the personal part's (part, bytes,
+    /// hash).
+    pub changes: [(Part, &'a [u8], [u8; 32]); 2],
+    /// The rebuilt record's value (masked).
+    pub value: &'a serde_json::Value,
+    /// Its status column.
+    pub status: Option<&'a str>,
+    /// Its category column.
+    pub category: Option<&'a str>,
+    /// The rebuilt shared document.
+    pub doc: &'a [u8],
+    /// The new personal part.
+    pub personal_doc: &'a [u8],
+    /// The full personal values.
+    pub personal_values: &'a serde_json::Value,
+}
+
+impl Store {
+    /// Ids of records whose shared document holds a full (unmasked) personal value.
+    pub async fn records_with_unmasked_personal_values(&self) -> Result<Vec<RecordId>> {
+        let mut out = Vec::new();
+        let mut rows = sqlx::query_as::<_, (String, String, String)>(
+            "SELECT id, kind, value FROM records WHERE kind = 'case'",
+        )
+        .fetch(&self.pool);
+        while let Some((id, kind, value)) = rows.try_next().await? {
+            let kind: RecordKind = kind.parse().map_err(Error::internal)?;
+            let value: serde_json::Value = serde_json::from_str(&value).map_err(Error::internal)?;
+            let unmasked = kind.fields().iter().filter(|f| f.personal).any(|f| {
+                value
+                    .get(f.name)
+                    .and_then(|v| v.as_str())
+                    .is_some_and(|v| !linli_sync_core::schema::is_masked(f, v))
+            });
+            if unmasked {
+                out.push(id.parse().map_err(Error::internal)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Number of records.
+    pub async fn record_count(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM records")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    /// The system user and device that server-side rebuilds are attributed to (created, disabled
+    /// and without grants or a usable password, on first use).
+    pub async fn system_principal(&self) -> Result<(String, String)> {
+        const DEVICE: &str = "00000000-0000-4000-8000-000000000001";
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO users (id, username, password_hash, role, display_name, disabled,
+                                created_at)
+             VALUES ('linli-system', 'linli-system', '!', 'admin', '系统（数据迁移）', 1, ?)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(crate::model::now_ms())
+        .execute(&mut *tx)
+        .await?;
+        let user_id: String =
+            sqlx::query_scalar("SELECT id FROM users WHERE username = 'linli-system'")
+                .fetch_one(&mut *tx)
+                .await?;
+        sqlx::query(
+            "INSERT INTO devices (id, user_id, name, created_at, last_seen, revoked_at)
+             VALUES (?, ?, 'linli-server', ?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(DEVICE)
+        .bind(&user_id)
+        .bind(crate::model::now_ms())
+        .bind(crate::model::now_ms())
+        .bind(crate::model::now_ms())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok((user_id, DEVICE.to_string()))
+    }
+
+    /// Replaces a record's history (see `crate::personal_migration`), in one transaction: its
+    /// logged changes move to `changes_archive`, the two new changes are logged as replacing
+    /// their documents, and the projection row takes the rebuilt documents.
+    pub async fn replace_history(&self, r: &RebuiltRecord<'_>) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let record = r.record.to_string();
+        sqlx::query(
+            "INSERT INTO changes_archive (seq, hash, record_id, part, bytes, actor, device_id,
+                                          user_id, claimed_at, received_at, archived_at)
+             SELECT seq, hash, record_id, part, bytes, actor, device_id, user_id, claimed_at,
+                    received_at, ?
+             FROM changes WHERE record_id = ?",
+        )
+        .bind(r.at)
+        .bind(&record)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM changes WHERE record_id = ?")
+            .bind(&record)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO actors (actor, device_id, first_seen) VALUES (?, ?, ?)
+             ON CONFLICT(actor) DO NOTHING",
+        )
+        .bind(r.actor)
+        .bind(r.device)
+        .bind(r.at)
+        .execute(&mut *tx)
+        .await?;
+        let mut last_seq = 0;
+        for (part, bytes, hash) in &r.changes {
+            last_seq = sqlx::query_scalar(
+                "INSERT INTO changes (hash, record_id, place, kind, bytes, actor, device_id,
+                                      user_id, claimed_at, received_at, touched, part, replaces)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '[]', ?, 1) RETURNING seq",
+            )
+            .bind(&hash[..])
+            .bind(&record)
+            .bind(r.place.as_str())
+            .bind(r.kind.as_str())
+            .bind(*bytes)
+            .bind(r.actor)
+            .bind(r.device)
+            .bind(r.user_id)
+            .bind(r.at)
+            .bind(r.at)
+            .bind(part.as_str())
+            .fetch_one(&mut *tx)
+            .await?;
+        }
+        let updated = sqlx::query(
+            "UPDATE records SET value = ?, status = ?, category = ?, doc = ?, personal_doc = ?,
+                    personal = ?, bytes = ?, personal_bytes = ?, version = version + 1,
+                    last_seq = ?, updated_at = ?
+             WHERE id = ? AND version = ?",
+        )
+        .bind(r.value.to_string())
+        .bind(r.status)
+        .bind(r.category)
+        .bind(r.doc)
+        .bind(r.personal_doc)
+        .bind(r.personal_values.to_string())
+        .bind(r.changes[0].1.len() as i64)
+        .bind(r.changes[1].1.len() as i64)
+        .bind(last_seq)
+        .bind(r.at)
+        .bind(&record)
+        .bind(r.expected_version)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if updated != 1 {
+            return Err(Error::Conflict(format!(
+                "record {record} changed during the migration: run it again"
+            )));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}

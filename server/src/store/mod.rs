@@ -24,7 +24,7 @@ use sqlx::{QueryBuilder, SqlSafeStr, Sqlite};
 pub use accounts::{DeviceRow, Principal};
 pub use log::{
     ActorBinding, ChangeMeta, CommitConflict, NewChange, ProjectionUpdate, PulledPage, PulledRow,
-    RecordMeta, RejectionRow, RejectionView,
+    RebuiltRecord, RecordMeta, RejectionRow, RejectionView,
 };
 pub use projection::{RecordFilter, RecordRow};
 pub use tokens::{NewRefreshToken, RefreshOutcome};
