@@ -12,7 +12,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use linli_sync_core::protocol::Part;
 use linli_sync_core::schema;
-use linli_sync_core::{ChangeInfo, PersonalDoc, PlaceId, RecordDoc, RecordId, RecordKind};
+use linli_sync_core::{PersonalDoc, PlaceId, RecordDoc, RecordId, RecordKind};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -341,14 +341,12 @@ async fn detail(
     } else {
         None
     };
-    let (conflicts, history) = tokio::task::spawn_blocking(move || {
+    // Conflicts come from the documents (every concurrent value with the op that set it); the
+    // history comes from the log, which already knows who pushed each change, when and what it
+    // touched, so a long history costs no document work.
+    let conflicts = tokio::task::spawn_blocking(move || {
         let mut doc = RecordDoc::load(record, &bytes)?;
         let mut conflicts = doc.conflicts();
-        let mut history: Vec<(Part, ChangeInfo)> = doc
-            .history()
-            .into_iter()
-            .map(|h| (Part::Record, h))
-            .collect();
         if let Some(p) = personal_bytes {
             let mut personal = PersonalDoc::load(record, &p)?;
             // Full values where someone with access captured them; the masked conflicts of the
@@ -356,20 +354,14 @@ async fn detail(
             let full = personal.conflicts(kind);
             conflicts.retain(|c| !full.iter().any(|f| f.field == c.field));
             conflicts.extend(full);
-            history.extend(personal.history().into_iter().map(|h| (Part::Personal, h)));
         }
-        Ok::<_, linli_sync_core::RecordError>((conflicts, history))
+        Ok::<_, linli_sync_core::RecordError>(conflicts)
     })
     .await
     .map_err(Error::internal)?
     .map_err(|e| Error::Internal(format!("stored document {record} does not load: {e}")))?;
-    let meta: HashMap<String, ChangeMeta> = state
-        .store
-        .change_meta(record)
-        .await?
-        .into_iter()
-        .map(|m| (hex(&m.hash), m))
-        .collect();
+    let log = state.store.change_meta(record).await?;
+    let meta: HashMap<String, &ChangeMeta> = log.iter().map(|m| (hex(&m.hash), m)).collect();
 
     let conflicts = conflicts
         .into_iter()
@@ -414,31 +406,22 @@ async fn detail(
             }
         })
         .collect();
-    let mut history: Vec<HistoryEntry> = history
-        .into_iter()
-        .map(|(part, h)| {
-            let m = meta.get(&h.hash);
-            HistoryEntry {
-                user: m.map(|m| m.username.clone()),
-                display_name: m.map(|m| m.display_name.clone()),
-                device: m.map(|m| m.device_id.clone()),
-                received_at: m.map(|m| m.received_at),
-                part: part.as_str().to_string(),
-                hash: h.hash,
-                actor: h.actor,
-                claimed_at: h.claimed_at,
-                touched: h.touched,
-                message: h.message,
-            }
+    let history: Vec<HistoryEntry> = log
+        .iter()
+        .filter(|m| m.part == Part::Record || role.sees_personal_data())
+        .map(|m| HistoryEntry {
+            hash: hex(&m.hash),
+            user: Some(m.username.clone()),
+            display_name: Some(m.display_name.clone()),
+            device: Some(m.device_id.clone()),
+            actor: m.actor.clone(),
+            claimed_at: m.claimed_at,
+            received_at: Some(m.received_at),
+            touched: m.touched.clone(),
+            message: m.message.clone(),
+            part: m.part.as_str().to_string(),
         })
         .collect();
-    // The two parts' histories interleave by when the server received each change.
-    history.sort_by_key(|h| {
-        (
-            h.received_at.is_none(),
-            h.received_at.unwrap_or(h.claimed_at),
-        )
-    });
     let summary = summary(row, role)?;
     Ok(Json(RecordDetail {
         id: summary.id,

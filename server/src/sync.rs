@@ -614,34 +614,23 @@ async fn accept(
         .record_meta(record)
         .await
         .map_err(|e| server_error(e, hash))?;
-    let meta = match meta {
-        Some(m) if user.can_access(&m.place) => Some(m),
-        Some(m) => {
-            let mut r = as_if_absent(user, push, &change, &pusher, true);
-            // Stored for the back-office of the record's own place.
-            r.place = Some(m.place);
-            return Err(r);
-        }
-        None if push.part == Part::Personal => {
-            return Err(as_if_absent(user, push, &change, &pusher, false));
-        }
-        None => None,
-    };
+    let visible = meta.as_ref().is_some_and(|m| user.can_access(&m.place));
     // A retried push, or a relay of a change the server holds, is answered from the log without
-    // touching the document (the record is within the pusher's grants, checked above).
-    if let Some(at) = store
-        .held_change(record, &hash)
-        .await
-        .map_err(|e| server_error(e, hash))?
+    // touching the document — only for a record within the pusher's grants.
+    if visible
+        && let Some(at) = store
+            .held_change(record, &hash)
+            .await
+            .map_err(|e| server_error(e, hash))?
     {
         return Ok(Accepted {
             hash,
             received_at: at,
         });
     }
-
     // A new change under an actor bound to another device is refused before any document work
-    // (the commit checks the binding again, atomically with making it).
+    // (the commit checks the binding again, atomically with making it). Asked for every record,
+    // visible or not, so the answer says nothing about whether the record exists.
     let actor = change.actor_id().to_hex_string();
     match store.actor_binding(&actor).await {
         Ok(ActorBinding::Device(d)) if d != user.device_id.to_string() => {
@@ -656,6 +645,19 @@ async fn accept(
         Ok(_) => {}
         Err(e) => return Err(server_error(e, hash)),
     }
+    let meta = match meta {
+        Some(m) if visible => Some(m),
+        Some(m) => {
+            let mut r = as_if_absent(user, push, &change, &pusher, true);
+            // Stored for the back-office of the record's own place.
+            r.place = Some(m.place);
+            return Err(r);
+        }
+        None if push.part == Part::Personal => {
+            return Err(as_if_absent(user, push, &change, &pusher, false));
+        }
+        None => None,
+    };
 
     let mut meta = meta;
     for _ in 0..COMMIT_RETRIES {
@@ -817,6 +819,7 @@ async fn accept_at(
         claimed_at: applied.claimed_at,
         received_at: pusher.received_at,
         touched: &applied.touched,
+        message: change.message(),
     };
     match store.commit_change(&new, &projection, version).await {
         Ok(Ok(_seq)) => {

@@ -538,13 +538,17 @@ pub(crate) fn conflicts_in<'a>(
     doc: &mut AutoCommit,
     specs: impl Iterator<Item = &'a FieldSpec>,
 ) -> Vec<Conflict> {
+    let conflicted: Vec<(&FieldSpec, Vec<(Value, ObjId)>)> = specs
+        .map(|spec| (spec, values_of(doc, spec.name)))
+        .filter(|(_, all)| all.len() >= 2)
+        .collect();
+    if conflicted.is_empty() {
+        // Attributing values means walking every change: only when there is something to show.
+        return Vec::new();
+    }
     let index = ChangeIndex::new(doc);
     let mut out = vec![];
-    for spec in specs {
-        let all = values_of(doc, spec.name);
-        if all.len() < 2 {
-            continue;
-        }
+    for (spec, all) in conflicted {
         let winner = doc
             .get(ROOT, spec.name)
             .ok()

@@ -6,6 +6,7 @@ mod field_rules;
 mod forged_actor;
 mod grant_growth;
 mod hostile_input;
+mod hostile_steward;
 mod idempotent_push;
 mod personal_data;
 mod personal_migration;

@@ -79,6 +79,7 @@ fn store_legacy_case(data_dir: &std::path::Path, device: DeviceId) -> RecordId {
                         claimed_at: ctx.now_ms,
                         received_at: ctx.now_ms,
                         touched: &[],
+                        message: None,
                     },
                     &ProjectionUpdate::Record {
                         status: value.status(),

@@ -9,6 +9,9 @@
 ALTER TABLE changes ADD COLUMN part TEXT NOT NULL DEFAULT 'record'
     CHECK (part IN ('record', 'personal'));
 ALTER TABLE changes ADD COLUMN replaces INTEGER NOT NULL DEFAULT 0;
+-- The editing device's message ("set status", "note"), so a record's history is read from the
+-- log without loading (or diffing) its document; NULL for changes logged before this column.
+ALTER TABLE changes ADD COLUMN message TEXT;
 
 -- The personal part of each record (NULL until someone captures a resident's details), the full
 -- personal values as JSON for the back-office, the stored size of each part (bounded by

@@ -171,7 +171,7 @@ impl Store {
     /// grant already existed (it keeps its epoch). A new grant gets the next grant epoch, so
     /// phones of the user are bootstrapped with the place's existing records at their next sync.
     pub async fn grant(&self, user_id: &str, place: &PlaceId) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let exists: Option<i64> =
             sqlx::query_scalar("SELECT epoch FROM grants WHERE user_id = ? AND place_id = ?")
                 .bind(user_id)
@@ -203,7 +203,7 @@ impl Store {
 
     /// Revokes a grant; returns `false` if there was none. Its records stop arriving at once.
     pub async fn revoke_grant(&self, user_id: &str, place: &PlaceId) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let gone = sqlx::query("DELETE FROM grants WHERE user_id = ? AND place_id = ?")
             .bind(user_id)
             .bind(place.as_str())
@@ -299,7 +299,7 @@ impl Store {
     /// Revokes a device: its tokens stop working and its refresh tokens are revoked. Returns
     /// `false` if there is no such device.
     pub async fn revoke_device(&self, device: DeviceId, now: i64) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let n = sqlx::query("UPDATE devices SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?")
             .bind(now)
             .bind(device.to_string())

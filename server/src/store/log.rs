@@ -35,6 +35,8 @@ pub struct NewChange<'a> {
     pub received_at: i64,
     /// Fields the change touched.
     pub touched: &'a [String],
+    /// The editing device's message.
+    pub message: Option<&'a str>,
 }
 
 /// What a committed change leaves in the record's projection row.
@@ -146,6 +148,12 @@ pub struct ChangeMeta {
     pub claimed_at: i64,
     /// Receive time (ms).
     pub received_at: i64,
+    /// Which of the record's documents.
+    pub part: Part,
+    /// Top-level fields it touched, as computed when it was accepted.
+    pub touched: Vec<String>,
+    /// The editing device's message.
+    pub message: Option<String>,
 }
 
 /// A refused push to remember.
@@ -274,7 +282,7 @@ impl Store {
         projection: &ProjectionUpdate<'_>,
         expected_version: i64,
     ) -> Result<std::result::Result<i64, CommitConflict>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let device = change.device.to_string();
         let record = change.record.to_string();
         let size = i64::try_from(change.bytes.len()).unwrap_or(i64::MAX);
@@ -298,8 +306,8 @@ impl Store {
         let touched = serde_json::to_string(change.touched).unwrap_or_else(|_| "[]".into());
         let seq: i64 = sqlx::query_scalar(
             "INSERT INTO changes (hash, record_id, place, kind, bytes, actor, device_id, user_id,
-                                  claimed_at, received_at, touched, part)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq",
+                                  claimed_at, received_at, touched, part, message)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq",
         )
         .bind(&change.hash[..])
         .bind(&record)
@@ -313,6 +321,7 @@ impl Store {
         .bind(change.received_at)
         .bind(touched)
         .bind(change.part.as_str())
+        .bind(change.message)
         .fetch_one(&mut *tx)
         .await?;
         let updated = match projection {
@@ -387,7 +396,7 @@ impl Store {
         if rows.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         for r in rows {
             sqlx::query(
                 "INSERT INTO rejections (hash, record_id, user_id, device_id, code, message, at,
@@ -600,10 +609,13 @@ impl Store {
         Ok(page)
     }
 
-    /// Attribution of every logged change of a record (both parts), in log order.
+    /// Every logged change of a record (both parts), in log order, with who pushed it, when,
+    /// what it touched and its message: a record's history, read from the log without loading
+    /// or diffing its document.
     pub async fn change_meta(&self, record: RecordId) -> Result<Vec<ChangeMeta>> {
         let rows = sqlx::query(
-            "SELECT c.seq, c.hash, c.actor, c.device_id, c.claimed_at, c.received_at,
+            "SELECT c.seq, c.hash, c.actor, c.device_id, c.claimed_at, c.received_at, c.part,
+                    c.touched, c.message, CASE WHEN c.message IS NULL THEN c.bytes END AS bytes,
                     u.username, u.display_name
              FROM changes c JOIN users u ON u.id = c.user_id
              WHERE c.record_id = ? ORDER BY c.seq",
@@ -613,6 +625,16 @@ impl Store {
         .await?;
         rows.iter()
             .map(|row| {
+                let part: String = row.try_get("part")?;
+                let touched: String = row.try_get("touched")?;
+                let mut message: Option<String> = row.try_get("message")?;
+                if message.is_none() {
+                    // Logged before messages had their column: read it from the change.
+                    let bytes: Option<Vec<u8>> = row.try_get("bytes")?;
+                    message = bytes
+                        .and_then(|b| linli_sync_core::automerge::Change::from_bytes(b).ok())
+                        .and_then(|c| c.message().map(String::from));
+                }
                 Ok(ChangeMeta {
                     seq: row.try_get("seq")?,
                     hash: row.try_get("hash")?,
@@ -622,6 +644,9 @@ impl Store {
                     device_id: row.try_get("device_id")?,
                     claimed_at: row.try_get("claimed_at")?,
                     received_at: row.try_get("received_at")?,
+                    part: part.parse().map_err(Error::Internal)?,
+                    touched: serde_json::from_str(&touched).unwrap_or_default(),
+                    message,
                 })
             })
             .collect()
@@ -699,7 +724,7 @@ impl Store {
     /// and without grants or a usable password, on first use).
     pub async fn system_principal(&self) -> Result<(String, String)> {
         const DEVICE: &str = "00000000-0000-4000-8000-000000000001";
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         sqlx::query(
             "INSERT INTO users (id, username, password_hash, role, display_name, disabled,
                                 created_at)
@@ -732,7 +757,7 @@ impl Store {
     /// logged changes move to `changes_archive`, the two new changes are logged as replacing
     /// their documents, and the projection row takes the rebuilt documents.
     pub async fn replace_history(&self, r: &RebuiltRecord<'_>) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let record = r.record.to_string();
         sqlx::query(
             "INSERT INTO changes_archive (seq, hash, record_id, part, bytes, actor, device_id,
@@ -762,8 +787,10 @@ impl Store {
         for (part, bytes, hash) in &r.changes {
             last_seq = sqlx::query_scalar(
                 "INSERT INTO changes (hash, record_id, place, kind, bytes, actor, device_id,
-                                      user_id, claimed_at, received_at, touched, part, replaces)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '[]', ?, 1) RETURNING seq",
+                                      user_id, claimed_at, received_at, touched, part, replaces,
+                                      message)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '[]', ?, 1,
+                         'rebuild: personal data moved out') RETURNING seq",
             )
             .bind(&hash[..])
             .bind(&record)

@@ -101,6 +101,13 @@ impl Store {
         Ok(store)
     }
 
+    /// A write transaction, `BEGIN IMMEDIATE`: it takes SQLite's write lock up front (waiting on
+    /// the busy timeout), where a deferred transaction that reads first and writes later fails
+    /// at once with "database is locked" when another connection wrote in between.
+    pub(crate) async fn write_tx(&self) -> Result<sqlx::Transaction<'static, Sqlite>> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
     /// Applies the migrations not yet applied.
     pub async fn migrate(&self) -> Result<()> {
         sqlite_migrator().run(&self.pool).await?;

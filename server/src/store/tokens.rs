@@ -67,7 +67,7 @@ impl Store {
         now: i64,
         next_expires_at: i64,
     ) -> Result<RefreshOutcome> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let spent: Option<(String, String, String)> = sqlx::query_as(
             "UPDATE refresh_tokens SET spent_at = ?
              WHERE hash = ? AND spent_at IS NULL AND revoked_at IS NULL AND expires_at > ?
