@@ -86,7 +86,16 @@ impl ServerProcess {
     }
 
     fn start_on(data_dir: &Path, bind: &str, env: &[(&str, &str)]) -> Self {
-        let mut child = Command::new(workspace_bin("linli-server"))
+        Self::start_bin_on(&workspace_bin("linli-server"), data_dir, bind, env)
+    }
+
+    /// Starts another build of the server (an older one, to measure against) with `env`.
+    pub fn start_bin(bin: &Path, data_dir: &Path, env: &[(&str, &str)]) -> Self {
+        Self::start_bin_on(bin, data_dir, "127.0.0.1:0", env)
+    }
+
+    fn start_bin_on(bin: &Path, data_dir: &Path, bind: &str, env: &[(&str, &str)]) -> Self {
+        let mut child = Command::new(bin)
             .args(["serve", "--demo", "--bind", bind, "--data-dir"])
             .arg(data_dir)
             .env("RUST_LOG", "warn")

@@ -44,6 +44,7 @@ struct Args {
 /// A phone at the protocol level: a device identity, a token and a cursor.
 struct SimPhone {
     url: String,
+    user: String,
     token: String,
     actor: ActorId,
     cursor: Cursor,
@@ -63,6 +64,7 @@ impl SimPhone {
         let device = uuid_like();
         Self {
             url: url.to_string(),
+            user: user.to_string(),
             token: login_token(url, user, &device),
             actor: ActorId::random(),
             cursor: Cursor::start(),
@@ -76,7 +78,7 @@ impl SimPhone {
     fn ctx(&self) -> EditContext {
         EditContext {
             actor: self.actor.clone(),
-            user: "bench".into(),
+            user: self.user.clone(),
             now_ms: chrono_now(),
         }
     }
