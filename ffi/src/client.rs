@@ -3,9 +3,9 @@
 //!
 //! Every command except [`FieldClient::login`] and [`FieldClient::sync`] works without a server.
 //!
-//! Two `impl` blocks: the first is for Rust callers only (the field CLI and the whole-system tests
-//! use [`FieldClient::open`] and [`FieldClient::login`]); the second is exported over UniFFI, so
-//! its doc comments are what Kotlin and Swift developers read.
+//! Two `impl` blocks: the first holds private helpers; the second is the API, exported over UniFFI
+//! and used as is by Rust callers (the field CLI and the whole-system tests), so its doc comments
+//! are what Kotlin and Swift developers read.
 
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
@@ -23,12 +23,14 @@ use rusqlite::{Connection, OptionalExtension, params};
 use crate::error::ApiError;
 use crate::listener::SyncListener;
 use crate::schema::kind_label;
+use crate::secrets::{self, SecretStore, SqliteSecrets};
 use crate::store::{self, Attribution, Identity, keys};
 use crate::sync::{self, Pusher};
-use crate::transport::{self, LoginPlace, LoginUser, Transport};
+use crate::transport::{self, LoginPlace, LoginUser, Transport, TransportOptions};
 use crate::types::{
-    ConflictValue, FieldConflict, FieldValue, HistoryEntry, OutboxItem, PlaceInfo, RecordSummary,
-    RecordView, SyncProgress, SyncReport, UserInfo, WhoAmI,
+    ChangeState, ConflictValue, ConnectionOptions, FieldConflict, FieldValue, HistoryEntry,
+    OutboxItem, OutboxState, PlaceInfo, RecordSummary, RecordView, SyncProgress, SyncReport,
+    UserInfo, WhoAmI,
 };
 
 /// Most round trips one [`FieldClient::sync`] makes before it reports `more_pending`.
@@ -58,6 +60,9 @@ pub struct FieldClient {
     conn: Mutex<Connection>,
     identity: Identity,
     agent: ureq::Agent,
+    transport_options: TransportOptions,
+    /// Where the tokens live: the app's Keystore/Keychain, or the default SQLite table.
+    secrets: Arc<dyn SecretStore>,
     sync_lock: Mutex<()>,
     listener: Mutex<Option<Arc<dyn SyncListener>>>,
 }
@@ -90,12 +95,13 @@ fn user_of(conn: &Connection) -> Result<Option<LoginUser>, ApiError> {
 /// is kept with its reason.
 fn precheck_role(
     conn: &Connection,
+    logged_in: bool,
     before: &RecordDoc,
     kind: RecordKind,
     captured: &Captured,
     now: i64,
 ) -> Result<(), ApiError> {
-    if store::kv_get(conn, keys::ACCESS_TOKEN)?.is_none() {
+    if !logged_in {
         return Ok(());
     }
     let Some(user) = user_of(conn)? else {
@@ -154,12 +160,6 @@ fn keep(
 }
 
 impl FieldClient {
-    /// Opens the phone's store in `home_dir` (created if missing): `<home>/linli-phone.db`.
-    /// Apps use the exported constructor [`FieldClient::new`], which also takes a server URL.
-    pub fn open(home_dir: String) -> Result<Self, ApiError> {
-        Self::new(home_dir, None)
-    }
-
     fn lock(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock rolled its transaction back; the connection is sound.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
@@ -189,89 +189,127 @@ impl FieldClient {
         })
     }
 
-    /// Logs in to `server_url` and stores the token for later syncs. Needs the server. (Apps call
-    /// the exported `login`, [`FieldClient::sign_in`], whose server URL is optional.)
-    ///
-    /// Logging in as another user than the one whose changes are still unsent is refused
-    /// ([`ApiError::Conflict`]): sync or discard them first. A new user or server starts pulling
-    /// from the beginning.
-    pub fn login(
+    /// Whether a login (an access token) is stored.
+    fn logged_in(&self) -> Result<bool, ApiError> {
+        Ok(self
+            .secrets
+            .get(secrets::keys::ACCESS_TOKEN.into())?
+            .is_some())
+    }
+
+    /// Stores the tokens, user and clock of a login or refresh reply: the tokens through the
+    /// secret store, the rest in the phone's database.
+    fn keep_login(
         &self,
-        server_url: String,
-        username: String,
-        password: String,
-    ) -> Result<UserInfo, ApiError> {
-        let base = transport::normalize_url(&server_url)?;
-        let username = username.trim().to_string();
-        if username.is_empty() {
-            return Err(ApiError::invalid("username", "is required"));
-        }
-        {
-            let conn = self.lock();
-            if let Some(prev) = user_of(&conn)? {
-                let unsent = store::count_outbox(&conn, "pending")?
-                    + store::count_outbox(&conn, "rejected")?;
-                if prev.username != username && unsent > 0 {
-                    return Err(ApiError::Conflict {
-                        reason: format!(
-                            "{unsent} changes made under another user are still on this phone: \
-                             that user must sync them (or discard refused ones) first"
-                        ),
-                    });
-                }
-            }
-        }
-        let reply = Transport::new(&self.agent, &base).login(
-            &username,
-            &password,
-            &self.identity.device_id,
+        reply: &transport::LoginResponse,
+        base: Option<&str>,
+    ) -> Result<(), ApiError> {
+        self.secrets.set(
+            secrets::keys::ACCESS_TOKEN.into(),
+            reply.access_token.clone(),
         )?;
+        match &reply.refresh_token {
+            Some(r) => self
+                .secrets
+                .set(secrets::keys::REFRESH_TOKEN.into(), r.clone())?,
+            None => self.secrets.delete(secrets::keys::REFRESH_TOKEN.into())?,
+        }
         let mut conn = self.lock();
         let tx = store::immediate(&mut conn)?;
-        let prev_user = user_of(&tx)?.map(|u| u.username);
-        let prev_url = store::kv_get(&tx, keys::SERVER_URL)?;
-        if prev_user.as_deref() != Some(reply.user.username.as_str())
-            || prev_url.as_deref() != Some(base.as_str())
-        {
-            // Other scopes or another server: the old cursor means nothing there.
-            store::kv_delete(&tx, keys::CURSOR)?;
+        if let Some(base) = base {
+            let prev_user = user_of(&tx)?.map(|u| u.username);
+            let prev_url = store::kv_get(&tx, keys::SERVER_URL)?;
+            if prev_user.as_deref() != Some(reply.user.username.as_str())
+                || prev_url.as_deref() != Some(base)
+            {
+                // Other scopes or another server: the old cursor means nothing there.
+                store::kv_delete(&tx, keys::CURSOR)?;
+            }
+            store::kv_set(&tx, keys::SERVER_URL, base)?;
         }
-        store::kv_set(&tx, keys::SERVER_URL, &base)?;
-        store_tokens(&tx, &reply)?;
+        let expires = match &reply.expires_at {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Null => String::new(),
+            other => other.to_string(),
+        };
+        store::kv_set(&tx, keys::TOKEN_EXPIRES_AT, &expires)?;
+        let user_json = serde_json::to_string(&reply.user)
+            .map_err(|_| ApiError::storage("the user could not be stored"))?;
+        store::kv_set(&tx, keys::USER, &user_json)?;
+        if let Some(server) = reply.server_time {
+            store::kv_set(
+                &tx,
+                keys::CLOCK_OFFSET,
+                &server.saturating_sub(now_ms()).to_string(),
+            )?;
+        }
         tx.commit()?;
-        Ok(reply.user.into())
+        Ok(())
+    }
+
+    /// Forgets the stored login (tokens), keeping records, changes and the user's name.
+    fn forget_login(&self) -> Result<(), ApiError> {
+        self.secrets.delete(secrets::keys::ACCESS_TOKEN.into())?;
+        self.secrets.delete(secrets::keys::REFRESH_TOKEN.into())?;
+        self.with_conn(|c| store::kv_delete(c, keys::TOKEN_EXPIRES_AT))
+    }
+
+    /// An admin revoked this device: tells the app, then erases every record, change, token
+    /// and identity of this phone, and returns the error to report.
+    fn erase_revoked(&self) -> ApiError {
+        let unsent = self
+            .with_conn(|c| {
+                Ok(store::count_outbox(c, "pending")? + store::count_outbox(c, "rejected")?)
+            })
+            .unwrap_or(0);
+        log::warn!(
+            "this device was revoked by an admin: erasing its store ({unsent} unsent changes)"
+        );
+        self.notify(|l| l.on_device_revoked(unsent));
+        let erased = self
+            .secrets
+            .delete(secrets::keys::ACCESS_TOKEN.into())
+            .and_then(|()| self.secrets.delete(secrets::keys::REFRESH_TOKEN.into()))
+            .map_err(ApiError::from)
+            .and_then(|()| self.with_conn(store::erase_everything));
+        if let Err(e) = erased {
+            log::error!("erasing the revoked device's store failed: {e}");
+            return e;
+        }
+        ApiError::DeviceRevoked {
+            unsent_changes: unsent,
+        }
+    }
+
+    /// Passes an error through, erasing the store first when it says this device was revoked.
+    fn checked<T>(&self, result: Result<T, ApiError>) -> Result<T, ApiError> {
+        match result {
+            Err(ApiError::DeviceRevoked { .. }) => Err(self.erase_revoked()),
+            other => other,
+        }
     }
 
     /// Trades the stored refresh token for new tokens (the access token expired while the phone
     /// was offline, or was refused). When the server refuses the refresh, the stored tokens are
     /// forgotten and the user must log in again; records and unsent changes stay either way.
     fn refresh_login(&self, transport: &Transport<'_>) -> Result<String, ApiError> {
-        let refresh = {
-            let conn = self.lock();
-            store::kv_get(&conn, keys::REFRESH_TOKEN)?
-        };
+        let refresh = self.secrets.get(secrets::keys::REFRESH_TOKEN.into())?;
         let Some(refresh) = refresh else {
             return Err(ApiError::Unauthorized {
                 reason: "the login has expired: log in again (your changes stay on this phone)"
                     .into(),
             });
         };
-        match transport.refresh(&refresh) {
+        match self.checked(transport.refresh(&refresh)) {
             Ok(reply) => {
-                let mut conn = self.lock();
-                let tx = store::immediate(&mut conn)?;
-                store_tokens(&tx, &reply)?;
-                tx.commit()?;
+                log::info!("the access token was refreshed");
+                self.keep_login(&reply, None)?;
                 Ok(reply.access_token)
             }
             Err(ApiError::Unauthorized { .. }) => {
-                let mut conn = self.lock();
-                let tx = store::immediate(&mut conn)?;
-                store::kv_delete(&tx, keys::ACCESS_TOKEN)?;
-                store::kv_delete(&tx, keys::REFRESH_TOKEN)?;
-                store::kv_delete(&tx, keys::TOKEN_EXPIRES_AT)?;
-                let waiting = store::count_outbox(&tx, "pending")?;
-                tx.commit()?;
+                log::warn!("the server refused the refresh token: the user must log in again");
+                self.forget_login()?;
+                let waiting = self.with_conn(|c| store::count_outbox(c, "pending"))?;
                 Err(ApiError::Unauthorized {
                     reason: format!(
                         "the login has expired or was revoked: log in again; the {waiting} \
@@ -294,6 +332,7 @@ impl FieldClient {
         ) -> Result<Captured, linli_sync_core::RecordError>,
     ) -> Result<(), ApiError> {
         let id = parse_id(id)?;
+        let logged_in = self.logged_in()?;
         let mut conn = self.lock();
         let tx = store::immediate(&mut conn)?;
         let mut doc = store::load_doc(&tx, id)?.ok_or_else(|| not_found(id))?;
@@ -302,7 +341,7 @@ impl FieldClient {
         let ctx = self.context(&tx)?;
         let before = doc.clone();
         let captured = f(&mut doc, &mut personal, &ctx)?;
-        precheck_role(&tx, &before, kind, &captured, ctx.now_ms)?;
+        precheck_role(&tx, logged_in, &before, kind, &captured, ctx.now_ms)?;
         let now = now_ms();
         keep(&tx, &mut doc, &mut personal, kind, &captured, now)?;
         tx.commit()?;
@@ -326,40 +365,73 @@ impl FieldClient {
 #[uniffi::export]
 impl FieldClient {
     /// Opens the phone's store in `home_dir` (created if missing; the app's private files
-    /// directory), remembering `server_url` (e.g. `http://192.168.1.10:8080`) as the server
-    /// `login` uses when it is given none. Works offline: nothing is sent until `login`.
+    /// directory). `server_url` (e.g. `https://linli.example.gov.cn`) is the server `login` uses
+    /// when it is given none; `connection` adds CA certificates of an intranet's own CA (or, for
+    /// development only, allows plain HTTP to other hosts); `secrets` is where the login is kept
+    /// (pass one backed by the Android Keystore or iOS Keychain; by default a table of the
+    /// phone's database). Works offline: nothing is sent until `login`.
     ///
-    /// Throws `InvalidInput` (field `server_url`) for a malformed URL and `Storage` when the
-    /// store cannot be opened.
-    #[uniffi::constructor(default(server_url = None))]
-    pub fn new(home_dir: String, server_url: Option<String>) -> Result<Self, ApiError> {
+    /// Throws `InvalidInput` (field `server_url` or `extra_ca_certs_pem`) for a malformed URL or
+    /// certificate, and `Storage` when the store cannot be opened.
+    #[uniffi::constructor(default(server_url = None, connection = None, secrets = None))]
+    pub fn new(
+        home_dir: String,
+        server_url: Option<String>,
+        connection: Option<ConnectionOptions>,
+        secrets: Option<Arc<dyn SecretStore>>,
+    ) -> Result<Self, ApiError> {
+        let connection = connection.unwrap_or_default();
+        let transport_options = TransportOptions {
+            extra_ca_certs_pem: connection.extra_ca_certs_pem,
+            allow_insecure_http: connection.allow_insecure_http,
+        };
         let server_url = server_url
             .filter(|u| !u.trim().is_empty())
-            .map(|u| transport::normalize_url(&u))
+            .map(|u| transport::normalize_url(&u, transport_options.allow_insecure_http))
             .transpose()?;
         let home = PathBuf::from(home_dir);
         let (conn, identity) = store::open(&home)?;
+        let secrets: Arc<dyn SecretStore> = match secrets {
+            Some(s) => s,
+            None => Arc::new(SqliteSecrets::open(&home.join(store::DB_FILE))?),
+        };
+        // Tokens that earlier versions kept in the database move to the secret store.
+        let mut moved = false;
+        for key in keys::LEGACY_TOKENS {
+            if let Some(value) = store::kv_get(&conn, key)? {
+                secrets.set(key.to_string(), value)?;
+                store::kv_delete(&conn, key)?;
+                moved = true;
+            }
+        }
+        if moved {
+            store::checkpoint(&conn)?;
+        }
+        let agent = transport::agent(&transport_options)?;
         Ok(Self {
             home,
             server_url,
             conn: Mutex::new(conn),
             identity,
-            agent: transport::agent(),
+            agent,
+            transport_options,
+            secrets,
             sync_lock: Mutex::new(()),
             listener: Mutex::new(None),
         })
     }
 
-    /// Logs in and keeps the login for later syncs; returns the user with their granted places.
-    /// Needs the server: `server_url` when given, else the one given at construction, else the
-    /// one last logged in to.
+    /// Logs in and keeps the login for later syncs; returns the user with their role and granted
+    /// places. Needs the server: `server_url` when given, else the one given at construction,
+    /// else the one last logged in to.
     ///
     /// Throws `Unauthorized` for a wrong user name or password, `Offline` when the server cannot
-    /// be reached, and `Conflict` when another user's changes are still unsent on this phone (that
-    /// user must sync them, or discard refused ones, first). A new user or server starts pulling
-    /// from the beginning.
-    #[uniffi::method(name = "login", default(server_url = None))]
-    pub fn sign_in(
+    /// be reached, `Tls` when its certificate is refused, `DeviceRevoked` (after erasing this
+    /// phone) when an admin revoked this device, and `Conflict` when another user's changes are
+    /// still unsent on this phone (that user must sync them, or discard refused ones, first). A
+    /// new user or server starts pulling from the beginning.
+    #[uniffi::method(default(server_url = None))]
+    pub fn login(
         &self,
         username: String,
         password: String,
@@ -379,35 +451,64 @@ impl FieldClient {
                     })?,
             },
         };
-        self.login(url, username, password)
+        let base = transport::normalize_url(&url, self.transport_options.allow_insecure_http)?;
+        let username = username.trim().to_string();
+        if username.is_empty() {
+            return Err(ApiError::invalid("username", "is required"));
+        }
+        {
+            let conn = self.lock();
+            if let Some(prev) = user_of(&conn)? {
+                let unsent = store::count_outbox(&conn, "pending")?
+                    + store::count_outbox(&conn, "rejected")?;
+                if prev.username != username && unsent > 0 {
+                    return Err(ApiError::Conflict {
+                        reason: format!(
+                            "{unsent} changes made under another user are still on this phone: \
+                             that user must sync them (or discard refused ones) first"
+                        ),
+                    });
+                }
+            }
+        }
+        let reply = self.checked(Transport::new(&self.agent, &base).login(
+            &username,
+            &password,
+            &self.identity.device_id,
+        ));
+        let reply = match reply {
+            Ok(r) => r,
+            Err(e) => {
+                log::warn!("login failed: {}", e.code());
+                return Err(e);
+            }
+        };
+        UserInfo::try_from(reply.user.clone())?;
+        self.keep_login(&reply, Some(&base))?;
+        log::info!("logged in");
+        UserInfo::try_from(reply.user)
     }
 
     /// Forgets the login. Records, unsent changes and the device identity stay on the phone; the
     /// same user can log in again and sync them. Works offline.
     pub fn logout(&self) -> Result<(), ApiError> {
-        let mut conn = self.lock();
-        let tx = store::immediate(&mut conn)?;
-        store::kv_delete(&tx, keys::ACCESS_TOKEN)?;
-        store::kv_delete(&tx, keys::REFRESH_TOKEN)?;
-        store::kv_delete(&tx, keys::TOKEN_EXPIRES_AT)?;
-        tx.commit()?;
-        Ok(())
+        self.forget_login()
     }
 
     /// Who this phone is and who is signed in: the device id, the user with their role and
     /// granted places (kept after `logout` until another user logs in), whether a login is stored,
     /// and how many changes are waiting or refused. Works offline.
     pub fn whoami(&self) -> Result<WhoAmI, ApiError> {
+        let logged_in = self.logged_in()?;
         let conn = self.lock();
-        let token = store::kv_get(&conn, keys::ACCESS_TOKEN)?;
         Ok(WhoAmI {
             device_id: self.identity.device_id.clone(),
             actor_id: self.identity.actor.to_hex_string(),
             server_url: store::kv_get(&conn, keys::SERVER_URL)?,
-            logged_in: token.is_some(),
-            user: user_of(&conn)?.map(UserInfo::from),
+            logged_in,
+            user: user_of(&conn)?.map(UserInfo::try_from).transpose()?,
             token_expires_at: store::kv_get(&conn, keys::TOKEN_EXPIRES_AT)?
-                .filter(|s| !s.is_empty() && token.is_some()),
+                .filter(|s| !s.is_empty() && logged_in),
             pending_changes: store::count_outbox(&conn, "pending")?,
             rejected_changes: store::count_outbox(&conn, "rejected")?,
             last_sync_at: store::kv_get(&conn, keys::LAST_SYNC_AT)?.and_then(|s| s.parse().ok()),
@@ -424,13 +525,14 @@ impl FieldClient {
     /// their granted places.
     pub fn create(
         &self,
-        kind: String,
+        kind: crate::types::RecordKind,
         place: String,
         fields: Vec<FieldValue>,
     ) -> Result<String, ApiError> {
-        let kind: RecordKind = kind.trim().parse()?;
+        let kind: RecordKind = kind.into();
         let place: PlaceId = place.trim().parse()?;
         let fields = pairs(fields);
+        let logged_in = self.logged_in()?;
         let mut conn = self.lock();
         if let Some(user) = user_of(&conn)? {
             let granted: Vec<PlaceId> = user
@@ -448,7 +550,14 @@ impl FieldClient {
         let ctx = self.context(&tx)?;
         let id = RecordId::new();
         let (mut doc, mut personal, captured) = capture::create(id, kind, &place, &ctx, &fields)?;
-        precheck_role(&tx, &RecordDoc::empty(id), kind, &captured, ctx.now_ms)?;
+        precheck_role(
+            &tx,
+            logged_in,
+            &RecordDoc::empty(id),
+            kind,
+            &captured,
+            ctx.now_ms,
+        )?;
         let now = now_ms();
         keep(&tx, &mut doc, &mut personal, kind, &captured, now)?;
         tx.commit()?;
@@ -505,9 +614,10 @@ impl FieldClient {
              FROM documents d ORDER BY d.updated_at DESC, d.record_id",
         )?;
         let rows = stmt.query_map([], |r| {
+            let kind: String = r.get(1)?;
             Ok(RecordSummary {
                 id: r.get(0)?,
-                kind: r.get(1)?,
+                kind: kind.parse::<crate::types::RecordKind>().ok(),
                 place: r.get(2)?,
                 status: r.get(3)?,
                 title: r.get(4)?,
@@ -530,27 +640,28 @@ impl FieldClient {
         let record = doc.record()?;
         let kind = record.kind();
         let me = &self.identity.device_id;
-        let who =
-            |hash_hex: &str| -> Result<(String, String, Option<i64>, &'static str), ApiError> {
-                let attribution = match store::from_hex(hash_hex) {
-                    Some(h) if h.len() == 32 => store::attribution(&conn, &h)?,
-                    _ => Attribution::Unknown,
-                };
-                Ok(match attribution {
-                    Attribution::Confirmed {
-                        user,
-                        device,
-                        received_at,
-                    } => (user, device, Some(received_at), "synced"),
-                    Attribution::Own { rejected: false } => {
-                        (ME_UNSYNCED.into(), me.clone(), None, "pending")
-                    }
-                    Attribution::Own { rejected: true } => {
-                        (ME_REJECTED.into(), me.clone(), None, "rejected")
-                    }
-                    Attribution::Unknown => ("unknown".into(), String::new(), None, "unknown"),
-                })
+        let who = |hash_hex: &str| -> Result<(String, String, Option<i64>, ChangeState), ApiError> {
+            let attribution = match store::from_hex(hash_hex) {
+                Some(h) if h.len() == 32 => store::attribution(&conn, &h)?,
+                _ => Attribution::Unknown,
             };
+            Ok(match attribution {
+                Attribution::Confirmed {
+                    user,
+                    device,
+                    received_at,
+                } => (user, device, Some(received_at), ChangeState::Synced),
+                Attribution::Own { rejected: false } => {
+                    (ME_UNSYNCED.into(), me.clone(), None, ChangeState::Pending)
+                }
+                Attribution::Own { rejected: true } => {
+                    (ME_REJECTED.into(), me.clone(), None, ChangeState::Rejected)
+                }
+                Attribution::Unknown => {
+                    ("unknown".into(), String::new(), None, ChangeState::Unknown)
+                }
+            })
+        };
         // Where this phone holds residents' full details (captured here, or received by a role
         // that may read them), they replace the masked form and its conflicts.
         let personal_conflicts = personal.conflicts(kind);
@@ -592,7 +703,7 @@ impl FieldClient {
                 received_at,
                 message: h.message,
                 touched: h.touched,
-                state: state.to_string(),
+                state,
             });
         }
         let pending_changes: u32 = conn.query_row(
@@ -602,7 +713,7 @@ impl FieldClient {
         )?;
         Ok(RecordView {
             id: id.to_string(),
-            kind: record.kind().as_str().to_string(),
+            kind: record.kind().into(),
             kind_label: kind_label(record.kind().as_str()),
             place: record.place().to_string(),
             status: record.status().map(String::from),
@@ -634,21 +745,37 @@ impl FieldClient {
         let rows = stmt.query_map([], |r| {
             let hash: Vec<u8> = r.get(3)?;
             let change: Vec<u8> = r.get(4)?;
-            Ok(OutboxItem {
-                id: r.get(0)?,
-                record_id: r.get(1)?,
-                kind: r.get(2)?,
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                hash,
+                change,
+                r.get::<_, i64>(5)?,
+                r.get::<_, String>(6)?,
+                r.get::<_, Option<String>>(7)?,
+                r.get::<_, Option<String>>(8)?,
+            ))
+        })?;
+        let damaged = || ApiError::storage("an outbox entry is damaged");
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, record_id, kind, hash, change, created_at, state, code, message) = row?;
+            out.push(OutboxItem {
+                id,
+                record_id,
+                kind: kind.parse().map_err(|_| damaged())?,
                 hash: store::to_hex(&hash),
                 description: Change::from_bytes(change)
                     .ok()
                     .and_then(|c| c.message().map(String::from)),
-                created_at: r.get(5)?,
-                state: r.get(6)?,
-                reject_code: r.get(7)?,
-                reject_message: r.get(8)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+                created_at,
+                state: state.parse::<OutboxState>().map_err(|_| damaged())?,
+                reject_code: code.and_then(|c| c.parse().ok()),
+                reject_message: message,
+            });
+        }
+        Ok(out)
     }
 
     /// Discards a change the server refused. The change, and every unsent change on the same
@@ -750,10 +877,10 @@ impl FieldClient {
     /// later) and `Server` for an error reply.
     pub fn sync(&self) -> Result<SyncReport, ApiError> {
         let _one_sync_at_a_time = self.sync_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let token = self.secrets.get(secrets::keys::ACCESS_TOKEN.into())?;
         let (base, mut token, me) = {
             let conn = self.lock();
             let base = store::kv_get(&conn, keys::SERVER_URL)?;
-            let token = store::kv_get(&conn, keys::ACCESS_TOKEN)?;
             let user = user_of(&conn)?;
             match (base, token, user) {
                 (Some(b), Some(t), Some(u)) => (
@@ -782,13 +909,20 @@ impl FieldClient {
             // An access token that expired (the phone was offline past its life) is refreshed
             // once and the same round sent again; the outbox is untouched until a reply is
             // applied, so nothing is lost if the refresh fails too.
-            let reply = match transport.sync(&token, request.encode()) {
+            let reply = match self.checked(transport.sync(&token, request.encode())) {
                 Err(ApiError::Unauthorized { .. }) if !refreshed => {
                     refreshed = true;
                     token = self.refresh_login(&transport)?;
-                    transport.sync(&token, request.encode())?
+                    self.checked(transport.sync(&token, request.encode()))
                 }
-                other => other?,
+                other => other,
+            };
+            let reply = match reply {
+                Ok(r) => r,
+                Err(e) => {
+                    log::warn!("sync failed after {} rounds: {e}", report.rounds);
+                    return Err(e);
+                }
             };
             report.rounds += 1;
             report.pushed += batch.len() as u32;
@@ -805,6 +939,9 @@ impl FieldClient {
             report.accepted += applied.accepted;
             report.pulled += applied.pulled;
             report.skipped += applied.skipped;
+            for r in &applied.rejected {
+                log::info!("the server refused a change: {}", r.code);
+            }
             report.rejected.extend(applied.rejected);
             let waiting = self.with_conn(|c| store::has_pending_after(c, after))?;
             report.more_pending = reply.more || waiting;
@@ -852,14 +989,22 @@ impl From<LoginPlace> for PlaceInfo {
     }
 }
 
-impl From<LoginUser> for UserInfo {
-    fn from(u: LoginUser) -> Self {
-        Self {
+impl TryFrom<LoginUser> for UserInfo {
+    type Error = ApiError;
+    fn try_from(u: LoginUser) -> Result<Self, ApiError> {
+        let role = u.role.parse().map_err(|_| ApiError::Server {
+            status: 0,
+            reason: format!(
+                "the server names a role this app does not know ('{}'): update the app",
+                u.role
+            ),
+        })?;
+        Ok(Self {
             username: u.username,
             display_name: u.display_name,
-            role: u.role,
+            role,
             places: u.places.into_iter().map(PlaceInfo::from).collect(),
-        }
+        })
     }
 }
 
@@ -868,25 +1013,3 @@ const _: fn() = || {
     fn send_sync<T: Send + Sync>() {}
     send_sync::<FieldClient>();
 };
-
-/// Stores the tokens and user of a login or refresh reply (in the caller's transaction).
-fn store_tokens(
-    tx: &rusqlite::Transaction<'_>,
-    reply: &transport::LoginResponse,
-) -> Result<(), ApiError> {
-    store::kv_set(tx, keys::ACCESS_TOKEN, &reply.access_token)?;
-    match &reply.refresh_token {
-        Some(r) => store::kv_set(tx, keys::REFRESH_TOKEN, r)?,
-        None => store::kv_delete(tx, keys::REFRESH_TOKEN)?,
-    }
-    let expires = match &reply.expires_at {
-        serde_json::Value::String(s) => s.clone(),
-        serde_json::Value::Null => String::new(),
-        other => other.to_string(),
-    };
-    store::kv_set(tx, keys::TOKEN_EXPIRES_AT, &expires)?;
-    let user_json = serde_json::to_string(&reply.user)
-        .map_err(|_| ApiError::storage("the user could not be stored"))?;
-    store::kv_set(tx, keys::USER, &user_json)?;
-    Ok(())
-}

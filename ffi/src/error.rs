@@ -8,9 +8,6 @@
 
 use linli_sync_core::{IdError, RecordError};
 
-/// The former name of [`ApiError`], kept so existing Rust callers compile unchanged.
-pub type SdkError = ApiError;
-
 /// What went wrong in a call into the Linli device SDK.
 ///
 /// Each case is something the app can act on; `reason` texts are short, lowercase English meant
@@ -25,6 +22,24 @@ pub enum ApiError {
     Offline {
         /// What failed, e.g. "connection refused".
         reason: String,
+    },
+    /// The server's certificate was refused (unknown issuer, expired, for another host name) or
+    /// the TLS handshake failed: `reason` names the problem. Nothing was sent.
+    #[error("secure connection refused: {reason}")]
+    Tls {
+        /// The certificate problem, in words an operator can act on.
+        reason: String,
+    },
+    /// An admin revoked this device (a lost or stolen phone): the SDK has erased the records,
+    /// the outbox and the login from this phone. `unsent_changes` counts the signed-in user's
+    /// changes that had not reached the server and were erased with it. The app can log in
+    /// again as a new device.
+    #[error(
+        "this device was revoked by an admin; its data was erased ({unsent_changes} unsent changes)"
+    )]
+    DeviceRevoked {
+        /// Changes made on this phone that had not reached the server.
+        unsent_changes: u32,
     },
     /// Not logged in, the user name or password was refused, or the server no longer accepts the
     /// stored login: ask the user to log in again.
@@ -79,11 +94,13 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    /// A stable snake_case code for scripts and logs: `offline`, `unauthorized`, `forbidden`,
-    /// `invalid_input`, `not_found`, `conflict`, `storage`, `server`.
+    /// A stable snake_case code for scripts and logs: `offline`, `tls`, `device_revoked`,
+    /// `unauthorized`, `forbidden`, `invalid_input`, `not_found`, `conflict`, `storage`, `server`.
     pub fn code(&self) -> &'static str {
         match self {
             Self::Offline { .. } => "offline",
+            Self::Tls { .. } => "tls",
+            Self::DeviceRevoked { .. } => "device_revoked",
             Self::Unauthorized { .. } => "unauthorized",
             Self::Forbidden { .. } => "forbidden",
             Self::InvalidInput { .. } => "invalid_input",

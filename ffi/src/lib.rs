@@ -14,26 +14,35 @@
 //! - [`types`] the plain records it returns (mirror types, not the core's),
 //! - [`error`] the `ApiError` enum,
 //! - [`listener`] the `SyncListener` callback interface,
-//! - `store`, `sync`, `transport`: the SQLite store, the reply-applying step and HTTP.
+//! - [`secrets`] the `SecretStore` the app keeps the login in (Keystore, Keychain),
+//! - [`logging`] the `AppLogger` the app receives the SDK's log through,
+//! - `store`, `sync`, `transport`, `tls`: the SQLite store, the reply-applying step, HTTP and
+//!   TLS (rustls with the platform's verifier plus the app's CAs).
 
 uniffi::setup_scaffolding!();
 
 pub mod client;
 pub mod error;
 pub mod listener;
+pub mod logging;
 mod schema;
+pub mod secrets;
 mod store;
 mod sync;
+mod tls;
 mod transport;
 pub mod types;
 
 pub use client::{FieldClient, MAX_SYNC_ROUNDS, ME_REJECTED, ME_UNSYNCED};
-pub use error::{ApiError, SdkError};
+pub use error::ApiError;
 pub use listener::SyncListener;
+pub use logging::{AppLogger, LogLevel, install_logger};
 pub use schema::record_kinds;
+pub use secrets::{SecretStore, SecretStoreError};
 pub use store::DB_FILE;
 pub use types::{
-    Choice, ConflictValue, FieldConflict, FieldInfo, FieldValue, HistoryEntry, KindInfo,
-    OutboxItem, PlaceInfo, RecordSummary, RecordView, RejectedChange, SyncProgress, SyncReport,
+    ChangeState, Choice, ConflictValue, ConnectionOptions, FieldConflict, FieldInfo, FieldType,
+    FieldValue, HistoryEntry, KindInfo, OutboxItem, OutboxState, PlaceInfo, RecordKind,
+    RecordSummary, RecordView, RejectCode, RejectedChange, Role, SyncProgress, SyncReport,
     UserInfo, WhoAmI,
 };

@@ -18,4 +18,9 @@ pub trait SyncListener: Send + Sync {
     /// Records changed by others (on other phones or the server) have been merged into this
     /// phone's store: refresh any list or screen that shows them. `record_ids` are record ids.
     fn on_new_data(&self, record_ids: Vec<String>);
+
+    /// An admin revoked this device: the SDK erases its records, outbox and login right after
+    /// this call returns (the call that heard it then fails with `DeviceRevoked`). Tell the user;
+    /// `unsent_changes` of theirs never reached the server.
+    fn on_device_revoked(&self, unsent_changes: u32);
 }

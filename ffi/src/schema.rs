@@ -3,7 +3,7 @@
 use linli_sync_core::RecordKind;
 use linli_sync_core::schema::{Code, FieldType};
 
-use crate::types::{Choice, FieldInfo, KindInfo};
+use crate::types::{Choice, FieldInfo, FieldType as Editing, KindInfo};
 
 /// Every record kind (`case`, `bus`, `contact`, `volunteer`) with its fields, Chinese labels and
 /// allowed codes, in display order: what an app needs to build its forms and pass `create` and
@@ -21,28 +21,29 @@ impl From<RecordKind> for KindInfo {
     /// The kind's fields, labels and codes, as plain data.
     fn from(kind: RecordKind) -> Self {
         Self {
+            kind: kind.into(),
             code: kind.as_str().to_string(),
             label: kind.label().to_string(),
             fields: kind
                 .fields()
                 .iter()
                 .map(|f| {
-                    let (field_type, codes): (&str, &[Code]) = match f.ty {
-                        FieldType::Str => ("str", &[]),
-                        FieldType::Code(c) => ("code", c),
-                        FieldType::Codes(c) => ("codes", c),
-                        FieldType::List => ("list", &[]),
-                        FieldType::Date => ("date", &[]),
-                        FieldType::Phone => ("phone", &[]),
-                        FieldType::Number => ("number", &[]),
-                        FieldType::Text => ("text", &[]),
-                        FieldType::Counter => ("tally", &[]),
-                        FieldType::Fixed => ("fixed", &[]),
+                    let (field_type, codes): (Editing, &[Code]) = match f.ty {
+                        FieldType::Str => (Editing::Str, &[]),
+                        FieldType::Code(c) => (Editing::Code, c),
+                        FieldType::Codes(c) => (Editing::Codes, c),
+                        FieldType::List => (Editing::List, &[]),
+                        FieldType::Date => (Editing::Date, &[]),
+                        FieldType::Phone => (Editing::Phone, &[]),
+                        FieldType::Number => (Editing::Number, &[]),
+                        FieldType::Text => (Editing::Text, &[]),
+                        FieldType::Counter => (Editing::Tally, &[]),
+                        FieldType::Fixed => (Editing::Fixed, &[]),
                     };
                     FieldInfo {
                         name: f.name.to_string(),
                         label: f.label.to_string(),
-                        field_type: field_type.to_string(),
+                        field_type,
                         required: f.required,
                         personal: f.personal,
                         editable: !matches!(f.ty, FieldType::Counter | FieldType::Fixed),

@@ -81,8 +81,8 @@ pub(crate) mod keys {
     pub const DEVICE_ID: &str = "device_id";
     pub const ACTOR_ID: &str = "actor_id";
     pub const SERVER_URL: &str = "server_url";
-    pub const ACCESS_TOKEN: &str = "access_token";
-    pub const REFRESH_TOKEN: &str = "refresh_token";
+    /// Where versions before the `SecretStore` kept the tokens (moved out at open).
+    pub const LEGACY_TOKENS: [&str; 2] = ["access_token", "refresh_token"];
     pub const TOKEN_EXPIRES_AT: &str = "token_expires_at";
     pub const USER: &str = "user";
     pub const CURSOR: &str = "cursor";
@@ -579,6 +579,22 @@ pub(crate) fn keep_only_own_personal(conn: &Connection, me: &ActorId) -> Result<
 /// Notes that the signed-in user receives residents' personal data.
 pub(crate) fn note_personal_access(conn: &Connection) -> Result<(), ApiError> {
     kv_set(conn, keys::PERSONAL_ACCESS, "1")
+}
+
+/// Erases everything this phone holds for its users — records, personal parts, the outbox, who
+/// made which change, the cursor, the signed-in user and the device identity (a new one is made
+/// when the store is next opened) — overwriting the rows in place (`secure_delete`) and emptying
+/// the WAL. What a lost phone carried is then gone from its files.
+pub(crate) fn erase_everything(conn: &mut Connection) -> Result<(), ApiError> {
+    let tx = immediate(conn)?;
+    tx.execute_batch(
+        "DELETE FROM documents; DELETE FROM outbox; DELETE FROM change_meta; DELETE FROM kv;",
+    )?;
+    tx.commit()?;
+    checkpoint(conn)?;
+    // Vacuuming rewrites the file without the freed pages, so not even their size remains.
+    conn.execute_batch("VACUUM")?;
+    checkpoint(conn)
 }
 
 /// Writes the WAL back into the database file and empties it, so deleted rows (overwritten in

@@ -265,7 +265,7 @@ mod tests {
     fn three_edits(client: &FieldClient) -> (String, Vec<OutboxRow>) {
         let id = client
             .create(
-                "bus".into(),
+                crate::types::RecordKind::Bus,
                 "hz/baiyang/haitian".into(),
                 vec![FieldValue::new("run_number", "1801")],
             )
@@ -282,7 +282,8 @@ mod tests {
     #[test]
     fn accepted_changes_leave_the_outbox_and_keep_who_and_when() {
         let dir = tempfile::tempdir().unwrap();
-        let client = FieldClient::open(dir.path().to_string_lossy().into()).unwrap();
+        let client =
+            FieldClient::new(dir.path().to_string_lossy().into(), None, None, None).unwrap();
         let (id, rows) = three_edits(&client);
         let resp = SyncResponse {
             accepted: rows
@@ -316,7 +317,8 @@ mod tests {
     #[test]
     fn refused_changes_are_kept_until_discarded_and_retryable_ones_stay_pending() {
         let dir = tempfile::tempdir().unwrap();
-        let client = FieldClient::open(dir.path().to_string_lossy().into()).unwrap();
+        let client =
+            FieldClient::new(dir.path().to_string_lossy().into(), None, None, None).unwrap();
         let (id, rows) = three_edits(&client);
         let record = *rows[0].record.as_bytes();
         let resp = SyncResponse {
@@ -353,10 +355,10 @@ mod tests {
         let outbox = client.outbox().unwrap();
         assert_eq!(outbox.len(), 2);
         assert_eq!(outbox[0].state, "rejected");
-        assert_eq!(outbox[0].reject_code.as_deref(), Some("forbidden"));
+        assert_eq!(outbox[0].reject_code.map(|c| c.as_str()), Some("forbidden"));
         assert_eq!(outbox[1].state, "pending");
         assert_eq!(
-            outbox[1].reject_code.as_deref(),
+            outbox[1].reject_code.map(|c| c.as_str()),
             Some("missing_dependencies")
         );
         // Only the pending one is sent again.
@@ -385,7 +387,8 @@ mod tests {
     #[test]
     fn pulled_changes_create_and_merge_documents_with_their_authors() {
         let dir = tempfile::tempdir().unwrap();
-        let client = FieldClient::open(dir.path().to_string_lossy().into()).unwrap();
+        let client =
+            FieldClient::new(dir.path().to_string_lossy().into(), None, None, None).unwrap();
         // Another phone creates a bus session and tallies leaflets.
         let other = EditContext {
             actor: ActorId::random(),
@@ -434,7 +437,7 @@ mod tests {
         client.tally(id.to_string(), "leaflets".into(), 30).unwrap();
         let list = client.list().unwrap();
         assert_eq!(list.len(), 1);
-        assert_eq!(list[0].kind, "bus");
+        assert_eq!(list[0].kind, Some(crate::types::RecordKind::Bus));
         assert_eq!(list[0].pending_changes, 1);
         let view = client.get(id.to_string()).unwrap();
         let value: serde_json::Value = serde_json::from_str(&view.value_json).unwrap();
@@ -509,7 +512,8 @@ mod tests {
     #[test]
     fn a_replacing_snapshot_drops_the_copy_and_refuses_unsent_edits_on_it() {
         let dir = tempfile::tempdir().unwrap();
-        let client = FieldClient::open(dir.path().to_string_lossy().into()).unwrap();
+        let client =
+            FieldClient::new(dir.path().to_string_lossy().into(), None, None, None).unwrap();
         let (id, rows) = three_edits(&client);
         // The server rebuilt the record: one change by another actor holding its value.
         let record = client
@@ -544,12 +548,8 @@ mod tests {
             .unwrap();
         let outbox = client.outbox().unwrap();
         assert_eq!(outbox.len(), 3);
-        assert!(
-            outbox
-                .iter()
-                .all(|o| o.state == "rejected"
-                    && o.reject_code.as_deref() == Some("record_replaced"))
-        );
+        assert!(outbox.iter().all(|o| o.state == "rejected"
+            && o.reject_code.map(|c| c.as_str()) == Some("record_replaced")));
         let view = client.get(id).unwrap();
         assert_eq!(view.history.len(), 1, "only the rebuilt history remains");
     }

@@ -1,7 +1,9 @@
 //! Blocking HTTP to the Linli server (ureq): login and the one-round-trip sync.
 //!
-//! Network failures become [`ApiError::Offline`]; 401 becomes [`ApiError::Unauthorized`], 403
-//! [`ApiError::Forbidden`]; other error replies carry the server's JSON `message`.
+//! Network failures become [`ApiError::Offline`], certificate problems [`ApiError::Tls`]; 401
+//! becomes [`ApiError::Unauthorized`], 403 [`ApiError::Forbidden`] (or
+//! [`ApiError::DeviceRevoked`] when the server says this device was revoked); other error replies
+//! carry the server's JSON `message`.
 
 use std::time::Duration;
 
@@ -59,6 +61,9 @@ pub(crate) struct LoginResponse {
     #[serde(default)]
     pub refresh_token: Option<String>,
     pub user: LoginUser,
+    /// The server's clock (from its `Date` header), ms since the epoch.
+    #[serde(skip)]
+    pub server_time: Option<i64>,
 }
 
 /// The JSON error body of 4xx/5xx replies.
@@ -76,37 +81,104 @@ pub(crate) struct Transport<'a> {
     base: String,
 }
 
-/// The agent the SDK uses: no status-as-error (bodies are read), bounded timeouts.
-pub(crate) fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
+/// How the SDK reaches servers: the app's extra CA certificates and the development option.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TransportOptions {
+    /// Extra CA certificates (PEM), trusted beside the platform's store.
+    pub extra_ca_certs_pem: Vec<String>,
+    /// Allow plain `http://` to hosts other than this device (development only).
+    pub allow_insecure_http: bool,
+}
+
+/// The agent the SDK uses: TLS with the platform's trust store plus the app's CAs
+/// ([`crate::tls`]), no status-as-error (bodies are read), bounded timeouts.
+pub(crate) fn agent(options: &TransportOptions) -> Result<ureq::Agent, ApiError> {
+    use ureq::unversioned::resolver::DefaultResolver;
+    use ureq::unversioned::transport::{ConnectProxyConnector, Connector, TcpConnector};
+    let roots = crate::tls::parse_extra_roots(&options.extra_ca_certs_pem)?;
+    let tls = crate::tls::TlsConnector {
+        config: crate::tls::client_config(roots)?,
+    };
+    let config = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_connect(Some(CONNECT_TIMEOUT))
         .timeout_global(Some(CALL_TIMEOUT))
         .user_agent(concat!("linli-ffi/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .new_agent()
+        .build();
+    let connector =
+        ().chain(ConnectProxyConnector::default())
+            .chain(TcpConnector::default())
+            .chain(tls);
+    Ok(ureq::Agent::with_parts(
+        config,
+        connector,
+        DefaultResolver::default(),
+    ))
 }
 
-/// Checks and normalises a server URL (`http://host:port`, no trailing slash).
-pub(crate) fn normalize_url(url: &str) -> Result<String, ApiError> {
+/// Checks and normalises a server URL (`https://host:port` or, to this device only,
+/// `http://127.0.0.1:8080`; no trailing slash). Plain HTTP to another host would carry
+/// passwords, tokens and residents' data in clear text over mobile networks, so it is refused
+/// unless the app sets the development option `allow_insecure_http` (then with a warning in the
+/// log).
+pub(crate) fn normalize_url(url: &str, allow_insecure_http: bool) -> Result<String, ApiError> {
     let url = url.trim().trim_end_matches('/');
-    let rest = if let Some(rest) = url.strip_prefix("http://") {
-        rest
-    } else if url.starts_with("https://") {
-        return Err(ApiError::invalid(
-            "server_url",
-            "this build has no TLS support yet; use an http:// URL (or a TLS-terminating proxy on the device network)",
-        ));
+    let lower = url.to_ascii_lowercase();
+    let (secure, rest) = if lower.starts_with("https://") {
+        (true, &url["https://".len()..])
+    } else if lower.starts_with("http://") {
+        (false, &url["http://".len()..])
     } else {
         return Err(ApiError::invalid(
             "server_url",
-            "expected a URL such as http://192.168.1.10:8080",
+            "expected a URL such as https://linli.example.gov.cn or http://127.0.0.1:8080",
         ));
     };
-    if rest.is_empty() || rest.contains(char::is_whitespace) {
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if authority.is_empty() || rest.contains(char::is_whitespace) {
         return Err(ApiError::invalid("server_url", "the URL has no host"));
     }
-    Ok(url.to_string())
+    if authority.contains('@') {
+        return Err(ApiError::invalid(
+            "server_url",
+            "a server URL may not carry a user name or password",
+        ));
+    }
+    let scheme = if secure { "https://" } else { "http://" };
+    let normalized = format!("{scheme}{rest}");
+    if secure {
+        return Ok(normalized);
+    }
+    if is_loopback(authority) {
+        return Ok(normalized);
+    }
+    if allow_insecure_http {
+        log::warn!(
+            "plain http:// to a host other than this device is allowed by the development \
+             option allow_insecure_http: passwords, tokens and residents' data cross the network \
+             unencrypted"
+        );
+        return Ok(normalized);
+    }
+    Err(ApiError::invalid(
+        "server_url",
+        "plain http:// is only for this device (127.0.0.1, ::1, localhost): use https://, or \
+         set allow_insecure_http for development",
+    ))
+}
+
+/// Whether the host of an authority (`host[:port]`) is this device.
+fn is_loopback(authority: &str) -> bool {
+    let host = if let Some(rest) = authority.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else {
+        authority.rsplit_once(':').map_or(authority, |(h, _)| h)
+    };
+    if host.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    host.parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback())
 }
 
 impl<'a> Transport<'a> {
@@ -166,7 +238,14 @@ impl<'a> Transport<'a> {
         if status != 200 {
             return Err(error_reply(status, &mut resp));
         }
-        resp.body_mut()
+        let server_time = resp
+            .headers()
+            .get("date")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| chrono::DateTime::parse_from_rfc2822(v).ok())
+            .map(|t| t.timestamp_millis());
+        let mut reply = resp
+            .body_mut()
             .with_config()
             .limit(MAX_JSON_BYTES)
             .read_json::<LoginResponse>()
@@ -176,7 +255,9 @@ impl<'a> Transport<'a> {
                     reason: format!("the {path} reply is not what this app expects"),
                 },
                 other => network_error(other),
-            })
+            })?;
+        reply.server_time = server_time;
+        Ok(reply)
     }
 
     /// One sync round trip. A 422 (every pushed change refused) carries a normal sync reply.
@@ -224,6 +305,9 @@ fn error_reply(status: u16, resp: &mut Response<Body>) -> ApiError {
         .limit(MAX_JSON_BYTES)
         .read_json::<ErrorBody>()
         .ok();
+    if status == 403 && body.as_ref().is_some_and(|b| b.error == "device_revoked") {
+        return ApiError::DeviceRevoked { unsent_changes: 0 };
+    }
     let reason = match body {
         Some(b) if !b.message.is_empty() => b.message,
         Some(b) if !b.error.is_empty() => b.error,
@@ -239,6 +323,10 @@ fn error_reply(status: u16, resp: &mut Response<Body>) -> ApiError {
 /// Maps a ureq failure that is not an HTTP status.
 fn network_error(e: ureq::Error) -> ApiError {
     use std::io::ErrorKind as K;
+    if let Some(reason) = crate::tls::certificate_problem(&e) {
+        log::warn!("TLS: {reason}");
+        return ApiError::Tls { reason };
+    }
     let reason = match &e {
         ureq::Error::Io(io) => match io.kind() {
             K::ConnectionRefused => "connection refused".to_string(),
@@ -266,7 +354,7 @@ fn network_error(e: ureq::Error) -> ApiError {
         ureq::Error::Protocol(_) => {
             return ApiError::Server {
                 status: 0,
-                reason: "the reply is not valid HTTP".into(),
+                reason: "the reply is not valid HTTP (is the server speaking TLS?)".into(),
             };
         }
         _ => "network error".to_string(),
@@ -281,11 +369,38 @@ mod tests {
     #[test]
     fn urls_are_checked_and_normalised() {
         assert_eq!(
-            normalize_url(" http://127.0.0.1:8080/ ").unwrap(),
+            normalize_url(" http://127.0.0.1:8080/ ", false).unwrap(),
             "http://127.0.0.1:8080"
         );
-        assert!(normalize_url("ftp://x").is_err());
-        assert!(normalize_url("http://").is_err());
+        assert!(normalize_url("ftp://x", false).is_err());
+        assert!(normalize_url("http://", false).is_err());
+        // Plain HTTP: this device only, unless the development option is set.
+        for ok in [
+            "http://127.0.0.1:8080",
+            "http://127.9.9.9",
+            "HTTP://localhost:1",
+            "http://[::1]:8080",
+            "https://linli.example.gov.cn",
+            "https://10.0.0.5:8443",
+        ] {
+            assert!(normalize_url(ok, false).is_ok(), "{ok}");
+        }
+        for refused in [
+            "http://10.0.0.5:8080",
+            "http://linli.example.gov.cn",
+            "http://127.0.0.1.evil.example",
+            "http://localhost.evil.example",
+            "http://[::2]:80",
+            "http://127.0.0.1@evil.example",
+            "https://user:pw@linli.example",
+        ] {
+            let err = normalize_url(refused, false).unwrap_err();
+            assert_eq!(err.code(), "invalid_input", "{refused}");
+        }
+        assert_eq!(
+            normalize_url("http://10.0.0.5:8080", true).unwrap(),
+            "http://10.0.0.5:8080"
+        );
     }
 
     #[test]
@@ -296,7 +411,7 @@ mod tests {
             .local_addr()
             .unwrap()
             .port();
-        let agent = agent();
+        let agent = agent(&TransportOptions::default()).unwrap();
         let t = Transport::new(&agent, &format!("http://127.0.0.1:{port}"));
         let err = t.sync("token", vec![]).unwrap_err();
         assert_eq!(err.code(), "offline", "{err}");

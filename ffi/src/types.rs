@@ -4,8 +4,264 @@
 //! crosses the boundary. Times are milliseconds since the Unix epoch.
 
 use linli_sync_core::RecordId;
-use linli_sync_core::protocol::Rejected;
+use linli_sync_core::protocol::{self, Rejected};
 use serde::Serialize;
+
+/// Implements `as_str` (the stable snake_case code, as in JSON and logs) and `Display` for a
+/// mirror enum, and the conversion from the core's enum where there is one.
+macro_rules! codes {
+    ($name:ident { $($variant:ident => $code:literal),* $(,)? }) => {
+        impl $name {
+            /// The stable snake_case code (`case`, `pending`, `forbidden`, …).
+            pub fn as_str(&self) -> &'static str {
+                match self {
+                    $(Self::$variant => $code,)*
+                }
+            }
+        }
+
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.as_str() == *other
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = crate::ApiError;
+            fn from_str(s: &str) -> Result<Self, crate::ApiError> {
+                match s {
+                    $($code => Ok(Self::$variant),)*
+                    other => Err(crate::ApiError::invalid(
+                        stringify!($name),
+                        format!("unknown code '{other}'"),
+                    )),
+                }
+            }
+        }
+    };
+}
+
+/// The four kinds of record captured in the field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, uniffi::Enum)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordKind {
+    /// 诉求: a case raised by a resident.
+    Case,
+    /// 直通车班次 / 三方联合接访: a service-bus session or joint reception.
+    Bus,
+    /// 走访记录: a steward's contact with a household.
+    Contact,
+    /// 志愿服务: a volunteer activity.
+    Volunteer,
+}
+
+codes!(RecordKind { Case => "case", Bus => "bus", Contact => "contact", Volunteer => "volunteer" });
+
+impl From<linli_sync_core::RecordKind> for RecordKind {
+    fn from(k: linli_sync_core::RecordKind) -> Self {
+        match k {
+            linli_sync_core::RecordKind::Case => Self::Case,
+            linli_sync_core::RecordKind::Bus => Self::Bus,
+            linli_sync_core::RecordKind::Contact => Self::Contact,
+            linli_sync_core::RecordKind::Volunteer => Self::Volunteer,
+        }
+    }
+}
+
+impl From<RecordKind> for linli_sync_core::RecordKind {
+    fn from(k: RecordKind) -> Self {
+        match k {
+            RecordKind::Case => Self::Case,
+            RecordKind::Bus => Self::Bus,
+            RecordKind::Contact => Self::Contact,
+            RecordKind::Volunteer => Self::Volunteer,
+        }
+    }
+}
+
+/// What a user does, which decides what they may see and edit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, uniffi::Enum)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Building steward (楼长).
+    Steward,
+    /// Service-bus team member (直通车).
+    Bus,
+    /// Back-office staff of a community or street (社区/街道).
+    Office,
+    /// System operator.
+    Admin,
+}
+
+codes!(Role { Steward => "steward", Bus => "bus", Office => "office", Admin => "admin" });
+
+impl From<linli_sync_core::rules::Role> for Role {
+    fn from(r: linli_sync_core::rules::Role) -> Self {
+        use linli_sync_core::rules::Role as R;
+        match r {
+            R::Steward => Self::Steward,
+            R::Bus => Self::Bus,
+            R::Office => Self::Office,
+            R::Admin => Self::Admin,
+        }
+    }
+}
+
+/// Where one of this phone's own changes stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, uniffi::Enum)]
+#[serde(rename_all = "snake_case")]
+pub enum OutboxState {
+    /// Waiting to be sent (or sent again after a refusal that may pass later).
+    Pending,
+    /// Refused by the server: kept, with the reason, until the user discards it.
+    Rejected,
+}
+
+codes!(OutboxState { Pending => "pending", Rejected => "rejected" });
+
+/// Where a change in a record's history stands, as far as this phone knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, uniffi::Enum)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeState {
+    /// Accepted by the server (who made it and when are confirmed).
+    Synced,
+    /// This phone's own change, not sent yet.
+    Pending,
+    /// This phone's own change, refused by the server.
+    Rejected,
+    /// Received inside a whole record (who made it is not known here).
+    Unknown,
+}
+
+codes!(ChangeState { Synced => "synced", Pending => "pending", Rejected => "rejected", Unknown => "unknown" });
+
+/// Why the server refused a change (or, `RecordReplaced`, why this phone did).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, uniffi::Enum)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectCode {
+    /// The bytes are not an Automerge change.
+    MalformedChange,
+    /// The change depends on changes the server does not have yet (sent again).
+    MissingDependencies,
+    /// The merged record would not be valid (the message names the field).
+    InvalidRecord,
+    /// The change alters the record's kind, place or audit fields.
+    ReadOnlyField,
+    /// The change names another kind than the record has.
+    KindMismatch,
+    /// The record lies outside the places granted to the user.
+    OutOfScope,
+    /// The change was made under another device's identity.
+    ForeignActor,
+    /// The user's role may not make this edit.
+    Forbidden,
+    /// The server failed; the change is sent again.
+    ServerError,
+    /// The change claims a time too far ahead of the server's clock.
+    ClockSkew,
+    /// The server rebuilt the record after this change was made: enter the edit again.
+    RecordReplaced,
+}
+
+codes!(RejectCode {
+    MalformedChange => "malformed_change",
+    MissingDependencies => "missing_dependencies",
+    InvalidRecord => "invalid_record",
+    ReadOnlyField => "read_only_field",
+    KindMismatch => "kind_mismatch",
+    OutOfScope => "out_of_scope",
+    ForeignActor => "foreign_actor",
+    Forbidden => "forbidden",
+    ServerError => "server_error",
+    ClockSkew => "clock_skew",
+    RecordReplaced => "record_replaced",
+});
+
+impl From<protocol::RejectCode> for RejectCode {
+    fn from(c: protocol::RejectCode) -> Self {
+        use protocol::RejectCode as C;
+        match c {
+            C::MalformedChange => Self::MalformedChange,
+            C::MissingDependencies => Self::MissingDependencies,
+            C::InvalidRecord => Self::InvalidRecord,
+            C::ReadOnlyField => Self::ReadOnlyField,
+            C::KindMismatch => Self::KindMismatch,
+            C::OutOfScope => Self::OutOfScope,
+            C::ForeignActor => Self::ForeignActor,
+            C::Forbidden => Self::Forbidden,
+            C::ServerError => Self::ServerError,
+            C::ClockSkew => Self::ClockSkew,
+            C::RecordReplaced => Self::RecordReplaced,
+        }
+    }
+}
+
+impl RejectCode {
+    /// Whether the change stays pending and is sent again at the next sync.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::ServerError | Self::MissingDependencies)
+    }
+}
+
+/// How a field is edited (to build a form).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, uniffi::Enum)]
+#[serde(rename_all = "snake_case")]
+pub enum FieldType {
+    /// Short text.
+    Str,
+    /// One code out of `choices`.
+    Code,
+    /// Several codes out of `choices` (comma-separated in `set`).
+    Codes,
+    /// A list of short texts (comma-separated in `set`).
+    List,
+    /// A date, `YYYY-MM-DD`.
+    Date,
+    /// A phone number (personal data).
+    Phone,
+    /// A number.
+    Number,
+    /// Collaborative text: concurrent edits merge character by character.
+    Text,
+    /// A tally: change it with `tally`, concurrent tallies add up.
+    Tally,
+    /// Set at creation, never changed.
+    Fixed,
+}
+
+codes!(FieldType {
+    Str => "str",
+    Code => "code",
+    Codes => "codes",
+    List => "list",
+    Date => "date",
+    Phone => "phone",
+    Number => "number",
+    Text => "text",
+    Tally => "tally",
+    Fixed => "fixed",
+});
+
+/// How the phone reaches servers. Everything is optional; the defaults are right for an app in
+/// the field.
+#[derive(Debug, Clone, Default, PartialEq, Eq, uniffi::Record)]
+pub struct ConnectionOptions {
+    /// Extra CA certificates (PEM text, one or more per string) trusted beside the platform's
+    /// store: for a server whose certificate comes from an intranet's own CA.
+    #[uniffi(default = [])]
+    pub extra_ca_certs_pem: Vec<String>,
+    /// Development only: allow plain `http://` to hosts other than this device (passwords,
+    /// tokens and residents' data then cross the network unencrypted; a warning is logged).
+    /// Plain HTTP to this device (127.0.0.1, ::1, localhost) is always allowed.
+    #[uniffi(default = false)]
+    pub allow_insecure_http: bool,
+}
 
 /// One `field=value` pair for `FieldClient.create` and `FieldClient.set`.
 /// Lists are comma-separated (`departments=police,housing`); an empty value clears an optional
@@ -61,8 +317,8 @@ pub struct UserInfo {
     pub username: String,
     /// Name to show.
     pub display_name: String,
-    /// Role code (steward, bus_team, volunteer_coordinator, office, admin, …).
-    pub role: String,
+    /// What the user does.
+    pub role: Role,
     /// Granted places.
     pub places: Vec<PlaceInfo>,
 }
@@ -95,8 +351,8 @@ pub struct WhoAmI {
 pub struct RecordSummary {
     /// Record id (UUID).
     pub id: String,
-    /// Kind code: case, bus, contact, volunteer (empty while only part of a pulled record is here).
-    pub kind: String,
+    /// The record's kind (`None` while only part of a pulled record is here).
+    pub kind: Option<RecordKind>,
     /// Place id.
     pub place: String,
     /// A case's status code; `None` for other kinds.
@@ -159,8 +415,8 @@ pub struct HistoryEntry {
     pub message: Option<String>,
     /// Top-level fields it touched.
     pub touched: Vec<String>,
-    /// `synced`, `pending` (own, unsent), `rejected` (own, refused) or `unknown`.
-    pub state: String,
+    /// Whether the server has it, or it is this phone's own, unsent or refused.
+    pub state: ChangeState,
 }
 
 /// A record with its merged value, its conflicts and its history.
@@ -168,8 +424,8 @@ pub struct HistoryEntry {
 pub struct RecordView {
     /// Record id.
     pub id: String,
-    /// Kind code.
-    pub kind: String,
+    /// The record's kind.
+    pub kind: RecordKind,
     /// Kind label in Chinese.
     pub kind_label: String,
     /// Place id.
@@ -196,18 +452,18 @@ pub struct OutboxItem {
     /// The record.
     pub record_id: String,
     /// The record kind.
-    pub kind: String,
+    pub kind: RecordKind,
     /// Change hash (hex).
     pub hash: String,
     /// What the change does (`create case`, `set status`, `tally leaflets +5`, `note`).
     pub description: Option<String>,
     /// When it was made on this phone.
     pub created_at: i64,
-    /// `pending` or `rejected`.
-    pub state: String,
-    /// The server's reason code for the last refusal (also set on pending changes whose last
-    /// refusal was retryable).
-    pub reject_code: Option<String>,
+    /// Waiting to be sent, or refused.
+    pub state: OutboxState,
+    /// The reason for the last refusal (also set on pending changes whose last refusal was
+    /// retryable).
+    pub reject_code: Option<RejectCode>,
     /// The server's explanation.
     pub reject_message: Option<String>,
 }
@@ -219,8 +475,8 @@ pub struct RejectedChange {
     pub record: String,
     /// The change hash (hex).
     pub hash: String,
-    /// Machine-readable reason (`invalid_record`, `out_of_scope`, …).
-    pub code: String,
+    /// Why.
+    pub code: RejectCode,
     /// The server's explanation.
     pub message: String,
     /// Whether the change stays pending and is sent again next sync.
@@ -232,7 +488,7 @@ impl From<&Rejected> for RejectedChange {
         Self {
             record: RecordId::from_bytes(r.record).to_string(),
             hash: crate::store::to_hex(&r.hash),
-            code: r.code.as_str().to_string(),
+            code: r.code.into(),
             message: r.message.clone(),
             retryable: r.code.is_retryable(),
         }
@@ -318,8 +574,8 @@ pub struct FieldInfo {
     pub name: String,
     /// Chinese label.
     pub label: String,
-    /// `str`, `code`, `codes`, `list`, `date`, `phone`, `number`, `text`, `tally` or `fixed`.
-    pub field_type: String,
+    /// How it is edited.
+    pub field_type: FieldType,
     /// Must be non-empty.
     pub required: bool,
     /// Personal data.
@@ -333,7 +589,9 @@ pub struct FieldInfo {
 /// A record kind and its fields.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, uniffi::Record)]
 pub struct KindInfo {
-    /// Kind code.
+    /// The kind.
+    pub kind: RecordKind,
+    /// Its code (`case`, …), as `kind` spells it.
     pub code: String,
     /// Chinese label.
     pub label: String,

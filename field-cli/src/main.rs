@@ -10,7 +10,7 @@ mod render;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use linli_ffi::{FieldClient, FieldValue, SdkError};
+use linli_ffi::{ApiError, ConnectionOptions, FieldClient, FieldValue, RecordKind};
 use serde_json::{Value, json};
 
 /// 邻里 Linli field phone: capture cases, bus sessions, steward contacts and volunteer logs
@@ -26,12 +26,23 @@ struct Cli {
     #[arg(long, global = true)]
     json: bool,
 
+    /// A PEM file of a CA certificate to trust beside the system's (for a server with a
+    /// certificate from an intranet's own CA); repeatable. 额外信任的CA证书
+    #[arg(long, global = true, value_name = "PEM", env = "LINLI_CA_CERT")]
+    ca_cert: Vec<std::path::PathBuf>,
+
+    /// Development only: allow plain http:// to hosts other than this machine (passwords and
+    /// residents' data would cross the network unencrypted).
+    #[arg(long, global = true)]
+    allow_insecure_http: bool,
+
     #[command(subcommand)]
     command: Command,
 }
 
 const EXIT_CODES: &str = "Exit codes: 0 ok, 2 invalid input, 3 offline (server unreachable), \
-4 unauthorized, 5 forbidden, 6 not found, 7 conflict, 8 on-device storage, 9 server error.";
+4 unauthorized, 5 forbidden, 6 not found, 7 conflict, 8 on-device storage, 9 server error, \
+10 TLS (the server's certificate was refused), 11 device revoked (this phone was erased).";
 
 /// Record kinds. 记录类型
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -46,13 +57,13 @@ enum Kind {
     Volunteer,
 }
 
-impl Kind {
-    fn code(self) -> &'static str {
-        match self {
-            Kind::Case => "case",
-            Kind::Bus => "bus",
-            Kind::Contact => "contact",
-            Kind::Volunteer => "volunteer",
+impl From<Kind> for RecordKind {
+    fn from(k: Kind) -> Self {
+        match k {
+            Kind::Case => RecordKind::Case,
+            Kind::Bus => RecordKind::Bus,
+            Kind::Contact => RecordKind::Contact,
+            Kind::Volunteer => RecordKind::Volunteer,
         }
     }
 }
@@ -61,7 +72,7 @@ impl Kind {
 enum Command {
     /// Log in to a server and remember the token (needs the server). 登录
     Login {
-        /// Server URL, e.g. http://192.168.1.10:8080.
+        /// Server URL, e.g. https://linli.example.gov.cn (plain http:// only to this machine).
         #[arg(long, value_name = "URL")]
         server: String,
         /// User name. 用户名
@@ -154,16 +165,18 @@ fn main() -> ExitCode {
     }
 }
 
-fn exit_code(e: &SdkError) -> u8 {
+fn exit_code(e: &ApiError) -> u8 {
     match e {
-        SdkError::InvalidInput { .. } => 2,
-        SdkError::Offline { .. } => 3,
-        SdkError::Unauthorized { .. } => 4,
-        SdkError::Forbidden { .. } => 5,
-        SdkError::NotFound { .. } => 6,
-        SdkError::Conflict { .. } => 7,
-        SdkError::Storage { .. } => 8,
-        SdkError::Server { .. } => 9,
+        ApiError::InvalidInput { .. } => 2,
+        ApiError::Offline { .. } => 3,
+        ApiError::Unauthorized { .. } => 4,
+        ApiError::Forbidden { .. } => 5,
+        ApiError::NotFound { .. } => 6,
+        ApiError::Conflict { .. } => 7,
+        ApiError::Storage { .. } => 8,
+        ApiError::Server { .. } => 9,
+        ApiError::Tls { .. } => 10,
+        ApiError::DeviceRevoked { .. } => 11,
     }
 }
 
@@ -186,20 +199,33 @@ fn to_json<T: serde::Serialize>(v: &T) -> Value {
     serde_json::to_value(v).unwrap_or(Value::Null)
 }
 
-fn parse_fields(items: &[String]) -> Result<Vec<FieldValue>, SdkError> {
+fn parse_fields(items: &[String]) -> Result<Vec<FieldValue>, ApiError> {
     items.iter().map(|s| FieldValue::parse(s)).collect()
 }
 
-fn run(cli: Cli) -> Result<Output, SdkError> {
+fn run(cli: Cli) -> Result<Output, ApiError> {
     let home = cli.home;
-    let open = || FieldClient::open(home.clone());
+    let mut extra_ca_certs_pem = Vec::new();
+    for path in &cli.ca_cert {
+        extra_ca_certs_pem.push(std::fs::read_to_string(path).map_err(|e| {
+            ApiError::InvalidInput {
+                field: "ca_cert".into(),
+                reason: format!("{}: {e}", path.display()),
+            }
+        })?);
+    }
+    let connection = ConnectionOptions {
+        extra_ca_certs_pem,
+        allow_insecure_http: cli.allow_insecure_http,
+    };
+    let open = || FieldClient::new(home.clone(), None, Some(connection.clone()), None);
     Ok(match cli.command {
         Command::Login {
             server,
             user,
             password,
         } => {
-            let u = open()?.login(server, user, password)?;
+            let u = open()?.login(user, password, Some(server))?;
             let text = format!(
                 "logged in as {} ({}, {}) 已登录",
                 u.username, u.display_name, u.role
@@ -211,7 +237,7 @@ fn run(cli: Cli) -> Result<Output, SdkError> {
             place,
             fields,
         } => {
-            let id = open()?.create(kind.code().into(), place, parse_fields(&fields)?)?;
+            let id = open()?.create(kind.into(), place, parse_fields(&fields)?)?;
             Output::new(json!({ "id": id }), id)
         }
         Command::Set { id, fields } => {

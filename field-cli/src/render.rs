@@ -3,7 +3,9 @@
 use std::fmt::Write;
 
 use chrono::{Local, TimeZone};
-use linli_ffi::{KindInfo, OutboxItem, RecordSummary, RecordView, SyncReport, WhoAmI};
+use linli_ffi::{
+    FieldType, KindInfo, OutboxItem, OutboxState, RecordSummary, RecordView, SyncReport, WhoAmI,
+};
 use serde_json::{Value, json};
 
 /// A time in ms since the epoch, in local time.
@@ -45,8 +47,8 @@ pub fn kinds(kinds: &[KindInfo]) -> String {
     let mut out = String::new();
     for k in kinds {
         let _ = writeln!(out, "{} {}", k.code, k.label);
-        for f in k.fields.iter().filter(|f| f.field_type != "fixed") {
-            let mut flags = vec![f.field_type.clone()];
+        for f in k.fields.iter().filter(|f| f.field_type != FieldType::Fixed) {
+            let mut flags = vec![f.field_type.to_string()];
             if f.required {
                 flags.push("required 必填".into());
             }
@@ -82,7 +84,7 @@ pub fn list(list: &[RecordSummary]) -> String {
     let kinds = linli_ffi::record_kinds();
     let mut out = String::new();
     for r in list {
-        let kind = kind_of(&kinds, &r.kind);
+        let kind = kind_of(&kinds, r.kind.map_or("", |k| k.as_str()));
         let label = kind
             .map(|k| k.label.as_str())
             .unwrap_or("(incomplete 未完整)");
@@ -140,7 +142,7 @@ pub fn view_json(v: &RecordView) -> Value {
 /// The `show` command.
 pub fn view(v: &RecordView) -> String {
     let kinds = linli_ffi::record_kinds();
-    let kind = kind_of(&kinds, &v.kind);
+    let kind = kind_of(&kinds, v.kind.as_str());
     let value: Value = serde_json::from_str(&v.value_json).unwrap_or(Value::Null);
     let mut out = String::new();
     let _ = writeln!(out, "{} ({}) {}", v.kind_label, v.kind, v.id);
@@ -297,7 +299,7 @@ pub fn outbox(items: &[OutboxItem]) -> String {
             let _ = write!(
                 out,
                 "  — {} {}: {}",
-                if i.state == "rejected" {
+                if i.state == OutboxState::Rejected {
                     "refused 被拒"
                 } else {
                     "last try"

@@ -557,9 +557,7 @@ async fn login(
         return Err(Error::Unauthorized("this account is disabled".into()));
     }
     if state.store.device_revoked(device).await? {
-        return Err(Error::Forbidden(
-            "this device was revoked by an admin; ask an admin".into(),
-        ));
+        return Err(Error::DeviceRevoked);
     }
     let now = now_ms();
     if !state
@@ -629,15 +627,31 @@ async fn refresh(
                     .into(),
             ));
         }
-        RefreshOutcome::Unknown | RefreshOutcome::Dead => return Err(dead()),
+        RefreshOutcome::Dead { device_id } => {
+            let revoked = match device_id.parse::<DeviceId>() {
+                Ok(d) => state.store.device_revoked(d).await?,
+                Err(_) => false,
+            };
+            return Err(if revoked {
+                Error::DeviceRevoked
+            } else {
+                dead()
+            });
+        }
+        RefreshOutcome::Unknown => return Err(dead()),
     };
     let device: DeviceId = device_id.parse().map_err(Error::internal)?;
     let principal = state
         .store
         .principal(&user_id, device)
         .await?
-        .filter(|p| !p.user.disabled && p.device_ok)
         .ok_or_else(dead)?;
+    if principal.device_revoked {
+        return Err(Error::DeviceRevoked);
+    }
+    if principal.user.disabled || !principal.device_ok {
+        return Err(dead());
+    }
     state.limits.check_user(&principal.user.id)?;
     let (access_token, expires_at) = access_token(&state, &principal.user, device)?;
     Ok(Json(LoginResponse {
@@ -746,8 +760,15 @@ where
             .store
             .principal(&claims.sub, device_id)
             .await?
-            .filter(|p| !p.user.disabled && p.device_ok)
             .ok_or_else(unauthorized)?;
+        // The one place that decides a device is no longer good: a revoked one is told so (its
+        // phone erases itself), anything else is just unauthorized.
+        if principal.device_revoked {
+            return Err(Error::DeviceRevoked);
+        }
+        if principal.user.disabled || !principal.device_ok {
+            return Err(unauthorized());
+        }
         let user = principal.user;
         let places = state.store.grants_of(&user.id).await?;
         Ok(AuthUser {

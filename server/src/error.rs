@@ -24,6 +24,10 @@ pub enum Error {
     /// 403: authenticated, but not allowed.
     #[error("{0}")]
     Forbidden(String),
+    /// 403 `device_revoked`: an admin revoked the calling device. Phones erase their store when
+    /// they hear it.
+    #[error("this device was revoked by an admin: its data is erased; ask an admin")]
+    DeviceRevoked,
     /// 404: nothing there (or nothing the caller may see).
     #[error("{0}")]
     NotFound(String),
@@ -67,7 +71,7 @@ impl Error {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::Forbidden(_) | Self::DeviceRevoked => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -83,6 +87,9 @@ impl Error {
 
     /// The stable machine-readable code of this error.
     pub fn code(&self) -> &'static str {
+        if matches!(self, Self::DeviceRevoked) {
+            return "device_revoked";
+        }
         match self.status() {
             StatusCode::BAD_REQUEST => "bad_request",
             StatusCode::UNAUTHORIZED => "unauthorized",

@@ -62,7 +62,11 @@ fn a_steward_cannot_evaluate_or_assign_and_the_refusal_is_kept_shown_and_discard
     steward.set(&other, &[("departments", "property_company")]);
     steward
         .client
-        .login(server.url.clone(), "steward1".into(), DEMO_PASSWORD.into())
+        .login(
+            "steward1".into(),
+            DEMO_PASSWORD.into(),
+            Some(server.url.clone()),
+        )
         .unwrap();
     let report = steward.sync();
     assert_eq!(report.accepted, 0);
@@ -88,7 +92,7 @@ fn a_steward_cannot_evaluate_or_assign_and_the_refusal_is_kept_shown_and_discard
     let outbox = steward.client.outbox().unwrap();
     assert_eq!(outbox.len(), 2);
     assert!(outbox.iter().all(|o| o.state == "rejected"));
-    assert_eq!(outbox[0].reject_code.as_deref(), Some("forbidden"));
+    assert_eq!(outbox[0].reject_code.map(|c| c.as_str()), Some("forbidden"));
     assert_eq!(
         steward.sync().rejected.len(),
         0,

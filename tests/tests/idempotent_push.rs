@@ -55,13 +55,14 @@ fn a_push_whose_reply_is_lost_is_resent_without_duplicates() {
 
     // Step 1: a bus-team phone talks to the server through a flaky link.
     let home = tempfile::tempdir().unwrap();
-    let phone = linli_ffi::FieldClient::open(home.path().to_str().unwrap().into()).unwrap();
+    let phone = linli_ffi::FieldClient::new(home.path().to_str().unwrap().into(), None, None, None)
+        .unwrap();
     phone
-        .login(proxy.url.clone(), "bus1".into(), DEMO_PASSWORD.into())
+        .login("bus1".into(), DEMO_PASSWORD.into(), Some(proxy.url.clone()))
         .unwrap();
     let id = phone
         .create(
-            "case".into(),
+            linli_ffi::RecordKind::Case,
             HAITIANCHENG.into(),
             vec![linli_ffi::FieldValue {
                 name: "summary".into(),

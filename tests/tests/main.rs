@@ -11,5 +11,6 @@ mod idempotent_push;
 mod personal_data;
 mod personal_migration;
 mod restart;
+mod revocation;
 mod story_bus_run;
 mod token_expiry;

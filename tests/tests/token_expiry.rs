@@ -53,9 +53,9 @@ fn changes_made_past_the_token_life_sync_after_a_refresh_or_a_new_login() {
     phone
         .client
         .login(
-            server.url.clone(),
             "steward1".into(),
             "a-new-password".into(),
+            Some(server.url.clone()),
         )
         .unwrap();
     let report = phone.sync();

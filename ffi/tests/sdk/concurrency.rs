@@ -13,7 +13,11 @@ const ESTATE: &str = "hz/baiyang/haitian/haitiancheng";
 fn two_clients_on_one_directory_from_two_threads() {
     let (dir, first) = phone();
     let shared = first
-        .create("bus".into(), ESTATE.into(), fv(&[("run_number", "1801")]))
+        .create(
+            linli_ffi::RecordKind::Bus,
+            ESTATE.into(),
+            fv(&[("run_number", "1801")]),
+        )
         .unwrap();
     drop(first);
 
@@ -22,12 +26,12 @@ fn two_clients_on_one_directory_from_two_threads() {
             let home = home(&dir);
             let shared = shared.clone();
             std::thread::spawn(move || {
-                let client = FieldClient::open(home).unwrap();
+                let client = FieldClient::new(home, None, None, None).unwrap();
                 let mut ids = Vec::new();
                 for i in 0..50 {
                     let id = client
                         .create(
-                            "volunteer".into(),
+                            linli_ffi::RecordKind::Volunteer,
                             ESTATE.into(),
                             fv(&[("activity", &format!("worker {w} activity {i}"))]),
                         )
@@ -44,7 +48,7 @@ fn two_clients_on_one_directory_from_two_threads() {
         .flat_map(|h| h.join().unwrap())
         .collect();
 
-    let client = FieldClient::open(home(&dir)).unwrap();
+    let client = FieldClient::new(home(&dir), None, None, None).unwrap();
     let list = client.list().unwrap();
     assert_eq!(list.len(), 101);
     for id in &ids {
@@ -62,7 +66,11 @@ fn one_client_shared_between_threads() {
     let (_dir, client) = phone();
     let client = Arc::new(client);
     let id = client
-        .create("bus".into(), ESTATE.into(), fv(&[("run_number", "1802")]))
+        .create(
+            linli_ffi::RecordKind::Bus,
+            ESTATE.into(),
+            fv(&[("run_number", "1802")]),
+        )
         .unwrap();
     let handles: Vec<_> = (0..4)
         .map(|_| {

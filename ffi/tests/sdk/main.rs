@@ -8,7 +8,7 @@ use linli_ffi::{FieldClient, FieldValue};
 /// A phone whose home is a fresh temporary directory (kept alive by the returned guard).
 pub fn phone() -> (tempfile::TempDir, FieldClient) {
     let dir = tempfile::tempdir().unwrap();
-    let client = FieldClient::open(home(&dir)).unwrap();
+    let client = FieldClient::new(home(&dir), None, None, None).unwrap();
     (dir, client)
 }
 

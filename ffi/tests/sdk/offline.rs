@@ -1,7 +1,7 @@
 //! Story: a steward in a basement with no signal captures and edits records; nothing needs the
 //! server, and everything is still there after the app is killed and reopened.
 
-use linli_ffi::{FieldClient, SdkError};
+use linli_ffi::{ApiError, FieldClient};
 
 use crate::{fv, home, phone, value};
 
@@ -14,7 +14,7 @@ fn capture_edit_list_and_show_without_a_server() {
     // Step 1: a case raised at the bus, with its first fields.
     let case = phone
         .create(
-            "case".into(),
+            linli_ffi::RecordKind::Case,
             ESTATE.into(),
             fv(&[
                 ("summary", "3幢楼道堆放杂物"),
@@ -38,7 +38,11 @@ fn capture_edit_list_and_show_without_a_server() {
 
     // Step 3: a bus session with a leaflet tally.
     let bus = phone
-        .create("bus".into(), ESTATE.into(), fv(&[("run_number", "1801")]))
+        .create(
+            linli_ffi::RecordKind::Bus,
+            ESTATE.into(),
+            fv(&[("run_number", "1801")]),
+        )
         .unwrap();
     phone.tally(bus.clone(), "leaflets".into(), 600).unwrap();
     phone.tally(bus.clone(), "leaflets".into(), 30).unwrap();
@@ -55,7 +59,7 @@ fn capture_edit_list_and_show_without_a_server() {
     let list = phone.list().unwrap();
     assert_eq!(list.len(), 2);
     let row = list.iter().find(|r| r.id == case).unwrap();
-    assert_eq!(row.kind, "case");
+    assert_eq!(row.kind, Some(linli_ffi::RecordKind::Case));
     assert_eq!(row.place, ESTATE);
     assert_eq!(row.status.as_deref(), Some("assigned"));
     assert_eq!(row.title, "3幢楼道堆放杂物");
@@ -95,35 +99,37 @@ fn capture_edit_list_and_show_without_a_server() {
 #[test]
 fn bad_input_is_refused_with_the_field_named_and_nothing_written() {
     let (_dir, phone) = phone();
+    // (An unknown kind cannot be asked for: `RecordKind` is a closed enum.)
     let err = phone
-        .create("party".into(), ESTATE.into(), vec![])
+        .create(
+            linli_ffi::RecordKind::Case,
+            "Not A Place".into(),
+            fv(&[("summary", "x")]),
+        )
         .unwrap_err();
     assert!(
-        matches!(err, SdkError::InvalidInput { ref field, .. } if field == "kind"),
+        matches!(err, ApiError::InvalidInput { ref field, .. } if field == "place"),
         "{err}"
     );
     let err = phone
-        .create("case".into(), "Not A Place".into(), fv(&[("summary", "x")]))
+        .create(linli_ffi::RecordKind::Case, ESTATE.into(), vec![])
         .unwrap_err();
     assert!(
-        matches!(err, SdkError::InvalidInput { ref field, .. } if field == "place"),
-        "{err}"
-    );
-    let err = phone
-        .create("case".into(), ESTATE.into(), vec![])
-        .unwrap_err();
-    assert!(
-        matches!(err, SdkError::InvalidInput { ref field, .. } if field == "summary"),
+        matches!(err, ApiError::InvalidInput { ref field, .. } if field == "summary"),
         "{err}"
     );
 
     let id = phone
-        .create("case".into(), ESTATE.into(), fv(&[("summary", "漏水")]))
+        .create(
+            linli_ffi::RecordKind::Case,
+            ESTATE.into(),
+            fv(&[("summary", "漏水")]),
+        )
         .unwrap();
     let err = phone
         .set(id.clone(), fv(&[("resident_phone", "not-a-phone secret")]))
         .unwrap_err();
-    assert!(matches!(err, SdkError::InvalidInput { ref field, .. } if field == "resident_phone"));
+    assert!(matches!(err, ApiError::InvalidInput { ref field, .. } if field == "resident_phone"));
     assert!(!err.to_string().contains("secret"), "{err}");
     let err = phone.tally(id.clone(), "summary".into(), 1).unwrap_err();
     assert_eq!(err.code(), "invalid_input");
@@ -152,7 +158,7 @@ fn everything_survives_closing_and_reopening() {
     let (dir, phone) = phone();
     let id = phone
         .create(
-            "volunteer".into(),
+            linli_ffi::RecordKind::Volunteer,
             ESTATE.into(),
             fv(&[("activity", "义诊"), ("hours", "2.5")]),
         )
@@ -163,7 +169,7 @@ fn everything_survives_closing_and_reopening() {
     let who = phone.whoami().unwrap();
     drop(phone);
 
-    let again = FieldClient::open(home(&dir)).unwrap();
+    let again = FieldClient::new(home(&dir), None, None, None).unwrap();
     let v = value(&again, &id);
     assert_eq!(v["activity"], "义诊");
     assert_eq!(v["residents_served"], 42);
@@ -190,16 +196,16 @@ fn sync_and_login_need_a_server_but_fail_cleanly() {
         .port();
     let err = phone
         .login(
-            format!("http://127.0.0.1:{port}"),
             "steward1".into(),
             "pw".into(),
+            Some(format!("http://127.0.0.1:{port}")),
         )
         .unwrap_err();
     assert_eq!(err.code(), "offline", "{err}");
     let err = phone
-        .login("example.org".into(), "steward1".into(), "pw".into())
+        .login("steward1".into(), "pw".into(), Some("example.org".into()))
         .unwrap_err();
-    assert!(matches!(err, SdkError::InvalidInput { ref field, .. } if field == "server_url"));
+    assert!(matches!(err, ApiError::InvalidInput { ref field, .. } if field == "server_url"));
     phone.logout().unwrap();
     assert!(!phone.whoami().unwrap().logged_in);
 }

@@ -57,6 +57,8 @@ pub struct Principal {
     pub user: User,
     /// The device exists, belongs to the user and is not revoked.
     pub device_ok: bool,
+    /// The device was revoked by an admin.
+    pub device_revoked: bool,
 }
 
 const USER_COLUMNS: &str = "id, username, password_hash, role, display_name, disabled";
@@ -333,18 +335,23 @@ impl Store {
         let row = sqlx::query(
             "SELECT u.id, u.username, u.password_hash, u.role, u.display_name, u.disabled,
                     (SELECT d.user_id = u.id AND d.revoked_at IS NULL
-                       FROM devices d WHERE d.id = ?) AS device_ok
+                       FROM devices d WHERE d.id = ?) AS device_ok,
+                    (SELECT d.revoked_at IS NOT NULL FROM devices d WHERE d.id = ?)
+                       AS device_revoked
              FROM users u WHERE u.id = ?",
         )
+        .bind(device.to_string())
         .bind(device.to_string())
         .bind(user_id)
         .fetch_optional(&self.pool)
         .await?;
         row.map(|r| {
             let device_ok: Option<i64> = r.try_get("device_ok")?;
+            let device_revoked: Option<i64> = r.try_get("device_revoked")?;
             Ok(Principal {
                 user: user_from_row(&r)?,
                 device_ok: device_ok == Some(1),
+                device_revoked: device_revoked == Some(1),
             })
         })
         .transpose()

@@ -33,7 +33,10 @@ pub enum RefreshOutcome {
     /// No such token.
     Unknown,
     /// Expired or revoked.
-    Dead,
+    Dead {
+        /// The device it was issued to.
+        device_id: String,
+    },
     /// It had been spent already: a copy is in someone else's hands, so the whole family is now
     /// revoked.
     Reused,
@@ -95,15 +98,15 @@ impl Store {
             tx.commit().await?;
             return Ok(RefreshOutcome::Rotated { user_id, device_id });
         }
-        let row: Option<(String, Option<i64>, Option<i64>)> = sqlx::query_as(
-            "SELECT family, spent_at, revoked_at FROM refresh_tokens WHERE hash = ?",
+        let row: Option<(String, Option<i64>, Option<i64>, String)> = sqlx::query_as(
+            "SELECT family, spent_at, revoked_at, device_id FROM refresh_tokens WHERE hash = ?",
         )
         .bind(hash)
         .fetch_optional(&mut *tx)
         .await?;
         let outcome = match row {
             None => RefreshOutcome::Unknown,
-            Some((family, Some(_), _)) => {
+            Some((family, Some(_), _, _)) => {
                 sqlx::query(
                     "UPDATE refresh_tokens SET revoked_at = ?
                      WHERE family = ? AND revoked_at IS NULL",
@@ -114,7 +117,7 @@ impl Store {
                 .await?;
                 RefreshOutcome::Reused
             }
-            Some(_) => RefreshOutcome::Dead,
+            Some((_, None, _, device_id)) => RefreshOutcome::Dead { device_id },
         };
         tx.commit().await?;
         Ok(outcome)

@@ -402,9 +402,15 @@ async fn refresh_tokens_rotate_and_a_reused_one_revokes_the_family() {
         )
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    assert_eq!(status_with(&app, &access).await, StatusCode::UNAUTHORIZED);
-    assert_eq!(refresh(&app, &rt).await.0, StatusCode::UNAUTHORIZED);
-    let (status, _) = app
+    // Every contact of the revoked device says so, with its own code, so the phone erases
+    // itself: the access token, the refresh token, a new login.
+    assert_eq!(status_with(&app, &access).await, StatusCode::FORBIDDEN);
+    let (status, body) = refresh(&app, &rt).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::FORBIDDEN, Some("device_revoked"))
+    );
+    let (status, body) = app
         .json(
             "POST",
             "/v1/auth/login",
@@ -413,4 +419,5 @@ async fn refresh_tokens_rotate_and_a_reused_one_revokes_the_family() {
         )
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(body["error"], "device_revoked");
 }

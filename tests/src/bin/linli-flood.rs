@@ -132,8 +132,12 @@ fn main() {
     let started = Instant::now();
     let threads: Vec<_> = (0..args.flooders)
         .map(|_| {
-            let (url, token, body, stop) =
-                (url.clone(), flooder.clone(), flood_body.clone(), stop.clone());
+            let (url, token, body, stop) = (
+                url.clone(),
+                flooder.clone(),
+                flood_body.clone(),
+                stop.clone(),
+            );
             std::thread::spawn(move || {
                 let mut statuses = Vec::new();
                 while !stop.load(Ordering::SeqCst) {
@@ -203,14 +207,35 @@ fn main() {
     println!("| figure | value |");
     println!("|---|---|");
     println!("| protocol | {} |", args.protocol);
-    println!("| flooding requests in flight (one user) | {} |", args.flooders);
+    println!(
+        "| flooding requests in flight (one user) | {} |",
+        args.flooders
+    );
     println!("| junk changes per request | {} |", args.junk);
-    println!("| flood requests answered | {} (422: {}, 429: {}, 503: {}) |", flood.len(), count(422), count(429), count(503));
+    println!(
+        "| flood requests answered | {} (422: {}, 429: {}, 503: {}) |",
+        flood.len(),
+        count(422),
+        count(429),
+        count(503)
+    );
     println!("| innocent pushes | {} ({} accepted) |", args.innocent, ok);
-    println!("| innocent push latency p50 | {:.1} ms |", percentile(&latencies, 0.5).as_secs_f64() * 1e3);
-    println!("| innocent push latency p99 | {:.1} ms |", percentile(&latencies, 0.99).as_secs_f64() * 1e3);
-    println!("| innocent push latency max | {:.1} ms |", latencies.last().unwrap().as_secs_f64() * 1e3);
+    println!(
+        "| innocent push latency p50 | {:.1} ms |",
+        percentile(&latencies, 0.5).as_secs_f64() * 1e3
+    );
+    println!(
+        "| innocent push latency p99 | {:.1} ms |",
+        percentile(&latencies, 0.99).as_secs_f64() * 1e3
+    );
+    println!(
+        "| innocent push latency max | {:.1} ms |",
+        latencies.last().unwrap().as_secs_f64() * 1e3
+    );
     println!("| rejection rows stored | {rejection_rows} |");
     println!("| run time | {:.1} s |", elapsed.as_secs_f64());
-    println!("| server peak memory (VmHWM) | {:.1} MiB |", peak_mib(&server));
+    println!(
+        "| server peak memory (VmHWM) | {:.1} MiB |",
+        peak_mib(&server)
+    );
 }

@@ -18,12 +18,13 @@ impl Phone {
     /// A new phone signed in as `user` (a demo user).
     pub fn login(server: &ServerProcess, user: &str) -> Phone {
         let home = tempfile::tempdir().unwrap();
-        let client = FieldClient::open(home.path().to_str().unwrap().to_string()).unwrap();
+        let client =
+            FieldClient::new(home.path().to_str().unwrap().to_string(), None, None, None).unwrap();
         client
             .login(
-                server.url.clone(),
                 user.to_string(),
                 DEMO_PASSWORD.to_string(),
+                Some(server.url.clone()),
             )
             .unwrap_or_else(|e| panic!("{user} logs in: {e}"));
         Phone {
@@ -44,7 +45,7 @@ impl Phone {
 
     pub fn create(&self, kind: &str, place: &str, fields: &[(&str, &str)]) -> String {
         self.client
-            .create(kind.into(), place.into(), pairs(fields))
+            .create(kind.parse().unwrap(), place.into(), pairs(fields))
             .unwrap_or_else(|e| panic!("{} creates a {kind}: {e}", self.user))
     }
 
