@@ -308,17 +308,30 @@ fn swift_and_kotlin_bindings_generate_with_the_docs() {
     let swift_items = [
         ("public protocol FieldClientProtocol", "func "),
         ("public protocol SyncListener:", "func "),
+        ("public protocol SecretStore:", "func "),
+        ("public protocol AppLogger:", "func "),
     ];
     let kotlin_items = [
         ("public interface FieldClientInterface", "fun "),
         ("public interface SyncListener", "fun "),
+        ("public interface SecretStore", "fun "),
+        ("public interface AppLogger", "fun "),
     ];
     let mut undocumented = Vec::new();
     for (text, items, decls) in [
         (
             &swift,
             &swift_items,
-            ["public struct ", "enum ApiError", "public func recordKinds"],
+            [
+                "public struct ",
+                "enum ApiError",
+                "public func recordKinds",
+                "public enum RecordKind",
+                "public enum RejectCode",
+                "public enum Role",
+                "public enum OutboxState",
+                "public func installLogger",
+            ],
         ),
         (
             &kotlin,
@@ -327,6 +340,11 @@ fn swift_and_kotlin_bindings_generate_with_the_docs() {
                 "data class ",
                 "sealed class ApiException",
                 "fun `recordKinds`",
+                "enum class RecordKind",
+                "enum class RejectCode",
+                "enum class Role",
+                "enum class OutboxState",
+                "fun `installLogger`",
             ],
         ),
     ] {

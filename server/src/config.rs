@@ -75,6 +75,13 @@ pub struct ServeArgs {
     /// Login attempts per minute allowed per user name (bursts of twice that); 0 turns it off.
     #[arg(long, env = "LINLI_LOGIN_RATE_LIMIT", default_value_t = 10)]
     pub login_rate_limit: u32,
+    /// Serve HTTPS with this certificate chain (PEM); reloaded when the file changes, so a
+    /// renewal needs no restart. Needs --tls-key.
+    #[arg(long, env = "LINLI_TLS_CERT", value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, env = "LINLI_TLS_KEY", value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -91,6 +98,7 @@ impl ServeArgs {
             rate_burst: self.rate_burst.max(1),
             login_per_minute: self.login_rate_limit,
             login_burst: self.login_rate_limit.saturating_mul(2).max(1),
+            tls: self.tls_cert.clone().zip(self.tls_key.clone()),
         }
     }
 }
@@ -119,6 +127,8 @@ pub struct Config {
     pub login_per_minute: u32,
     /// Burst of login attempts per user name.
     pub login_burst: u32,
+    /// Certificate chain and key files (PEM) to serve HTTPS with; `None` serves plain HTTP.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl Config {
@@ -137,7 +147,14 @@ impl Config {
             rate_burst: 200,
             login_per_minute: 10,
             login_burst: 20,
+            tls: None,
         }
+    }
+
+    /// The same configuration serving HTTPS with these PEM files.
+    pub fn with_tls(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.tls = Some((cert.into(), key.into()));
+        self
     }
 
     /// The same configuration with the demo data seeded.

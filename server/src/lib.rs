@@ -16,7 +16,8 @@
 //!   stored before they had a personal part.
 //! - [`demo`]: the demo district and users.
 //! - [`error`]: the JSON error type and its status mapping.
-//! - [`run`]: listening, graceful shutdown, and in-process servers for tests.
+//! - [`run`]: listening, graceful shutdown, and in-process servers for tests; [`tls`]: HTTPS
+//!   with a certificate reloaded when its files change.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), linli_server::error::Error> {
@@ -46,6 +47,7 @@ pub mod run;
 pub mod state;
 pub mod store;
 pub mod sync;
+pub mod tls;
 pub mod turns;
 
 use std::any::Any;

@@ -47,14 +47,26 @@ async fn main() -> std::process::ExitCode {
 async fn serve(args: linli_server::config::ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     let config = args.config();
     let demo = config.demo;
+    let scheme = match &config.tls {
+        Some((cert, key)) => {
+            // A clear error at start-up when the files do not load.
+            linli_server::tls::server_config(cert, key)?;
+            "https"
+        }
+        None => "http",
+    };
     let state = linli_server::open(config).await?;
     let listener = tokio::net::TcpListener::bind(args.bind).await?;
     let addr = listener.local_addr()?;
+    if scheme == "http" && !linli_server::tls::is_loopback(&addr) {
+        eprintln!("{}", linli_server::tls::PLAIN_HTTP_WARNING);
+        tracing::warn!(%addr, "serving plain HTTP on a non-loopback address");
+    }
     let mut out = std::io::stdout().lock();
     if demo {
         write!(out, "{}", linli_server::demo::describe())?;
     }
-    writeln!(out, "listening on http://{addr}")?;
+    writeln!(out, "listening on {scheme}://{addr}")?;
     out.flush()?;
     drop(out);
     linli_server::serve(listener, state, shutdown_signal()).await?;

@@ -29,16 +29,41 @@ pub async fn open(config: Config) -> Result<AppState> {
 }
 
 /// Serves the application on `listener` until `shutdown` resolves, then finishes in-flight
-/// requests and closes the database.
+/// requests and closes the database. HTTPS when the state's configuration has TLS files, with the
+/// certificate reloaded when they change. Handlers see the client's address
+/// (`ConnectInfo<SocketAddr>`).
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let store = state.store.clone();
-    let result = axum::serve(listener, crate::app(state))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let tls = state.config.tls.clone();
+    let app = crate::app(state).into_make_service_with_connect_info::<SocketAddr>();
+    let result = match tls {
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        Some((cert, key)) => {
+            let config = crate::tls::server_config(&cert, &key)
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            let handle = axum_server::Handle::new();
+            let stopper = handle.clone();
+            tokio::spawn(async move {
+                shutdown.await;
+                stopper.graceful_shutdown(Some(std::time::Duration::from_secs(30)));
+            });
+            axum_server::from_tcp_rustls(
+                listener.into_std()?,
+                axum_server::tls_rustls::RustlsConfig::from_config(config),
+            )?
+            .handle(handle)
+            .serve(app)
+            .await
+        }
+    };
     store.close().await;
     result
 }
@@ -61,13 +86,21 @@ impl RunningServer {
             .await
             .map_err(Error::internal)?;
         let addr = listener.local_addr().map_err(Error::internal)?;
+        let scheme = if state.config.tls.is_some() {
+            // Fail here, not in the serving task, when the files do not load.
+            let (cert, key) = state.config.tls.as_ref().expect("checked");
+            crate::tls::server_config(cert, key)?;
+            "https"
+        } else {
+            "http"
+        };
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(serve(listener, state.clone(), async {
             let _ = stopped.await;
         }));
         Ok(RunningServer {
             addr,
-            url: format!("http://{addr}"),
+            url: format!("{scheme}://{addr}"),
             state,
             stop: Some(stop),
             task: Some(task),
@@ -79,7 +112,7 @@ impl RunningServer {
         self.addr
     }
 
-    /// `http://127.0.0.1:PORT`, without a trailing slash.
+    /// `http://127.0.0.1:PORT` (or `https://` with TLS), without a trailing slash.
     pub fn url(&self) -> &str {
         &self.url
     }

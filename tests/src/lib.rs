@@ -109,7 +109,7 @@ impl ServerProcess {
         std::thread::spawn(move || {
             let mut sent = false;
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if !sent && let Some(i) = line.find("http://") {
+                if !sent && let Some(i) = line.find("http://").or_else(|| line.find("https://")) {
                     let url = line[i..]
                         .split_whitespace()
                         .next()
@@ -124,6 +124,7 @@ impl ServerProcess {
             .recv_timeout(Duration::from_secs(60))
             .expect("the server prints its address within a minute");
         let bind = url
+            .trim_start_matches("https://")
             .trim_start_matches("http://")
             .trim_end_matches('/')
             .to_string();
@@ -140,6 +141,17 @@ impl ServerProcess {
 
     fn wait_healthy(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
+        if self.url.starts_with("https://") {
+            // This harness speaks no TLS itself: an accepting port is enough (requests wait in
+            // the listen queue until the server serves).
+            while Instant::now() < deadline {
+                if std::net::TcpStream::connect(&self.bind).is_ok() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            panic!("server at {} never accepted a connection", self.url);
+        }
         while Instant::now() < deadline {
             if let Ok(r) = ureq::get(&format!("{}/healthz", self.url)).call()
                 && r.status() == 200

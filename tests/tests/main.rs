@@ -13,4 +13,5 @@ mod personal_migration;
 mod restart;
 mod revocation;
 mod story_bus_run;
+mod tls;
 mod token_expiry;
