@@ -86,9 +86,8 @@ impl RunningServer {
             .await
             .map_err(Error::internal)?;
         let addr = listener.local_addr().map_err(Error::internal)?;
-        let scheme = if state.config.tls.is_some() {
+        let scheme = if let Some((cert, key)) = &state.config.tls {
             // Fail here, not in the serving task, when the files do not load.
-            let (cert, key) = state.config.tls.as_ref().expect("checked");
             crate::tls::server_config(cert, key)?;
             "https"
         } else {
