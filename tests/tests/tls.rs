@@ -128,8 +128,7 @@ fn phones_sync_over_tls_and_refuse_what_they_cannot_trust() {
         None,
         None,
     )
-    .err()
-    .expect("refused");
+    .expect_err("refused");
     assert!(
         matches!(&err, ApiError::InvalidInput { field, .. } if field == "server_url"),
         "{err:?}"
