@@ -300,7 +300,7 @@ impl FieldClient {
                     .into(),
             });
         };
-        match self.checked(transport.refresh(&refresh)) {
+        match self.checked(transport.refresh(&refresh, &self.identity.device_id)) {
             Ok(reply) => {
                 log::info!("the access token was refreshed");
                 self.keep_login(&reply, None)?;

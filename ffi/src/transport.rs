@@ -208,10 +208,10 @@ impl<'a> Transport<'a> {
 
     /// Trades the refresh token for a new access token and the next refresh token (the same reply
     /// as a login). A 401 means the login is over: expired, revoked, or the token was used twice.
-    pub fn refresh(&self, refresh_token: &str) -> Result<LoginResponse, ApiError> {
+    pub fn refresh(&self, refresh_token: &str, device_id: &str) -> Result<LoginResponse, ApiError> {
         self.auth_exchange(
             "refresh",
-            &serde_json::json!({ "refresh_token": refresh_token }),
+            &serde_json::json!({ "refresh_token": refresh_token, "device_id": device_id }),
             "the login has expired or was revoked: log in again",
         )
     }

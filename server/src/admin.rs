@@ -110,6 +110,7 @@ pub async fn add_user(store: &Store, new: NewUser) -> Result<User> {
         role,
         display_name,
         disabled: false,
+        session_epoch: 0,
     };
     store.insert_user(&user, now_ms()).await?;
     tracing::info!(username = %user.username, role = %user.role, "user added");

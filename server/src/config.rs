@@ -72,9 +72,18 @@ pub struct ServeArgs {
     /// Requests a user may send in a burst above the sustained rate.
     #[arg(long, env = "LINLI_RATE_BURST", default_value_t = 200)]
     pub rate_burst: u32,
-    /// Login attempts per minute allowed per user name (bursts of twice that); 0 turns it off.
+    /// Login attempts per minute allowed per user name (bursts of twice that); also scales the
+    /// per-address (×6) and server-wide (×60) login limits. 0 turns login limits off.
     #[arg(long, env = "LINLI_LOGIN_RATE_LIMIT", default_value_t = 10)]
     pub login_rate_limit: u32,
+    /// Take the client address for login limits from `X-Forwarded-For` (only behind a reverse
+    /// proxy that sets it; otherwise clients could pick their own address).
+    #[arg(long, env = "LINLI_TRUST_FORWARDED_FOR")]
+    pub trust_forwarded_for: bool,
+    /// Seconds in which a phone whose refresh reply was lost may present the same refresh token
+    /// again and get the same next one (instead of its login being revoked as copied).
+    #[arg(long, env = "LINLI_REFRESH_GRACE", default_value_t = 60)]
+    pub refresh_grace_secs: u64,
     /// Serve HTTPS with this certificate chain (PEM); reloaded when the file changes, so a
     /// renewal needs no restart. Needs --tls-key.
     #[arg(long, env = "LINLI_TLS_CERT", value_name = "PEM", requires = "tls_key")]
@@ -99,6 +108,8 @@ impl ServeArgs {
             login_per_minute: self.login_rate_limit,
             login_burst: self.login_rate_limit.saturating_mul(2).max(1),
             tls: self.tls_cert.clone().zip(self.tls_key.clone()),
+            trust_forwarded_for: self.trust_forwarded_for,
+            refresh_grace: Duration::from_secs(self.refresh_grace_secs),
         }
     }
 }
@@ -129,6 +140,10 @@ pub struct Config {
     pub login_burst: u32,
     /// Certificate chain and key files (PEM) to serve HTTPS with; `None` serves plain HTTP.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// Take the client address from `X-Forwarded-For` (behind a reverse proxy).
+    pub trust_forwarded_for: bool,
+    /// How long a spent refresh token may be presented again by its device (a lost reply).
+    pub refresh_grace: Duration,
 }
 
 impl Config {
@@ -148,6 +163,8 @@ impl Config {
             login_per_minute: 10,
             login_burst: 20,
             tls: None,
+            trust_forwarded_for: false,
+            refresh_grace: Duration::from_secs(60),
         }
     }
 

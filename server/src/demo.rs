@@ -93,6 +93,7 @@ pub async fn seed(store: &Store) -> Result<()> {
                     role: *role,
                     display_name: (*display_name).into(),
                     disabled: false,
+                    session_epoch: 0,
                 };
                 store.insert_user(&user, now_ms()).await?;
                 user

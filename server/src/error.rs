@@ -49,6 +49,14 @@ pub enum Error {
         /// Whole seconds until a request will be accepted again.
         retry_after_secs: u64,
     },
+    /// 503: the server is too busy for this now; `Retry-After` says when to come back.
+    #[error("{message}")]
+    Unavailable {
+        /// Whole seconds until trying again makes sense.
+        retry_after_secs: u64,
+        /// What is busy.
+        message: String,
+    },
     /// 500: a database failure (logged, never echoed).
     #[error(transparent)]
     Database(#[from] sqlx::Error),
@@ -78,6 +86,7 @@ impl Error {
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Database(e) if is_unique_violation(e) => StatusCode::CONFLICT,
             Self::Database(_) | Self::Migrate(_) | Self::Internal(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
@@ -100,6 +109,7 @@ impl Error {
             StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
             StatusCode::UNPROCESSABLE_ENTITY => "unprocessable",
             StatusCode::TOO_MANY_REQUESTS => "too_many_requests",
+            StatusCode::SERVICE_UNAVAILABLE => "unavailable",
             _ => "internal",
         }
     }
@@ -139,7 +149,11 @@ impl IntoResponse for Error {
                 HeaderValue::from_static("Bearer realm=\"linli\""),
             );
         }
-        if let Self::TooManyRequests { retry_after_secs } = self {
+        if let Self::TooManyRequests { retry_after_secs }
+        | Self::Unavailable {
+            retry_after_secs, ..
+        } = self
+        {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));

@@ -1,6 +1,8 @@
-//! Per-user rate limits (GCRA, from the `governor` crate): API requests keyed on the access
-//! token's subject, login attempts keyed on the user name. Over the limit a request is answered
-//! 429 with `Retry-After`, before any database work.
+//! Rate limits (GCRA, from the `governor` crate): API requests keyed on the access token's
+//! subject; login attempts keyed on the user name, on the client address, and all together. Over
+//! a limit a request is answered 429 with `Retry-After`, before any database work or password
+//! hashing. The limits live in each server process (with several nodes, each enforces its own:
+//! a client spread across N nodes gets N times the rate, which bounds it all the same).
 
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,6 +20,8 @@ type Keyed = RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock>;
 pub struct RateLimits {
     api: Option<Keyed>,
     login: Option<Keyed>,
+    login_by_address: Option<Keyed>,
+    login_total: Option<Keyed>,
     checks: AtomicU64,
     clock: DefaultClock,
 }
@@ -41,13 +45,28 @@ impl RateLimits {
             let burst = NonZeroU32::new(config.rate_burst).unwrap_or(rate);
             RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))
         });
-        let login = NonZeroU32::new(config.login_per_minute).map(|rate| {
-            let burst = NonZeroU32::new(config.login_burst).unwrap_or(rate);
-            RateLimiter::keyed(Quota::per_minute(rate).allow_burst(burst))
-        });
+        let per_minute = |rate: u32, burst: u32| {
+            NonZeroU32::new(rate).map(|rate| {
+                let burst = NonZeroU32::new(burst).unwrap_or(rate);
+                RateLimiter::keyed(Quota::per_minute(rate).allow_burst(burst))
+            })
+        };
+        let login = per_minute(config.login_per_minute, config.login_burst);
+        // A street office behind one NAT logs in many users at a shift's start: an address gets
+        // six names' worth; the whole server sixty.
+        let login_by_address = per_minute(
+            config.login_per_minute.saturating_mul(6),
+            config.login_burst.saturating_mul(6),
+        );
+        let login_total = per_minute(
+            config.login_per_minute.saturating_mul(60),
+            config.login_burst.saturating_mul(15),
+        );
         Self {
             api,
             login,
+            login_by_address,
+            login_total,
             checks: AtomicU64::new(0),
             clock: DefaultClock::default(),
         }
@@ -73,9 +92,15 @@ impl RateLimits {
         self.check(self.api.as_ref(), subject.to_string())
     }
 
-    /// One login attempt for this user name.
-    pub fn check_login(&self, username: &str) -> Result<()> {
-        self.check(self.login.as_ref(), username.to_lowercase())
+    /// One login attempt for this user name from this client address: the address's limit, then
+    /// the name's, then the server-wide one — in that order, so one client's flood is turned away
+    /// at its address and never spends the budget everyone shares.
+    pub fn check_login(&self, username: &str, address: Option<std::net::IpAddr>) -> Result<()> {
+        if let Some(address) = address {
+            self.check(self.login_by_address.as_ref(), address.to_string())?;
+        }
+        self.check(self.login.as_ref(), username.to_lowercase())?;
+        self.check(self.login_total.as_ref(), String::new())
     }
 }
 

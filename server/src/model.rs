@@ -93,6 +93,9 @@ pub struct User {
     pub display_name: String,
     /// Disabled users cannot log in and their tokens stop working.
     pub disabled: bool,
+    /// Bumped by a password reset or a disable: access tokens carry the epoch they were issued
+    /// at, and one of an older epoch is refused.
+    pub session_epoch: i64,
 }
 
 /// Milliseconds since the Unix epoch, now.

@@ -5,6 +5,7 @@ mod field_cli;
 mod field_rules;
 mod forged_actor;
 mod grant_growth;
+mod hostile_auth;
 mod hostile_input;
 mod hostile_steward;
 mod idempotent_push;

@@ -23,6 +23,7 @@ fn place_from_row(row: &SqliteRow) -> Result<Place> {
 fn user_from_row(row: &SqliteRow) -> Result<User> {
     let role: String = row.try_get("role")?;
     let disabled: i64 = row.try_get("disabled")?;
+    let session_epoch: i64 = row.try_get("session_epoch")?;
     Ok(User {
         id: row.try_get("id")?,
         username: row.try_get("username")?,
@@ -30,6 +31,7 @@ fn user_from_row(row: &SqliteRow) -> Result<User> {
         role: role.parse().map_err(Error::Internal)?,
         display_name: row.try_get("display_name")?,
         disabled: disabled != 0,
+        session_epoch,
     })
 }
 
@@ -61,7 +63,8 @@ pub struct Principal {
     pub device_revoked: bool,
 }
 
-const USER_COLUMNS: &str = "id, username, password_hash, role, display_name, disabled";
+const USER_COLUMNS: &str =
+    "id, username, password_hash, role, display_name, disabled, session_epoch";
 
 impl Store {
     /// Creates or renames a place.
@@ -159,13 +162,18 @@ impl Store {
         .transpose()
     }
 
-    /// Enables or disables a user.
+    /// Enables or disables a user. Disabling ends every session (the session epoch moves on);
+    /// enabling again does not revive them.
     pub async fn set_user_disabled(&self, id: &str, disabled: bool) -> Result<()> {
-        sqlx::query("UPDATE users SET disabled = ? WHERE id = ?")
-            .bind(disabled as i64)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "UPDATE users SET disabled = ?1,
+                    session_epoch = session_epoch + CASE WHEN ?1 THEN 1 ELSE 0 END
+             WHERE id = ?2",
+        )
+        .bind(disabled as i64)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -261,13 +269,15 @@ impl Store {
         .collect()
     }
 
-    /// Replaces a user's password hash.
+    /// Replaces a user's password hash, ending every session (the session epoch moves on).
     pub async fn set_password_hash(&self, id: &str, hash: &str) -> Result<()> {
-        sqlx::query("UPDATE users SET password_hash = ? WHERE id = ?")
-            .bind(hash)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "UPDATE users SET password_hash = ?, session_epoch = session_epoch + 1 WHERE id = ?",
+        )
+        .bind(hash)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -334,6 +344,7 @@ impl Store {
     pub async fn principal(&self, user_id: &str, device: DeviceId) -> Result<Option<Principal>> {
         let row = sqlx::query(
             "SELECT u.id, u.username, u.password_hash, u.role, u.display_name, u.disabled,
+                    u.session_epoch,
                     (SELECT d.user_id = u.id AND d.revoked_at IS NULL
                        FROM devices d WHERE d.id = ?) AS device_ok,
                     (SELECT d.revoked_at IS NOT NULL FROM devices d WHERE d.id = ?)
@@ -404,6 +415,28 @@ impl Store {
         )
     }
 
+    /// A server-wide secret (32 random bytes), made on first use and kept in the database so
+    /// every node has the same one.
+    pub async fn server_secret(&self, name: &str) -> Result<Vec<u8>> {
+        let fresh: [u8; 32] = rand::random();
+        let mut tx = self.write_tx().await?;
+        sqlx::query(
+            "INSERT INTO server_secrets (name, value, created_at) VALUES (?, ?, ?)
+             ON CONFLICT(name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(&fresh[..])
+        .bind(crate::model::now_ms())
+        .execute(&mut *tx)
+        .await?;
+        let value: Vec<u8> = sqlx::query_scalar("SELECT value FROM server_secrets WHERE name = ?")
+            .bind(name)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(value)
+    }
+
     /// Records that a device was just seen.
     pub async fn touch_device(&self, device: DeviceId, now: i64) -> Result<()> {
         // Only when stale by a minute: an idle sync should not cost a disk write (and an fsync).
@@ -434,6 +467,7 @@ mod tests {
             role: Role::Bus,
             display_name: "某某".into(),
             disabled: false,
+            session_epoch: 0,
         }
     }
 

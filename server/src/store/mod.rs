@@ -27,7 +27,7 @@ pub use log::{
     RebuiltRecord, RecordMeta, RejectionRow, RejectionView,
 };
 pub use projection::{RecordFilter, RecordRow};
-pub use tokens::{NewRefreshToken, RefreshOutcome};
+pub use tokens::{NewRefreshToken, RefreshAttempt, RefreshOutcome};
 
 use crate::error::{Error, Result};
 
@@ -46,6 +46,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         2,
         "access",
         include_str!("../../migrations/sqlite/0002_access.sql"),
+    ),
+    (
+        3,
+        "sessions",
+        include_str!("../../migrations/sqlite/0003_sessions.sql"),
     ),
     (
         5,

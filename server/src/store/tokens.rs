@@ -37,9 +37,37 @@ pub enum RefreshOutcome {
         /// The device it was issued to.
         device_id: String,
     },
+    /// It had been spent a moment ago by the same device, whose reply was lost: the same next
+    /// token (which has not been used) is handed out again.
+    Retried {
+        /// The user.
+        user_id: String,
+        /// The device.
+        device_id: String,
+    },
     /// It had been spent already: a copy is in someone else's hands, so the whole family is now
     /// revoked.
     Reused,
+}
+
+/// A stored refresh token: family, spent at, revoked at, device, user.
+type TokenRow = (String, Option<i64>, Option<i64>, String, String);
+
+/// One presentation of a refresh token.
+#[derive(Debug, Clone)]
+pub struct RefreshAttempt<'a> {
+    /// SHA-256 of the presented token.
+    pub hash: &'a [u8],
+    /// SHA-256 of its successor.
+    pub next_hash: &'a [u8],
+    /// Now (ms).
+    pub now: i64,
+    /// When the successor expires (ms).
+    pub next_expires_at: i64,
+    /// How long after spending a token the same device may present it again (ms).
+    pub grace_ms: i64,
+    /// The device the request says it comes from.
+    pub device_id: Option<&'a str>,
 }
 
 impl Store {
@@ -60,25 +88,21 @@ impl Store {
         Ok(())
     }
 
-    /// Spends the token with hash `hash` and stores `next` (with the spent token's family, user
-    /// and device) in one transaction. The spending UPDATE comes first, so two concurrent uses of
-    /// one token cannot both succeed: the loser sees a spent token and revokes the family.
-    pub async fn rotate_refresh_token(
-        &self,
-        hash: &[u8],
-        next_hash: &[u8],
-        now: i64,
-        next_expires_at: i64,
-    ) -> Result<RefreshOutcome> {
+    /// Spends the token and stores its successor (with the spent token's family, user and
+    /// device) in one transaction. The spending UPDATE comes first, so two concurrent uses of one
+    /// token cannot both succeed. A token spent within the grace window, presented again by the
+    /// device it was issued to while its successor is still unused, is a retry: the successor is
+    /// handed out again. Any other reuse revokes the family.
+    pub async fn rotate_refresh_token(&self, a: &RefreshAttempt<'_>) -> Result<RefreshOutcome> {
         let mut tx = self.write_tx().await?;
         let spent: Option<(String, String, String)> = sqlx::query_as(
             "UPDATE refresh_tokens SET spent_at = ?
              WHERE hash = ? AND spent_at IS NULL AND revoked_at IS NULL AND expires_at > ?
              RETURNING family, user_id, device_id",
         )
-        .bind(now)
-        .bind(hash)
-        .bind(now)
+        .bind(a.now)
+        .bind(a.hash)
+        .bind(a.now)
         .fetch_optional(&mut *tx)
         .await?;
         if let Some((family, user_id, device_id)) = spent {
@@ -87,37 +111,53 @@ impl Store {
                                              expires_at)
                  VALUES (?, ?, ?, ?, ?, ?)",
             )
-            .bind(next_hash)
+            .bind(a.next_hash)
             .bind(&family)
             .bind(&user_id)
             .bind(&device_id)
-            .bind(now)
-            .bind(next_expires_at)
+            .bind(a.now)
+            .bind(a.next_expires_at)
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;
             return Ok(RefreshOutcome::Rotated { user_id, device_id });
         }
-        let row: Option<(String, Option<i64>, Option<i64>, String)> = sqlx::query_as(
-            "SELECT family, spent_at, revoked_at, device_id FROM refresh_tokens WHERE hash = ?",
+        let row: Option<TokenRow> = sqlx::query_as(
+            "SELECT family, spent_at, revoked_at, device_id, user_id FROM refresh_tokens
+             WHERE hash = ?",
         )
-        .bind(hash)
+        .bind(a.hash)
         .fetch_optional(&mut *tx)
         .await?;
         let outcome = match row {
             None => RefreshOutcome::Unknown,
-            Some((family, Some(_), _, _)) => {
-                sqlx::query(
-                    "UPDATE refresh_tokens SET revoked_at = ?
-                     WHERE family = ? AND revoked_at IS NULL",
+            Some((family, Some(spent_at), None, device_id, user_id)) => {
+                let successor_unused: Option<i64> = sqlx::query_scalar(
+                    "SELECT 1 FROM refresh_tokens
+                     WHERE hash = ? AND family = ? AND spent_at IS NULL AND revoked_at IS NULL
+                       AND expires_at > ?",
                 )
-                .bind(now)
-                .bind(family)
-                .execute(&mut *tx)
+                .bind(a.next_hash)
+                .bind(&family)
+                .bind(a.now)
+                .fetch_optional(&mut *tx)
                 .await?;
+                let retry = a.now - spent_at <= a.grace_ms
+                    && a.device_id == Some(device_id.as_str())
+                    && successor_unused.is_some();
+                if retry {
+                    RefreshOutcome::Retried { user_id, device_id }
+                } else {
+                    revoke_family(&mut tx, &family, a.now).await?;
+                    RefreshOutcome::Reused
+                }
+            }
+            Some((family, Some(_), Some(_), _, _)) => {
+                // Spent and since revoked: still a copy in someone's hands.
+                revoke_family(&mut tx, &family, a.now).await?;
                 RefreshOutcome::Reused
             }
-            Some((_, None, _, device_id)) => RefreshOutcome::Dead { device_id },
+            Some((_, None, _, device_id, _)) => RefreshOutcome::Dead { device_id },
         };
         tx.commit().await?;
         Ok(outcome)
@@ -134,4 +174,17 @@ impl Store {
         .await?
         .rows_affected())
     }
+}
+
+async fn revoke_family(
+    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    family: &str,
+    now: i64,
+) -> Result<()> {
+    sqlx::query("UPDATE refresh_tokens SET revoked_at = ? WHERE family = ? AND revoked_at IS NULL")
+        .bind(now)
+        .bind(family)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }

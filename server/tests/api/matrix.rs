@@ -284,6 +284,7 @@ async fn world() -> World {
         role: Role::Office,
         display_name: "外区".into(),
         disabled: false,
+        session_epoch: 0,
     };
     app.state.store.insert_user(&outsider, 1).await.unwrap();
     app.state

@@ -4,9 +4,14 @@
 //! the protocol version that build speaks (`--protocol 1` for servers before records had a
 //! personal part), so a fix can be measured against the code before it.
 //!
+//! With `--logins`, the flood is of logins instead: many concurrent logins with random user names
+//! (from one client address, given as `X-Forwarded-For`; the server is started trusting it) while
+//! a real user logs in from another address now and then.
+//!
 //! ```sh
 //! cargo run --release -p linli-tests --bin linli-flood
 //! cargo run --release -p linli-tests --bin linli-flood -- --protocol 1 --server-bin OLD/linli-server
+//! cargo run --release -p linli-tests --bin linli-flood -- --logins
 //! ```
 
 use std::path::PathBuf;
@@ -36,9 +41,12 @@ struct Args {
     /// Junk changes per flooding request.
     #[arg(long, default_value_t = 1000)]
     junk: usize,
-    /// Pushes the innocent user makes, one after the other, during the flood.
+    /// Pushes (or logins) the innocent user makes, one after the other, during the flood.
     #[arg(long, default_value_t = 100)]
     innocent: usize,
+    /// Flood logins with random user names instead of pushes.
+    #[arg(long)]
+    logins: bool,
 }
 
 /// A version-1 push (before records had parts), postcard-encoded exactly as v1 phones did.
@@ -108,13 +116,120 @@ fn peak_mib(server: &ServerProcess) -> f64 {
         / 1024.0
 }
 
+fn login(url: &str, from: &str, user: &str, password: &str) -> (u16, Option<u64>) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let body = serde_json::json!({
+        "username": user, "password": password, "device_id": DeviceId::new().to_string(),
+    });
+    match agent
+        .post(url)
+        .header("x-forwarded-for", from)
+        .send_json(&body)
+    {
+        Ok(r) => (
+            r.status().as_u16(),
+            r.headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok()),
+        ),
+        Err(_) => (0, None),
+    }
+}
+
+fn login_flood(args: &Args, server: &ServerProcess) {
+    let url = format!("{}/v1/auth/login", server.url);
+    assert_eq!(login(&url, "10.0.0.7", "bus1", "linli-demo").0, 200);
+    let before = peak_mib(server);
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let threads: Vec<_> = (0..args.flooders)
+        .map(|t| {
+            let (url, stop) = (url.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut statuses = Vec::new();
+                let mut n = 0;
+                while !stop.load(Ordering::SeqCst) {
+                    n += 1;
+                    statuses.push(login(&url, "10.0.0.66", &format!("x{t}-{n}"), "guess").0);
+                }
+                statuses
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut latencies = Vec::new();
+    let mut failed = 0;
+    for _ in 0..args.innocent {
+        let t = Instant::now();
+        // A real client honours Retry-After; the latency counts the waiting.
+        loop {
+            match login(&url, "10.0.0.7", "bus2", "linli-demo") {
+                (200, _) => break,
+                (429 | 503, retry) => {
+                    std::thread::sleep(Duration::from_secs(retry.unwrap_or(1)));
+                }
+                _ => {
+                    failed += 1;
+                    break;
+                }
+            }
+        }
+        latencies.push(t.elapsed());
+    }
+    stop.store(true, Ordering::SeqCst);
+    let flood: Vec<u16> = threads
+        .into_iter()
+        .flat_map(|t| t.join().expect("flood thread"))
+        .collect();
+    latencies.sort();
+    let count = |s: u16| flood.iter().filter(|x| **x == s).count();
+    println!("| figure | value |");
+    println!("|---|---|");
+    println!("| concurrent random-name logins | {} |", args.flooders);
+    println!(
+        "| flood logins answered | {} (401: {}, 429: {}, 503: {}) |",
+        flood.len(),
+        count(401),
+        count(429),
+        count(503)
+    );
+    println!("| real logins | {} ({} failed) |", args.innocent, failed);
+    println!(
+        "| real login latency p50 | {:.1} ms |",
+        percentile(&latencies, 0.5).as_secs_f64() * 1e3
+    );
+    println!(
+        "| real login latency p99 | {:.1} ms |",
+        percentile(&latencies, 0.99).as_secs_f64() * 1e3
+    );
+    println!("| server peak memory before the flood | {before:.1} MiB |");
+    println!(
+        "| server peak memory after the flood | {:.1} MiB |",
+        peak_mib(server)
+    );
+    println!("| run time | {:.1} s |", started.elapsed().as_secs_f64());
+}
+
 fn main() {
     let args = Args::parse();
     let dir = tempfile::tempdir().expect("temp dir");
-    let server = match &args.server_bin {
-        Some(bin) => ServerProcess::start_bin(bin, dir.path(), &[]),
-        None => ServerProcess::start(dir.path()),
+    let env: &[(&str, &str)] = if args.logins {
+        &[("LINLI_TRUST_FORWARDED_FOR", "true")]
+    } else {
+        &[]
     };
+    let server = match &args.server_bin {
+        Some(bin) => ServerProcess::start_bin(bin, dir.path(), env),
+        None => ServerProcess::start_with_env(dir.path(), env),
+    };
+    if args.logins {
+        login_flood(&args, &server);
+        return;
+    }
     let url = format!("{}/v1/sync", server.url);
     let flooder = login_token(&server.url, "steward1", &DeviceId::new().to_string());
     let innocent = login_token(&server.url, "bus1", &DeviceId::new().to_string());
