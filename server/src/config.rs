@@ -91,6 +91,9 @@ pub struct ServeArgs {
     /// The private key of --tls-cert (PEM).
     #[arg(long, env = "LINLI_TLS_KEY", value_name = "PEM", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Minutes without a request after which a back-office browser session ends.
+    #[arg(long, env = "LINLI_WEB_IDLE_MINUTES", default_value_t = 30)]
+    pub web_idle_minutes: u64,
 }
 
 impl ServeArgs {
@@ -110,6 +113,7 @@ impl ServeArgs {
             tls: self.tls_cert.clone().zip(self.tls_key.clone()),
             trust_forwarded_for: self.trust_forwarded_for,
             refresh_grace: Duration::from_secs(self.refresh_grace_secs),
+            web_idle: Duration::from_secs(self.web_idle_minutes.max(1) * 60),
         }
     }
 }
@@ -144,12 +148,15 @@ pub struct Config {
     pub trust_forwarded_for: bool,
     /// How long a spent refresh token may be presented again by its device (a lost reply).
     pub refresh_grace: Duration,
+    /// Idle time after which a back-office browser session ends.
+    pub web_idle: Duration,
 }
 
 impl Config {
     /// Defaults for a data directory: no demo, 512 cached documents, 30 s timeout, 15 min access
     /// tokens, 30 day refresh tokens, 20 requests/s per user with bursts of 200, 10 login
-    /// attempts/min per user name with bursts of 20.
+    /// attempts/min per user name with bursts of 20, browser sessions ending after 30 idle
+    /// minutes.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         Self {
             data_dir: data_dir.into(),
@@ -165,6 +172,7 @@ impl Config {
             tls: None,
             trust_forwarded_for: false,
             refresh_grace: Duration::from_secs(60),
+            web_idle: Duration::from_secs(30 * 60),
         }
     }
 

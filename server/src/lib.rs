@@ -14,6 +14,8 @@
 //! - [`rejections`]: `GET /v1/rejections`, refused pushes for the back-office.
 //! - [`personal_migration`]: `migrate-personal-data`, moving residents' details out of records
 //!   stored before they had a personal part.
+//! - [`web`]: the back-office web application (sign-in, queue, detail, statistics, exports,
+//!   administration), on the same port.
 //! - [`demo`]: the demo district and users.
 //! - [`error`]: the JSON error type and its status mapping.
 //! - [`run`]: listening, graceful shutdown, and in-process servers for tests; [`tls`]: HTTPS
@@ -49,6 +51,7 @@ pub mod store;
 pub mod sync;
 pub mod tls;
 pub mod turns;
+pub mod web;
 
 use std::any::Any;
 use std::time::Duration;
@@ -83,6 +86,7 @@ pub fn app(state: AppState) -> Router {
         .merge(records::router())
         .merge(rejections::router())
         .merge(admin::router())
+        .merge(web::router())
         .fallback(|| async { Error::NotFound("no such endpoint".into()) })
         .with_state(state);
     with_layers(routes, timeout)

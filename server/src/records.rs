@@ -236,6 +236,9 @@ pub struct ConflictValueView {
     pub value: Value,
     /// Who pushed it (login name), if the server holds the change.
     pub user: Option<String>,
+    /// Their display name.
+    #[serde(default)]
+    pub display_name: Option<String>,
     /// From which device.
     pub device: Option<String>,
     /// The Automerge actor (hex).
@@ -316,6 +319,13 @@ async fn detail(
     user: AuthUser,
     PathParams(id): PathParams<String>,
 ) -> Result<Json<RecordDetail>> {
+    record_detail(&state, &user, &id).await.map(Json)
+}
+
+/// One record as `user` may see it: its value, every conflict with who set each value, and its
+/// history. 404 (as if missing) outside the user's grants. The API and the back-office pages
+/// both show records through this.
+pub async fn record_detail(state: &AppState, user: &AuthUser, id: &str) -> Result<RecordDetail> {
     let not_found = || Error::NotFound(format!("no record {id}"));
     let record: RecordId = id
         .parse()
@@ -392,6 +402,7 @@ async fn detail(
                         ConflictValueView {
                             value: mask(v.value),
                             user: m.map(|m| m.username.clone()),
+                            display_name: m.map(|m| m.display_name.clone()),
                             device: m.map(|m| m.device_id.clone()),
                             actor: v.actor,
                             claimed_at: v.claimed_at,
@@ -423,7 +434,7 @@ async fn detail(
         })
         .collect();
     let summary = summary(row, role)?;
-    Ok(Json(RecordDetail {
+    Ok(RecordDetail {
         id: summary.id,
         kind: summary.kind,
         place: summary.place,
@@ -434,7 +445,7 @@ async fn detail(
         value: summary.value,
         conflicts,
         history,
-    }))
+    })
 }
 
 #[cfg(test)]

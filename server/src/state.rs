@@ -10,6 +10,7 @@ use crate::limit::RateLimits;
 use crate::store::Store;
 use crate::sync::DocCache;
 use crate::turns::PushTurns;
+use crate::web::live::LiveHub;
 
 /// Shared by all handlers; cheap to clone.
 #[derive(Clone, Debug)]
@@ -27,6 +28,8 @@ pub struct AppState {
     pub(crate) writer: Arc<Mutex<DocCache>>,
     /// Per-user push turns: one push at a time per user.
     pub turns: Arc<PushTurns>,
+    /// Committed changes, announced to open back-office pages.
+    pub live: Arc<LiveHub>,
 }
 
 impl AppState {
@@ -40,6 +43,7 @@ impl AppState {
             config: Arc::new(config),
             writer,
             turns: Arc::new(PushTurns::default()),
+            live: Arc::new(LiveHub::default()),
         }
     }
 }

@@ -825,6 +825,9 @@ async fn accept_at(
         Ok(Ok(_seq)) => {
             cached.version = version + 1;
             cache.put(cached);
+            state
+                .live
+                .record_changed(record.to_string(), place.clone(), kind.as_str());
             Ok(Some(Accepted {
                 hash,
                 received_at: pusher.received_at,

@@ -138,7 +138,7 @@ fn next_refresh_token(secret: &[u8], token: &str) -> String {
 
 /// The client's address: the TCP peer, or with `--trust-forwarded-for` (behind a reverse proxy)
 /// the first address of `X-Forwarded-For`.
-fn client_address(
+pub(crate) fn client_address(
     state: &AppState,
     peer: Option<SocketAddr>,
     headers: &HeaderMap,

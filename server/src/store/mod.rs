@@ -8,6 +8,7 @@ mod accounts;
 mod log;
 mod projection;
 mod tokens;
+mod web_sessions;
 
 use std::borrow::Cow;
 use std::path::Path;
@@ -28,6 +29,7 @@ pub use log::{
 };
 pub use projection::{RecordFilter, RecordRow};
 pub use tokens::{NewRefreshToken, RefreshAttempt, RefreshOutcome};
+pub use web_sessions::{NewWebSession, WebSessionRow};
 
 use crate::error::{Error, Result};
 
@@ -56,6 +58,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         5,
         "personal_parts",
         include_str!("../../migrations/sqlite/0005_personal_parts.sql"),
+    ),
+    (
+        7,
+        "web_sessions",
+        include_str!("../../migrations/sqlite/0007_web_sessions.sql"),
     ),
 ];
 

@@ -120,3 +120,28 @@ impl Store {
         .transpose()
     }
 }
+
+impl Store {
+    /// The cases a bus session opened (their `session_id` is the session's record id), within
+    /// `scopes`, newest first: `(id, value JSON)`.
+    pub async fn cases_of_session(
+        &self,
+        scopes: &[PlaceId],
+        session: &str,
+        limit: u32,
+    ) -> Result<Vec<(String, String)>> {
+        let mut qb = QueryBuilder::<Sqlite>::new("SELECT id, value FROM records WHERE ");
+        push_within(&mut qb, "place", scopes);
+        qb.push(" AND kind = 'case' AND json_extract(value, '$.session_id') = ")
+            .push_bind(session.to_string())
+            .push(" ORDER BY created_at DESC, id DESC LIMIT ")
+            .push_bind(i64::from(limit));
+        Ok(qb
+            .build()
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| Ok((r.try_get("id")?, r.try_get("value")?)))
+            .collect::<Result<_>>()?)
+    }
+}
