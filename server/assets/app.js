@@ -75,12 +75,11 @@
     if (msg && !window.confirm(msg)) e.preventDefault();
   });
 
-  // Charts: each .chart names a JSON block with {type, labels, series: [{name, data}]}.
+  // Charts: each .chart carries {type, labels, series: [{name, data}], links} in data-chart
+  // (an HTML-escaped attribute: the browser decodes it, nothing in it is ever parsed as HTML).
   if (window.echarts) {
-    document.querySelectorAll(".chart[data-source]").forEach(function (el) {
-      var src = document.getElementById(el.dataset.source);
-      if (!src) return;
-      var spec = JSON.parse(src.textContent);
+    document.querySelectorAll(".chart[data-chart]").forEach(function (el) {
+      var spec = JSON.parse(el.dataset.chart);
       var chart = echarts.init(el, null, { renderer: "canvas" });
       var option;
       // richText tooltips are drawn on the canvas: labels from phones never become HTML.

@@ -2,42 +2,76 @@
 //! can be bookmarked and shared; `?partial=rows` returns just the table rows for live refresh;
 //! the same filters export to CSV and `.xlsx`.
 
+use std::sync::Arc;
+
 use askama::Template;
 use axum::extract::{RawQuery, State};
+use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse};
 use linli_sync_core::PlaceId;
 use linli_sync_core::schema::{self, RecordKind};
-use serde_json::Value;
 
 use super::session::{Fields, WebUser};
+use super::export::{self, Format, PlaceNamer};
 use super::view::{self, Nav, PlaceNames};
 use super::{WebError, WebResult, render};
 use crate::records::value_for_role;
 use crate::state::AppState;
-use crate::store::{RecordFilter, RecordRow};
+use crate::store::{OfficeFilter, RecordRow, Sort};
 
 /// Rows per page.
 pub const PAGE_SIZE: u32 = 50;
 
-/// The queue's filters as read from the URL.
+/// The queue's filters as read from the URL (every one optional; an empty value means "any").
 #[derive(Debug, Clone, Default)]
 pub struct QueueQuery {
-    /// Kind code (default: all kinds).
+    /// Kind.
     pub kind: Option<RecordKind>,
-    /// Place subtree.
+    /// Place subtree (street, community, estate, building).
     pub place: Option<PlaceId>,
-    /// Case category.
+    /// Case category code.
     pub category: Option<String>,
-    /// Case status.
+    /// Case status code.
     pub status: Option<String>,
-    /// Keyset cursor.
+    /// Case source code.
+    pub source: Option<String>,
+    /// Department code.
+    pub department: Option<String>,
+    /// Bus session (its record id or run number).
+    pub session: Option<String>,
+    /// First day, `YYYY-MM-DD`.
+    pub from: Option<String>,
+    /// Last day, `YYYY-MM-DD`.
+    pub to: Option<String>,
+    /// Only open cases past their deadline.
+    pub overdue: bool,
+    /// Only records with conflicting values.
+    pub conflicts: bool,
+    /// Full-text search in summaries, details and notes.
+    pub text: Option<String>,
+    /// `updated` (default), `created` or `deadline`.
+    pub sort: Sort,
+    /// Keyset cursor of the page.
     pub after: Option<String>,
 }
 
+fn bad(m: String) -> WebError {
+    WebError::page(StatusCode::BAD_REQUEST, m)
+}
+
+fn date(q: &Fields, name: &str) -> WebResult<Option<String>> {
+    match q.get(name) {
+        None => Ok(None),
+        Some(d) if chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").is_ok() => {
+            Ok(Some(d.to_string()))
+        }
+        Some(d) => Err(bad(format!("日期格式应为 年-月-日（如 2026-11-01）：{d}"))),
+    }
+}
+
 impl QueueQuery {
-    /// Reads the filters; unknown codes are a clear error, empty values mean "any".
+    /// Reads the filters; an unknown code is a clear error.
     pub fn parse(q: &Fields) -> WebResult<Self> {
-        let bad = |m: String| WebError::page(axum::http::StatusCode::BAD_REQUEST, m);
         let kind = match q.get("kind") {
             Some(k) => Some(
                 k.parse::<RecordKind>()
@@ -59,37 +93,93 @@ impl QueueQuery {
                 None => Ok(None),
             }
         };
+        let sort = match q.get("sort") {
+            None | Some("updated") => Sort::Updated,
+            Some("created") => Sort::Created,
+            Some("deadline") => Sort::Deadline,
+            Some(s) => return Err(bad(format!("未知的排序方式：{s}"))),
+        };
+        let text = q.get("q").map(|t| t.chars().take(100).collect::<String>());
         Ok(Self {
             kind,
             place,
             category: code("category", schema::CATEGORIES)?,
             status: code("status", schema::CASE_STATUSES)?,
+            source: code("source", schema::CASE_SOURCES)?,
+            department: code("department", schema::DEPARTMENTS)?,
+            session: q.get("session").map(|s| s.chars().take(64).collect()),
+            from: date(q, "from")?,
+            to: date(q, "to")?,
+            overdue: q.get("overdue").is_some(),
+            conflicts: q.get("conflicts").is_some(),
+            text,
+            sort,
             after: q.get("after").map(String::from),
         })
     }
 
-    /// The query string of these filters (without the cursor).
+    /// The query string of these filters (without the cursor), for links, exports and
+    /// bookmarks.
     pub fn to_query(&self) -> String {
         let mut s = form_urlencoded::Serializer::new(String::new());
-        if let Some(k) = self.kind {
-            s.append_pair("kind", k.as_str());
-        }
-        if let Some(p) = &self.place {
-            s.append_pair("place", p.as_str());
-        }
-        if let Some(c) = &self.category {
-            s.append_pair("category", c);
-        }
-        if let Some(c) = &self.status {
-            s.append_pair("status", c);
-        }
+        let mut pair = |k: &str, v: Option<&str>| {
+            if let Some(v) = v {
+                s.append_pair(k, v);
+            }
+        };
+        pair("kind", self.kind.map(|k| k.as_str()));
+        pair("place", self.place.as_ref().map(|p| p.as_str()));
+        pair("category", self.category.as_deref());
+        pair("status", self.status.as_deref());
+        pair("source", self.source.as_deref());
+        pair("department", self.department.as_deref());
+        pair("session", self.session.as_deref());
+        pair("from", self.from.as_deref());
+        pair("to", self.to.as_deref());
+        pair("overdue", self.overdue.then_some("1"));
+        pair("conflicts", self.conflicts.then_some("1"));
+        pair("q", self.text.as_deref());
+        pair(
+            "sort",
+            match self.sort {
+                Sort::Updated => None,
+                Sort::Created => Some("created"),
+                Sort::Deadline => Some("deadline"),
+            },
+        );
         s.finish()
     }
-}
 
-fn parse_after(s: &str) -> Option<(i64, String)> {
-    let (at, id) = s.split_once('.')?;
-    Some((at.parse().ok()?, id.to_string()))
+    /// The store filter of these filters for `user`: their grants narrowed to the place.
+    pub fn filter(&self, user: &WebUser, limit: u32) -> OfficeFilter {
+        OfficeFilter {
+            scopes: user.auth.scopes_within(self.place.as_ref()),
+            place: None,
+            kind: self.kind,
+            category: self.category.clone(),
+            status: self.status.clone(),
+            source: self.source.clone(),
+            department: self.department.clone(),
+            session_id: self.session.clone(),
+            date_from: self.from.clone(),
+            date_to: self.to.clone(),
+            overdue_on: self.overdue.then(view::today),
+            has_conflicts: self.conflicts,
+            text: self.text.clone(),
+            sort: self.sort,
+            after: self.after.clone(),
+            limit,
+        }
+    }
+
+    /// The sort code as in the URL.
+    pub fn sort_code(&self) -> &'static str {
+        match self.sort {
+            Sort::Updated => "updated",
+            Sort::Created => "created",
+            Sort::Deadline => "deadline",
+        }
+    }
 }
 
 /// One row of the queue as shown.
@@ -131,11 +221,7 @@ fn row_view(
     let kind: RecordKind = row.kind.parse().map_err(|_| WebError::not_found())?;
     let value = value_for_role(row, user.auth.role)?;
     let text = |f: &str| view::value_text(kind, &value, f);
-    let deadline = value
-        .get("deadline")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
+    let deadline = row.deadline.clone().unwrap_or_default();
     let status = row.status.clone().unwrap_or_default();
     Ok(QueueRow {
         id: row.id.clone(),
@@ -152,7 +238,7 @@ fn row_view(
             && deadline.as_str() < today
             && !super::detail::CLOSED_STATUSES.contains(&status.as_str()),
         deadline,
-        conflicts: false,
+        conflicts: row.has_conflicts,
         updated: view::time(row.updated_at),
     })
 }
@@ -163,8 +249,12 @@ struct QueuePage {
     nav: Nav,
     q: QueueQuery,
     rows: Vec<QueueRow>,
+    total: i64,
     next: Option<String>,
     query: String,
+    sort: &'static str,
+    sources: Vec<(&'static str, &'static str)>,
+    departments: Vec<(&'static str, &'static str)>,
     kinds: Vec<(&'static str, &'static str)>,
     categories: Vec<(&'static str, &'static str)>,
     statuses: Vec<(&'static str, &'static str)>,
@@ -177,7 +267,7 @@ struct QueueRows {
     rows: Vec<QueueRow>,
 }
 
-/// `GET /office/records`: the queue.
+/// `GET /office/records`: the queue (`?partial=rows`: the table rows only, for live refresh).
 pub async fn page(
     State(state): State<AppState>,
     user: WebUser,
@@ -185,22 +275,8 @@ pub async fn page(
 ) -> WebResult {
     let fields = Fields::parse(query.unwrap_or_default().as_bytes());
     let q = QueueQuery::parse(&fields)?;
-    let filter = RecordFilter {
-        scopes: user.auth.scopes_within(q.place.as_ref()),
-        kind: q.kind,
-        status: q.status.clone(),
-        category: q.category.clone(),
-        updated_since: None,
-        after: q.after.as_deref().and_then(parse_after),
-        limit: PAGE_SIZE + 1,
-    };
-    let mut rows = state.store.list_records(&filter).await?;
-    let next = if rows.len() > PAGE_SIZE as usize {
-        rows.truncate(PAGE_SIZE as usize);
-        rows.last().map(|r| format!("{}.{}", r.updated_at, r.id))
-    } else {
-        None
-    };
+    let filter = q.filter(&user, PAGE_SIZE);
+    let (rows, next) = state.store.office_page(&filter).await?;
     let names = PlaceNames::load(&state.store).await?;
     let today = view::today();
     let rows = rows
@@ -210,6 +286,7 @@ pub async fn page(
     if fields.get("partial") == Some("rows") {
         return Ok(Html(QueueRows { rows }.render()?).into_response());
     }
+    let total = state.store.office_count(&filter).await?;
     let places = state
         .store
         .places_within(&user.auth.places)
@@ -221,40 +298,62 @@ pub async fn page(
             (id, label)
         })
         .collect();
+    let codes = |c: &[schema::Code]| c.iter().map(|c| (c.code, c.label)).collect::<Vec<_>>();
     render(&QueuePage {
         nav: Nav::new(&user, "records"),
         query: q.to_query(),
+        sort: q.sort_code(),
         q,
         rows,
+        total,
         next,
-        kinds: RecordKind::ALL
-            .iter()
-            .map(|k| (k.as_str(), k.label()))
-            .collect(),
-        categories: schema::CATEGORIES
-            .iter()
-            .map(|c| (c.code, c.label))
-            .collect(),
-        statuses: schema::CASE_STATUSES
-            .iter()
-            .map(|c| (c.code, c.label))
-            .collect(),
+        kinds: RecordKind::ALL.iter().map(|k| (k.as_str(), k.label())).collect(),
+        categories: codes(schema::CATEGORIES),
+        statuses: codes(schema::CASE_STATUSES),
+        sources: codes(schema::CASE_SOURCES),
+        departments: codes(schema::DEPARTMENTS),
         places,
     })
 }
 
-/// `GET /office/records/export.csv`.
-pub async fn export_csv() -> WebResult {
-    Err(WebError::page(
-        axum::http::StatusCode::NOT_FOUND,
-        "导出尚未开放。",
-    ))
+async fn export(state: AppState, user: WebUser, query: Option<String>, format: Format) -> WebResult {
+    let fields = Fields::parse(query.unwrap_or_default().as_bytes());
+    let mut q = QueueQuery::parse(&fields)?;
+    q.after = None;
+    let filter = q.filter(&user, 1000);
+    let names = PlaceNames::load(&state.store).await?;
+    let namer: PlaceNamer = Arc::new(move |p: &str| names.label(p));
+    let stem = format!(
+        "{}导出-{}",
+        q.kind.map_or("记录", |k| k.label()),
+        view::today()
+    );
+    tracing::info!(username = %user.auth.username, format = format.extension(), "export");
+    Ok(export::export_response(
+        format,
+        q.kind,
+        user.auth.role,
+        state.store.office_stream(&filter),
+        Some(namer),
+        &stem,
+    )
+    .await?)
 }
 
-/// `GET /office/records/export.xlsx`.
-pub async fn export_xlsx() -> WebResult {
-    Err(WebError::page(
-        axum::http::StatusCode::NOT_FOUND,
-        "导出尚未开放。",
-    ))
+/// `GET /office/records/export.csv?…`: every record the filters match, as CSV (streamed).
+pub async fn export_csv(
+    State(state): State<AppState>,
+    user: WebUser,
+    RawQuery(query): RawQuery,
+) -> WebResult {
+    export(state, user, query, Format::Csv).await
+}
+
+/// `GET /office/records/export.xlsx?…`: every record the filters match, as an Excel workbook.
+pub async fn export_xlsx(
+    State(state): State<AppState>,
+    user: WebUser,
+    RawQuery(query): RawQuery,
+) -> WebResult {
+    export(state, user, query, Format::Xlsx).await
 }
