@@ -49,6 +49,7 @@ pub mod store;
 pub mod sync;
 pub mod tls;
 pub mod turns;
+pub mod web;
 
 use std::any::Any;
 use std::time::Duration;

@@ -1,0 +1,3 @@
+//! The back-office web application.
+
+pub mod export;
