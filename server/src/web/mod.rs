@@ -16,11 +16,11 @@
 pub mod admin_pages;
 pub mod assets;
 pub mod detail;
-
+pub mod export;
 pub mod live;
 pub mod queue;
 pub mod session;
-
+pub mod stats;
 mod view;
 
 use askama::Template;
@@ -54,6 +54,7 @@ pub fn router() -> Router<AppState> {
             post(detail::resolve_conflict),
         )
         .route("/office/events", get(live::events))
+        .route("/office/stats", get(stats::page))
         .merge(admin_pages::router())
         .route("/static/{*file}", get(assets::serve))
 }
