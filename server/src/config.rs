@@ -91,9 +91,9 @@ pub struct ServeArgs {
     /// The private key of --tls-cert (PEM).
     #[arg(long, env = "LINLI_TLS_KEY", value_name = "PEM", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
-    /// Minutes without a request after which a back-office browser session ends.
-    #[arg(long, env = "LINLI_WEB_IDLE_MINUTES", default_value_t = 30)]
-    pub web_idle_minutes: u64,
+    /// Seconds without a request after which a back-office browser session ends.
+    #[arg(long, env = "LINLI_WEB_IDLE_SECS", default_value_t = 30 * 60)]
+    pub web_idle_secs: u64,
 }
 
 impl ServeArgs {
@@ -113,7 +113,7 @@ impl ServeArgs {
             tls: self.tls_cert.clone().zip(self.tls_key.clone()),
             trust_forwarded_for: self.trust_forwarded_for,
             refresh_grace: Duration::from_secs(self.refresh_grace_secs),
-            web_idle: Duration::from_secs(self.web_idle_minutes.max(1) * 60),
+            web_idle: Duration::from_secs(self.web_idle_secs.max(1)),
         }
     }
 }

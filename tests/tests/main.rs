@@ -16,3 +16,4 @@ mod revocation;
 mod story_bus_run;
 mod tls;
 mod token_expiry;
+mod web_office;

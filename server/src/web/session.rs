@@ -28,7 +28,8 @@ use crate::store::NewWebSession;
 pub const SESSION_COOKIE: &str = "linli_session";
 /// The cookie guarding the sign-in form against login CSRF.
 const LOGIN_COOKIE: &str = "linli_login";
-/// A session's last-seen time is written at most this often (ms), not on every request.
+/// A session's last-seen time is written at most this often (ms), not on every request (and at
+/// least twice per idle period, so an active session never expires).
 const TOUCH_EVERY_MS: i64 = 60_000;
 
 /// A signed-in back-office user, extracted from the session cookie on every request.
@@ -109,7 +110,7 @@ async fn session_user(parts: &Parts, state: &AppState) -> Result<Option<WebUser>
     {
         return Ok(None);
     }
-    if now - session.last_seen > TOUCH_EVERY_MS {
+    if now - session.last_seen > TOUCH_EVERY_MS.min(idle_ms / 2) {
         state.store.touch_web_session(&hash, now).await?;
     }
     let places = state.store.grants_of(&user.id).await?;

@@ -7,6 +7,8 @@ use tempfile::TempDir;
 
 pub use linli_tests::*;
 
+pub mod web;
+
 /// A phone with its own on-device store.
 pub struct Phone {
     pub client: FieldClient,
