@@ -5,6 +5,10 @@
 //! cargo run --release -p linli-server --example export_bench -- 100000
 //! cargo run --release -p linli-server --example export_bench -- 10000   # compare the peak
 //! ```
+//!
+//! On the 2-core development machine (release build, rows generated in memory, no database):
+//! 100,000 cases take 1.5 s as CSV (32 MiB) and 3.6 s as `.xlsx` (6.5 MiB), with a peak RSS of
+//! 7 MiB for the whole process, the same as for 10,000 cases.
 
 use std::time::Instant;
 
