@@ -4,7 +4,7 @@
 //!
 //! An export may cover a whole street's history (100,000 records and more), so neither format
 //! ever holds the list in memory: rows arrive as a [`Stream`] (the caller feeds keyset batches
-//! of about a thousand rows, see [`keyset_rows`]) and memory stays flat whatever the row count.
+//! of about a thousand rows, e.g. [`Store::office_stream`](crate::store::Store::office_stream)) and memory stays flat whatever the row count.
 //!
 //! - **CSV** is written as it is read: every [`CSV_CHUNK_ROWS`] rows become one chunk of the
 //!   response body, so the download starts at once and the server holds one chunk at a time.
@@ -176,49 +176,6 @@ where
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     }
     Ok(response)
-}
-
-/// A stream of rows read in keyset batches: `fetch(None)` gives the first batch, then
-/// `fetch(Some(cursor(last row)))` the next, until a batch comes back empty or fails (the
-/// failure is the stream's last item). Only one batch is held at a time.
-///
-/// ```ignore
-/// let rows = keyset_rows(
-///     move |after| {
-///         let (store, mut filter) = (store.clone(), filter.clone());
-///         filter.after = after;
-///         filter.limit = 1000;
-///         async move { store.list_records(&filter).await }
-///     },
-///     |row| (row.updated_at, row.id.clone()),
-/// );
-/// ```
-pub fn keyset_rows<C, F, Fut>(
-    fetch: F,
-    cursor: fn(&RecordRow) -> C,
-) -> impl Stream<Item = Result<RecordRow>> + Send + 'static
-where
-    C: Send + 'static,
-    F: FnMut(Option<C>) -> Fut + Send + 'static,
-    Fut: Future<Output = Result<Vec<RecordRow>>> + Send + 'static,
-{
-    // State: the fetcher and the cursor of the next batch (`None` once finished).
-    stream::unfold(
-        (fetch, Some(None::<C>)),
-        move |(mut fetch, after)| async move {
-            let after = after?;
-            match fetch(after).await {
-                Ok(batch) if batch.is_empty() => None,
-                Ok(batch) => {
-                    let next = batch.last().map(cursor);
-                    let items: Vec<Result<RecordRow>> = batch.into_iter().map(Ok).collect();
-                    Some((stream::iter(items), (fetch, Some(next))))
-                }
-                Err(e) => Some((stream::iter(vec![Err(e)]), (fetch, None))),
-            }
-        },
-    )
-    .flatten()
 }
 
 /// What a column shows.
@@ -1076,29 +1033,6 @@ mod tests {
                 .await
                 .is_err()
         );
-    }
-
-    #[tokio::test]
-    async fn keyset_rows_reads_batches_until_an_empty_one() {
-        let all: Vec<RecordRow> = (0..25)
-            .map(|i| row(RecordKind::Case, &[("summary", "x")], T0 + i))
-            .collect();
-        let source = Arc::new(all);
-        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let (src, counter) = (source.clone(), calls.clone());
-        let rows = keyset_rows(
-            move |after: Option<i64>| {
-                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let start = after.map_or(0, |a| usize::try_from(a - T0).unwrap() + 1);
-                let batch: Vec<RecordRow> = src.iter().skip(start).take(10).cloned().collect();
-                async move { Ok(batch) }
-            },
-            |r| r.created_at,
-        );
-        let got: Vec<RecordRow> = rows.map(|r| r.unwrap()).collect().await;
-        assert_eq!(got.len(), 25);
-        assert_eq!(got[24].id, source[24].id);
-        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 4);
     }
 
     #[test]
