@@ -14,7 +14,8 @@
 //! - [`rejections`]: `GET /v1/rejections`, refused pushes for the back-office.
 //! - [`personal_migration`]: `migrate-personal-data`, moving residents' details out of records
 //!   stored before they had a personal part.
-//! - [`demo`]: the demo district and users.
+//! - [`demo`]: the demo district and users; [`demo_records`]: demo records, pushed through the
+//!   accept path.
 //! - [`error`]: the JSON error type and its status mapping.
 //! - [`run`]: listening, graceful shutdown, and in-process servers for tests; [`tls`]: HTTPS
 //!   with a certificate reloaded when its files change.
@@ -35,6 +36,7 @@ pub mod admin;
 pub mod auth;
 pub mod config;
 pub mod demo;
+pub mod demo_records;
 pub mod error;
 pub mod extract;
 pub mod limit;

@@ -6,6 +6,7 @@
 
 mod accounts;
 mod log;
+pub mod office;
 mod projection;
 mod tokens;
 
@@ -25,6 +26,10 @@ pub use accounts::{DeviceRow, Principal};
 pub use log::{
     ActorBinding, ChangeMeta, CommitConflict, NewChange, ProjectionUpdate, PulledPage, PulledRow,
     RebuiltRecord, RecordMeta, RejectionRow, RejectionView,
+};
+pub use office::{
+    BuildingCount, CodeCount, MonthCount, OfficeFilter, OfficeStats, SessionStat, Share, Sort,
+    StatsFilter, VolunteerStat,
 };
 pub use projection::{RecordFilter, RecordRow};
 pub use tokens::{NewRefreshToken, RefreshAttempt, RefreshOutcome};
@@ -56,6 +61,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         5,
         "personal_parts",
         include_str!("../../migrations/sqlite/0005_personal_parts.sql"),
+    ),
+    (
+        6,
+        "office",
+        include_str!("../../migrations/sqlite/0006_office.sql"),
     ),
 ];
 
@@ -116,7 +126,7 @@ impl Store {
     /// Applies the migrations not yet applied.
     pub async fn migrate(&self) -> Result<()> {
         sqlite_migrator().run(&self.pool).await?;
-        Ok(())
+        self.backfill_conflicts().await
     }
 
     /// A cheap query proving the database answers.
