@@ -56,6 +56,16 @@ pub struct ServeArgs {
     /// contacts and volunteer activities).
     #[arg(long, env = "LINLI_DEMO")]
     pub demo: bool,
+    /// With --demo, whether to seed the demo records too (`--demo-records false` seeds only the
+    /// places and users, as the end-to-end tests want).
+    #[arg(
+        long,
+        env = "LINLI_DEMO_RECORDS",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        value_name = "BOOL"
+    )]
+    pub demo_records: bool,
     /// How many hot record documents the sync path keeps in memory.
     #[arg(long, env = "LINLI_DOC_CACHE", default_value_t = 512)]
     pub doc_cache: usize,
@@ -101,7 +111,7 @@ impl ServeArgs {
         Config {
             data_dir: self.data_dir.clone(),
             demo: self.demo,
-            demo_records: self.demo,
+            demo_records: self.demo && self.demo_records,
             doc_cache: self.doc_cache,
             request_timeout: Duration::from_secs(self.request_timeout_secs.max(1)),
             token_ttl: Duration::from_secs(self.access_token_ttl_secs.max(1)),
