@@ -51,9 +51,21 @@ pub struct ServeArgs {
     /// Directory holding the SQLite database and the token signing keys.
     #[arg(long, env = "LINLI_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
-    /// Create the demo district and users (idempotent) and print them at start-up.
+    /// Create the demo district and users (idempotent) and print them at start-up; into a
+    /// database without records, also demo records (a bus run, a problem list of 707 cases,
+    /// contacts and volunteer activities).
     #[arg(long, env = "LINLI_DEMO")]
     pub demo: bool,
+    /// With --demo, whether to seed the demo records too (`--demo-records false` seeds only the
+    /// places and users, as the end-to-end tests want).
+    #[arg(
+        long,
+        env = "LINLI_DEMO_RECORDS",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        value_name = "BOOL"
+    )]
+    pub demo_records: bool,
     /// How many hot record documents the sync path keeps in memory.
     #[arg(long, env = "LINLI_DOC_CACHE", default_value_t = 512)]
     pub doc_cache: usize,
@@ -102,6 +114,7 @@ impl ServeArgs {
         Config {
             data_dir: self.data_dir.clone(),
             demo: self.demo,
+            demo_records: self.demo && self.demo_records,
             doc_cache: self.doc_cache,
             request_timeout: Duration::from_secs(self.request_timeout_secs.max(1)),
             token_ttl: Duration::from_secs(self.access_token_ttl_secs.max(1)),
@@ -125,6 +138,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Seed the demo district and users.
     pub demo: bool,
+    /// Also seed demo records (only into a database without records; implies `demo`).
+    pub demo_records: bool,
     /// Capacity of the hot-document cache (entries, at least 1).
     pub doc_cache: usize,
     /// Per-request timeout.
@@ -161,6 +176,7 @@ impl Config {
         Self {
             data_dir: data_dir.into(),
             demo: false,
+            demo_records: false,
             doc_cache: 512,
             request_timeout: Duration::from_secs(30),
             token_ttl: Duration::from_secs(15 * 60),
@@ -185,6 +201,13 @@ impl Config {
     /// The same configuration with the demo data seeded.
     pub fn with_demo(mut self) -> Self {
         self.demo = true;
+        self
+    }
+
+    /// The same configuration with the demo district, users and records seeded.
+    pub fn with_demo_records(mut self) -> Self {
+        self.demo = true;
+        self.demo_records = true;
         self
     }
 

@@ -16,7 +16,8 @@
 //!   stored before they had a personal part.
 //! - [`web`]: the back-office web application (sign-in, queue, detail, statistics, exports,
 //!   administration), on the same port.
-//! - [`demo`]: the demo district and users.
+//! - [`demo`]: the demo district and users; [`demo_records`]: demo records, pushed through the
+//!   accept path.
 //! - [`error`]: the JSON error type and its status mapping.
 //! - [`run`]: listening, graceful shutdown, and in-process servers for tests; [`tls`]: HTTPS
 //!   with a certificate reloaded when its files change.
@@ -37,6 +38,7 @@ pub mod admin;
 pub mod auth;
 pub mod config;
 pub mod demo;
+pub mod demo_records;
 pub mod error;
 pub mod extract;
 pub mod limit;

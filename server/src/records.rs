@@ -465,6 +465,7 @@ mod tests {
             last_seq: 0,
             value: r#"{"resident_phone":"138****5678","resident_name":"王**"}"#.into(),
             personal: personal.map(String::from),
+            ..Default::default()
         };
         let full = row(Some(
             r#"{"resident_phone":"13812345678","resident_name":"王小明"}"#,

@@ -16,16 +16,25 @@ use crate::state::AppState;
 use crate::store::Store;
 
 /// Opens a server's state: creates the data directory, opens and migrates `linli.db`, loads or
-/// creates the signing keys, and seeds the demo data when `config.demo` is set.
+/// creates the signing keys, and seeds the demo data when `config.demo` is set (and demo records
+/// when `config.demo_records` is).
 pub async fn open(config: Config) -> Result<AppState> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| Error::Internal(format!("{}: {e}", config.data_dir.display())))?;
     let store = Store::open_sqlite(&config.database_path()).await?;
     let keys = JwtKeys::load_or_create(&config.keys_path())?;
-    if config.demo {
+    if config.demo || config.demo_records {
         crate::demo::seed(&store).await?;
     }
-    Ok(AppState::new(store, keys, config))
+    let seed_records = config.demo_records;
+    let state = AppState::new(store, keys, config);
+    if seed_records {
+        let n = crate::demo_records::seed_records(&state).await?;
+        if n > 0 {
+            tracing::info!(records = n, "demo records seeded");
+        }
+    }
+    Ok(state)
 }
 
 /// Serves the application on `listener` until `shutdown` resolves, then finishes in-flight

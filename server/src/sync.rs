@@ -785,6 +785,7 @@ async fn accept_at(
                 category: value.category(),
                 value: &json,
                 doc: &saved,
+                has_conflicts: !cached.doc.conflicts().is_empty(),
             }
         }
         Part::Personal => {

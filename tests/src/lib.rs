@@ -99,6 +99,9 @@ impl ServerProcess {
             .args(["serve", "--demo", "--bind", bind, "--data-dir"])
             .arg(data_dir)
             .env("RUST_LOG", "warn")
+            // The demo places and users only; a test may ask for the records with
+            // `LINLI_DEMO_RECORDS=true`.
+            .env("LINLI_DEMO_RECORDS", "false")
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -86,6 +86,7 @@ fn store_legacy_case(data_dir: &std::path::Path, device: DeviceId) -> RecordId {
                         category: value.category(),
                         value: &json,
                         doc: &saved,
+                        has_conflicts: false,
                     },
                     version as i64,
                 )

@@ -5,6 +5,7 @@ use linli_sync_core::protocol::Part;
 use linli_sync_core::{DeviceId, PlaceId, RecordId, RecordKind};
 use sqlx::{QueryBuilder, Row, Sqlite};
 
+use super::office::write_office_columns;
 use super::{Store, place_from_db, push_within};
 use crate::error::{Error, Result};
 
@@ -52,6 +53,8 @@ pub enum ProjectionUpdate<'a> {
         value: &'a serde_json::Value,
         /// The full Automerge document.
         doc: &'a [u8],
+        /// Some field of the merged document holds concurrent values.
+        has_conflicts: bool,
     },
     /// A change to the personal part: its document and its full values as JSON.
     Personal {
@@ -330,6 +333,7 @@ impl Store {
                 category,
                 value,
                 doc,
+                ..
             } if expected_version == 0 => sqlx::query(
                 "INSERT INTO records (id, kind, place, status, category, created_at, updated_at,
                                       last_seq, value, doc, bytes, version)
@@ -352,6 +356,7 @@ impl Store {
                 category,
                 value,
                 doc,
+                ..
             } => sqlx::query(
                 "UPDATE records SET status = ?, category = ?, updated_at = ?, last_seq = ?,
                         value = ?, doc = ?, bytes = bytes + ?, version = version + 1
@@ -385,6 +390,14 @@ impl Store {
         if updated != 1 {
             tx.rollback().await?;
             return Ok(Err(CommitConflict::Version));
+        }
+        if let ProjectionUpdate::Record {
+            value,
+            has_conflicts,
+            ..
+        } = projection
+        {
+            write_office_columns(&mut tx, &record, change.place, value, *has_conflicts).await?;
         }
         tx.commit().await?;
         Ok(Ok(seq))
@@ -832,6 +845,8 @@ impl Store {
                 "record {record} changed during the migration: run it again"
             )));
         }
+        // A rebuilt document is one change: nothing in it is concurrent.
+        write_office_columns(&mut tx, &record, r.place, r.value, false).await?;
         tx.commit().await?;
         Ok(())
     }

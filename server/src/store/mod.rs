@@ -6,6 +6,7 @@
 
 mod accounts;
 mod log;
+pub mod office;
 mod projection;
 mod tokens;
 mod web_sessions;
@@ -26,6 +27,10 @@ pub use accounts::{DeviceRow, Principal};
 pub use log::{
     ActorBinding, ChangeMeta, CommitConflict, NewChange, ProjectionUpdate, PulledPage, PulledRow,
     RebuiltRecord, RecordMeta, RejectionRow, RejectionView,
+};
+pub use office::{
+    BuildingCount, CodeCount, MonthCount, OfficeFilter, OfficeStats, SessionStat, Share, Sort,
+    StatsFilter, VolunteerStat,
 };
 pub use projection::{RecordFilter, RecordRow};
 pub use tokens::{NewRefreshToken, RefreshAttempt, RefreshOutcome};
@@ -58,6 +63,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         5,
         "personal_parts",
         include_str!("../../migrations/sqlite/0005_personal_parts.sql"),
+    ),
+    (
+        6,
+        "office",
+        include_str!("../../migrations/sqlite/0006_office.sql"),
     ),
     (
         7,
@@ -123,7 +133,7 @@ impl Store {
     /// Applies the migrations not yet applied.
     pub async fn migrate(&self) -> Result<()> {
         sqlite_migrator().run(&self.pool).await?;
-        Ok(())
+        self.backfill_conflicts().await
     }
 
     /// A cheap query proving the database answers.

@@ -27,7 +27,7 @@ pub struct RecordFilter {
 }
 
 /// One projection row.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct RecordRow {
     /// Record id (UUID text).
     pub id: String,
@@ -50,13 +50,49 @@ pub struct RecordRow {
     pub value: String,
     /// The full personal values as JSON text, when someone captured any.
     pub personal: Option<String>,
+    /// Source code (cases).
+    pub source: Option<String>,
+    /// The bus session a case belongs to (its record id or run number).
+    pub session_id: Option<String>,
+    /// Department codes.
+    pub departments: Vec<String>,
+    /// Deadline, `YYYY-MM-DD` (cases).
+    pub deadline: Option<String>,
+    /// Satisfaction code (cases).
+    pub satisfaction: Option<String>,
+    /// A title: the first 200 characters of the activity, summary or needs.
+    pub summary: Option<String>,
+    /// The building-level place path, or a case's own building text.
+    pub building: Option<String>,
+    /// The record's day, `YYYY-MM-DD`: its `date`, or a case's creation day (UTC+8).
+    pub date: Option<String>,
+    /// Some field of the merged document holds concurrent values.
+    pub has_conflicts: bool,
 }
 
-const ROW_COLUMNS: &str =
-    "id, kind, place, status, category, created_at, updated_at, last_seq, value, personal";
+pub(super) const ROW_COLUMNS: &str =
+    "id, kind, place, status, category, created_at, updated_at, last_seq, value, personal,
+     source, session_id, departments, deadline, satisfaction, summary, building, date,
+     has_conflicts";
 
-fn record_from_row(row: &SqliteRow) -> Result<RecordRow> {
+pub(super) fn record_from_row(row: &SqliteRow) -> Result<RecordRow> {
+    let departments: Option<String> = row.try_get("departments")?;
+    let has_conflicts: Option<i64> = row.try_get("has_conflicts")?;
     Ok(RecordRow {
+        source: row.try_get("source")?,
+        session_id: row.try_get("session_id")?,
+        departments: departments
+            .unwrap_or_default()
+            .split(',')
+            .filter(|d| !d.is_empty())
+            .map(String::from)
+            .collect(),
+        deadline: row.try_get("deadline")?,
+        satisfaction: row.try_get("satisfaction")?,
+        summary: row.try_get("summary")?,
+        building: row.try_get("building")?,
+        date: row.try_get("date")?,
+        has_conflicts: has_conflicts == Some(1),
         id: row.try_get("id")?,
         kind: row.try_get("kind")?,
         place: row.try_get("place")?,
@@ -118,30 +154,5 @@ impl Store {
         .as_ref()
         .map(record_from_row)
         .transpose()
-    }
-}
-
-impl Store {
-    /// The cases a bus session opened (their `session_id` is the session's record id), within
-    /// `scopes`, newest first: `(id, value JSON)`.
-    pub async fn cases_of_session(
-        &self,
-        scopes: &[PlaceId],
-        session: &str,
-        limit: u32,
-    ) -> Result<Vec<(String, String)>> {
-        let mut qb = QueryBuilder::<Sqlite>::new("SELECT id, value FROM records WHERE ");
-        push_within(&mut qb, "place", scopes);
-        qb.push(" AND kind = 'case' AND json_extract(value, '$.session_id') = ")
-            .push_bind(session.to_string())
-            .push(" ORDER BY created_at DESC, id DESC LIMIT ")
-            .push_bind(i64::from(limit));
-        Ok(qb
-            .build()
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(|r| Ok((r.try_get("id")?, r.try_get("value")?)))
-            .collect::<Result<_>>()?)
     }
 }

@@ -22,7 +22,8 @@ use super::session::{Fields, Posted, WebUser};
 use super::view::{self, Nav, PlaceNames};
 use super::{WebError, WebResult, render};
 use crate::model::{now_ms, unhex};
-use crate::records::{RecordDetail, record_detail};
+use crate::records::{RecordDetail, record_detail, value_for_role};
+use crate::store::{OfficeFilter, Sort};
 use crate::state::AppState;
 
 /// Statuses after which a case no longer counts as overdue.
@@ -397,21 +398,25 @@ async fn build(
 
 /// The cases a bus session opened (their `session_id` names it), newest first.
 async fn linked_cases(state: &AppState, user: &WebUser, id: &str) -> WebResult<Vec<LinkedCase>> {
-    let rows = state
-        .store
-        .cases_of_session(&user.auth.places, id, 200)
-        .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(id, value)| {
-            let value: Value = serde_json::from_str(&value).unwrap_or(Value::Null);
-            LinkedCase {
-                id,
+    let filter = OfficeFilter {
+        scopes: user.auth.places.clone(),
+        kind: Some(RecordKind::Case),
+        session_id: Some(id.to_string()),
+        sort: Sort::Created,
+        limit: 200,
+        ..OfficeFilter::default()
+    };
+    let (rows, _) = state.store.office_page(&filter).await?;
+    rows.iter()
+        .map(|row| {
+            let value = value_for_role(row, user.auth.role)?;
+            Ok(LinkedCase {
+                id: row.id.clone(),
                 summary: view::title(RecordKind::Case, &value),
                 status: view::value_text(RecordKind::Case, &value, "status"),
-            }
+            })
         })
-        .collect())
+        .collect()
 }
 
 /// `GET /office/records/{id}`: the record page (`?partial=1`: its body only, for live refresh).

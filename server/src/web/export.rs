@@ -51,7 +51,6 @@
 //! rather than saving a silently truncated file.
 
 use std::fs::File;
-use std::future::Future;
 use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::pin::pin;
 use std::str::FromStr;

@@ -10,7 +10,7 @@ use linli_sync_core::schema;
 use serde_json::json;
 
 use super::session::{Fields, WebUser};
-use super::view::{self, Nav, PlaceNames};
+use super::view::{Nav, PlaceNames};
 use super::{WebError, WebResult, render};
 use crate::state::AppState;
 use crate::store::{OfficeStats, Share, StatsFilter};
@@ -486,6 +486,5 @@ mod tests {
             links.to_place(&[("kind", "contact")], "hz/baiyang/dabei/wenhuiyuan/b1"),
             "/office/records?place=hz%2Fbaiyang%2Fdabei%2Fwenhuiyuan%2Fb1&kind=contact"
         );
-        assert_eq!(view::url_encode("a b"), "a+b");
     }
 }

@@ -1,7 +1,7 @@
 //! Shared helpers: an in-process app on a copy of a demo database, logged-in phones, and
 //! request shortcuts.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use axum::Router;
@@ -19,27 +19,39 @@ use tower::ServiceExt;
 /// Seeding hashes six argon2 passwords: do it once per test binary and copy the file.
 fn template() -> &'static PathBuf {
     static TEMPLATE: OnceLock<PathBuf> = OnceLock::new();
-    TEMPLATE.get_or_init(|| {
-        let dir = tempfile::Builder::new()
-            .prefix("linli-demo-template")
-            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-            .unwrap()
-            .keep();
-        let config = Config::new(&dir).with_demo();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                let state = linli_server::open(config).await.unwrap();
-                state.store.close().await;
-            });
-        })
-        .join()
-        .unwrap();
-        dir
+    TEMPLATE.get_or_init(|| make_template(false))
+}
+
+/// The demo with its records too (seeded once per test binary).
+fn records_template() -> &'static PathBuf {
+    static TEMPLATE: OnceLock<PathBuf> = OnceLock::new();
+    TEMPLATE.get_or_init(|| make_template(true))
+}
+
+fn make_template(records: bool) -> PathBuf {
+    let dir = tempfile::Builder::new()
+        .prefix("linli-demo-template")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap()
+        .keep();
+    let config = if records {
+        Config::new(&dir).with_demo_records()
+    } else {
+        Config::new(&dir).with_demo()
+    };
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let state = linli_server::open(config).await.unwrap();
+            state.store.close().await;
+        });
     })
+    .join()
+    .unwrap();
+    dir
 }
 
 /// One in-process server on its own temporary data directory.
@@ -57,9 +69,18 @@ impl TestApp {
 
     /// A fresh demo app with a tweaked configuration.
     pub async fn demo_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
+        Self::from_template(template(), tweak).await
+    }
+
+    /// A fresh app with the demo district, users and records (`serve --demo`).
+    pub async fn demo_records() -> TestApp {
+        Self::from_template(records_template(), |_| {}).await
+    }
+
+    async fn from_template(template: &Path, tweak: impl FnOnce(&mut Config)) -> TestApp {
         let dir = tempfile::tempdir().unwrap();
         for name in ["linli.db", "linli.db-wal", "jwt-keys.json"] {
-            let from = template().join(name);
+            let from = template.join(name);
             if from.exists() {
                 std::fs::copy(&from, dir.path().join(name)).unwrap();
             }

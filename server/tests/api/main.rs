@@ -5,6 +5,7 @@ mod common;
 mod fuzz_corpus;
 mod limits;
 mod matrix;
+mod office;
 mod privacy;
 mod records;
 mod server;
