@@ -1,6 +1,8 @@
 //! Whole-system test harness: the real `linli-server` binary as a child process, phones as real
 //! device SDK clients (or real `linli-field` processes), and a raw HTTP client for hostile input.
 
+pub mod browser;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -21,6 +23,25 @@ pub fn workspace_bin(name: &str) -> PathBuf {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
         cmd.args(["build", "-p", "linli-server", "-p", "linli-field"]);
+        // `cargo test` gives the test process its package's variables; ring's build script
+        // reruns when one differs from the outer build's (unset), which rebuilt ring, the server
+        // and the SDK twice a run.
+        for (key, _) in std::env::vars_os() {
+            let k = key.to_string_lossy();
+            if ["CARGO_PKG_", "CARGO_MANIFEST_", "CARGO_CFG_", "CARGO_BIN_"]
+                .iter()
+                .any(|p| k.starts_with(p))
+                || [
+                    "CARGO_CRATE_NAME",
+                    "CARGO_PRIMARY_PACKAGE",
+                    "CARGO_TARGET_TMPDIR",
+                ]
+                .contains(&k.as_ref())
+                || k == "OUT_DIR"
+            {
+                cmd.env_remove(&key);
+            }
+        }
         if profile_is_release() {
             cmd.arg("--release");
         }
