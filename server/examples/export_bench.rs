@@ -51,6 +51,7 @@ fn row(i: usize) -> RecordRow {
         last_seq: i as i64,
         value: value.to_string(),
         personal: Some(r#"{"resident_name":"王小明","resident_phone":"13812345678"}"#.into()),
+        ..RecordRow::default()
     }
 }
 

@@ -164,3 +164,55 @@ fn signing_out_or_idling_ends_the_session() {
     std::thread::sleep(std::time::Duration::from_millis(3500));
     assert_eq!(idle.get("/office/stats").status, 303);
 }
+
+/// The text of the figure labelled `label` on the statistics page.
+fn figure(page: &str, label: &str) -> String {
+    let key = format!("data-figure=\"{label}\">");
+    let at = page.find(&key).unwrap_or_else(|| panic!("no figure {label}")) + key.len();
+    page[at..].split('<').next().unwrap().to_string()
+}
+
+/// The ids of the records a queue page lists.
+fn listed_ids(page: &str) -> Vec<String> {
+    page.split("data-id=\"")
+        .skip(1)
+        .map(|s| s.split('"').next().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn statistics_are_computed_from_the_records_at_request_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start_with_env(dir.path(), &[("LINLI_DEMO_RECORDS", "true")]);
+    let office1 = office(&server);
+    let stats = office1.get("/office/stats");
+    assert_eq!(stats.status, 200);
+    // Run 1801 as its phones tallied it: 82 received, 79 answered on site.
+    let row = stats
+        .body
+        .split("<tr>")
+        .find(|r| r.contains(">1801<"))
+        .expect("run 1801 is listed");
+    assert!(row.contains("<td>82</td>") && row.contains("<td>79</td>"), "{row}");
+    // The problem list: 706 of 707 resolved.
+    assert_eq!(figure(&stats.body, "诉求总数"), "707");
+    assert_eq!(figure(&stats.body, "已办结"), "706");
+
+    // Resolve the one open, overdue case from the office: the figure follows the records.
+    let overdue = office1.get("/office/records?kind=case&overdue=1");
+    let ids = listed_ids(&overdue.body);
+    assert_eq!(ids.len(), 1, "one overdue case");
+    let done = office1.post(
+        &format!("/office/records/{}/resolution", ids[0]),
+        &[("resolution", "已整改完毕"), ("satisfaction", "satisfied")],
+    );
+    assert_eq!(done.status, 303, "{}", done.body);
+    let stats = office1.get("/office/stats");
+    assert_eq!(figure(&stats.body, "已办结"), "707");
+    assert!(office1.get("/office/records?kind=case&overdue=1").body.contains("没有符合条件的记录"));
+
+    // A period narrows every figure; links lead to the records behind them.
+    let later = office1.get("/office/stats?from=2999-01-01");
+    assert_eq!(figure(&later.body, "诉求总数"), "0");
+    assert!(stats.body.contains("href=\"/office/records?kind=case"));
+}

@@ -723,6 +723,7 @@ mod tests {
             last_seq: 1,
             value: record.to_json().to_string(),
             personal: (!personal.is_empty()).then(|| Value::Object(personal).to_string()),
+            ..RecordRow::default()
         }
     }
 
