@@ -62,9 +62,20 @@ UPDATE records SET
     has_conflicts = NULL;
 -- END BACKFILL
 
-CREATE INDEX records_created ON records(created_at, id);
-CREATE INDEX records_deadline ON records(deadline, id);
-CREATE INDEX records_date ON records(kind, date);
+-- The queue in each of its orders: an index walked in that order, holding the place (and, for
+-- the default order, the columns most filters test), so a page reads index entries until it has
+-- its rows and never sorts a street's worth of records; the queries keep SQLite off the place
+-- index for this (`+place`).
+CREATE INDEX records_queue_updated ON records(updated_at, id, place, kind, status, category,
+                                              source, deadline, date, has_conflicts, departments);
+CREATE INDEX records_queue_created ON records(created_at, id, place);
+CREATE INDEX records_queue_deadline ON records(deadline, id, place);
+-- Open cases by deadline: what "overdue" looks at (a few among many closed ones). Only cases have
+-- a status, so the condition leaves the other kinds out too.
+CREATE INDEX records_open ON records(deadline, id, place)
+    WHERE status NOT IN ('resolved', 'evaluated', 'withdrawn');
+-- The case statistics read this index only.
+CREATE INDEX records_stats ON records(kind, place, date, status, satisfaction, has_resolution);
 CREATE INDEX records_session ON records(session_id);
 CREATE INDEX records_source ON records(source, updated_at);
 CREATE INDEX records_conflicted ON records(updated_at, id) WHERE has_conflicts = 1;

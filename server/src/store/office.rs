@@ -443,11 +443,14 @@ fn search_terms(text: &str) -> Vec<Term> {
 }
 
 /// Appends the filter's conditions (after a `WHERE`) on `records r`.
+///
+/// The place tests are written `+r.place` so SQLite walks the order's own index (which holds the
+/// place) instead of gathering a whole street through the place index and sorting it.
 fn push_conditions(qb: &mut QueryBuilder<Sqlite>, f: &OfficeFilter) {
-    push_within(qb, "r.place", &f.scopes);
+    push_within(qb, "+r.place", &f.scopes);
     if let Some(place) = &f.place {
         qb.push(" AND ");
-        push_within(qb, "r.place", std::slice::from_ref(place));
+        push_within(qb, "+r.place", std::slice::from_ref(place));
     }
     if let Some(kind) = f.kind {
         qb.push(" AND r.kind = ").push_bind(kind.as_str());
@@ -480,7 +483,9 @@ fn push_conditions(qb: &mut QueryBuilder<Sqlite>, f: &OfficeFilter) {
         qb.push(" AND r.date <= ").push_bind(to.clone());
     }
     if let Some(today) = &f.overdue_on {
-        qb.push(" AND r.kind = 'case' AND r.deadline < ")
+        // Written as the `records_open` index's condition, so SQLite can use it; `+` keeps it
+        // off the kind index.
+        qb.push(" AND +r.kind = 'case' AND r.deadline < ")
             .push_bind(today.clone())
             .push(" AND r.status NOT IN ('resolved', 'evaluated', 'withdrawn')");
     }
@@ -523,7 +528,7 @@ fn push_after(qb: &mut QueryBuilder<Sqlite>, cursor: &Cursor) {
                 .push("))");
         }
         Cursor::Deadline(Some(d), id) => {
-            qb.push(" AND (r.deadline IS NULL OR r.deadline > ")
+            qb.push(" AND (r.deadline > ")
                 .push_bind(d.clone())
                 .push(" OR (r.deadline = ")
                 .push_bind(d.clone())
@@ -532,8 +537,7 @@ fn push_after(qb: &mut QueryBuilder<Sqlite>, cursor: &Cursor) {
                 .push("))");
         }
         Cursor::Deadline(None, id) => {
-            qb.push(" AND r.deadline IS NULL AND r.id > ")
-                .push_bind(id.clone());
+            qb.push(" AND r.id > ").push_bind(id.clone());
         }
     }
 }
@@ -542,7 +546,8 @@ fn order_by(sort: Sort) -> &'static str {
     match sort {
         Sort::Updated => " ORDER BY r.updated_at DESC, r.id DESC",
         Sort::Created => " ORDER BY r.created_at DESC, r.id DESC",
-        Sort::Deadline => " ORDER BY r.deadline IS NULL, r.deadline, r.id",
+        // Within one of the two deadline passes (see `Store::office_page`).
+        Sort::Deadline => " ORDER BY r.deadline, r.id",
     }
 }
 
@@ -583,21 +588,47 @@ impl Store {
         filter: &OfficeFilter,
     ) -> Result<(Vec<RecordRow>, Option<String>)> {
         let limit = filter.limit.clamp(1, MAX_PAGE);
-        let mut qb =
-            QueryBuilder::<Sqlite>::new(format!("SELECT {ROW_COLUMNS} FROM records r WHERE "));
-        push_conditions(&mut qb, filter);
-        if let Some(after) = &filter.after {
-            push_after(&mut qb, &Cursor::parse(after, filter.sort)?);
+        let cursor = filter
+            .after
+            .as_deref()
+            .map(|a| Cursor::parse(a, filter.sort))
+            .transpose()?;
+        // Deadline order is two passes, each an index walk: dated records, then undated ones.
+        let passes: &[Option<bool>] = match (&filter.sort, &cursor) {
+            (Sort::Deadline, Some(Cursor::Deadline(None, _))) => &[Some(false)],
+            (Sort::Deadline, _) => &[Some(true), Some(false)],
+            _ => &[None],
+        };
+        let mut rows: Vec<RecordRow> = Vec::new();
+        for (i, dated) in passes.iter().enumerate() {
+            let want = limit as usize + 1 - rows.len();
+            let mut qb =
+                QueryBuilder::<Sqlite>::new(format!("SELECT {ROW_COLUMNS} FROM records r WHERE "));
+            push_conditions(&mut qb, filter);
+            match dated {
+                Some(true) => {
+                    qb.push(" AND r.deadline IS NOT NULL");
+                }
+                Some(false) => {
+                    qb.push(" AND r.deadline IS NULL");
+                }
+                None => {}
+            }
+            // The cursor applies to the pass it was taken in; a later pass starts at its head.
+            if let Some(c) = &cursor
+                && i == 0
+            {
+                push_after(&mut qb, c);
+            }
+            qb.push(order_by(filter.sort));
+            qb.push(" LIMIT ").push_bind(want as i64);
+            for row in qb.build().fetch_all(&self.pool).await?.iter() {
+                rows.push(record_from_row(row)?);
+            }
+            if rows.len() > limit as usize {
+                break;
+            }
         }
-        qb.push(order_by(filter.sort));
-        qb.push(" LIMIT ").push_bind(i64::from(limit) + 1);
-        let mut rows = qb
-            .build()
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(record_from_row)
-            .collect::<Result<Vec<_>>>()?;
         let next = if rows.len() > limit as usize {
             rows.truncate(limit as usize);
             rows.last().map(|r| Cursor::of(filter.sort, r).encode())
@@ -653,10 +684,10 @@ impl Store {
                     COALESCE(b.consultations, 0) AS consultations,
                     COALESCE(b.answered, 0) AS answered, COALESCE(b.leaflets, 0) AS leaflets,
                     (SELECT COUNT(*) FROM records c
-                     WHERE c.kind = 'case' AND (c.session_id = b.id OR c.session_id = b.run_number)
-                       AND ",
+                     WHERE c.session_id IN (b.id, b.run_number) AND +c.kind = 'case' AND ",
         );
-        push_within(&mut qb, "c.place", &f.scopes);
+        // Through the session index: `+` keeps SQLite from scanning every case instead.
+        push_within(&mut qb, "+c.place", &f.scopes);
         qb.push(") AS cases FROM records b WHERE b.kind = 'bus' AND ");
         push_stats(&mut qb, "b", f);
         qb.push(" ORDER BY b.date DESC, b.id DESC");
