@@ -1,6 +1,8 @@
 //! Whole-system test harness: the real `linli-server` binary as a child process, phones as real
 //! device SDK clients (or real `linli-field` processes), and a raw HTTP client for hostile input.
 
+pub mod chaos;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -1,5 +1,6 @@
 //! Whole-system stories: the real server binary, phones running the real device SDK.
 
+mod chaos;
 mod common;
 mod field_cli;
 mod field_rules;
