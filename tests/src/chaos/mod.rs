@@ -820,7 +820,7 @@ impl World {
                 RecordKind::Contact => vec![fv("household", format!("3-{n}"))],
                 RecordKind::Volunteer => vec![fv("activity", format!("义诊{n}"))],
             };
-            if user.personal && kind == RecordKind::Case && d[5] % 2 == 0 {
+            if user.personal && kind == RecordKind::Case && d[5].is_multiple_of(2) {
                 fields.push(fv("resident_name", format!("王{n}")));
                 fields.push(fv("resident_phone", format!("138{:08}", n % 100_000_000)));
             }
@@ -879,7 +879,7 @@ impl World {
         } else if action < 80 && !tally_fields(rec.kind).is_empty() {
             let fields = tally_fields(rec.kind);
             let field = fields[(d[4] % fields.len() as u64) as usize];
-            let by = if d[5] % 10 == 0 {
+            let by = if d[5].is_multiple_of(10) {
                 -1
             } else {
                 1 + (d[5] % 20) as i64
@@ -1007,7 +1007,7 @@ impl World {
                 match self.new_phone() {
                     Ok(i) => {
                         let kills_before = self.counters.0[6].load(Ordering::Relaxed);
-                        if faults.kill && d[5] % 2 == 0 {
+                        if faults.kill && d[5].is_multiple_of(2) {
                             self.phones[i].proxy.kill_on_next_request(Some(3));
                             let label = self.phones[i].label();
                             self.log(format!(
