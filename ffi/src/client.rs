@@ -65,6 +65,8 @@ pub struct FieldClient {
     secrets: Arc<dyn SecretStore>,
     sync_lock: Mutex<()>,
     listener: Mutex<Option<Arc<dyn SyncListener>>>,
+    /// Test hooks (clock skew, crash points): inert unless the `chaos` feature arms them.
+    chaos: crate::chaos::Hooks,
 }
 
 impl std::fmt::Debug for FieldClient {
@@ -147,8 +149,10 @@ fn keep(
     kind: RecordKind,
     captured: &Captured,
     now: i64,
+    chaos: &crate::chaos::Hooks,
 ) -> Result<(), ApiError> {
     store::save_doc(tx, doc, now)?;
+    chaos.crash_at(crate::chaos::CrashPoint::EditBeforeOutbox)?;
     if let Some(change) = &captured.record {
         store::push_outbox(tx, doc.id(), kind, Part::Record, change, now)?;
     }
@@ -163,6 +167,11 @@ impl FieldClient {
     fn lock(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock rolled its transaction back; the connection is sound.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The device clock, ms since the epoch (plus the chaos skew, zero outside the harness).
+    fn now_ms(&self) -> i64 {
+        now_ms().saturating_add(self.chaos.skew_ms())
     }
 
     /// Runs `f` on the store's connection.
@@ -185,7 +194,7 @@ impl FieldClient {
         Ok(EditContext {
             actor: self.identity.actor.clone(),
             user,
-            now_ms: now_ms().saturating_add(offset),
+            now_ms: self.now_ms().saturating_add(offset),
         })
     }
 
@@ -240,7 +249,7 @@ impl FieldClient {
             store::kv_set(
                 &tx,
                 keys::CLOCK_OFFSET,
-                &server.saturating_sub(now_ms()).to_string(),
+                &server.saturating_sub(self.now_ms()).to_string(),
             )?;
         }
         tx.commit()?;
@@ -342,8 +351,16 @@ impl FieldClient {
         let before = doc.clone();
         let captured = f(&mut doc, &mut personal, &ctx)?;
         precheck_role(&tx, logged_in, &before, kind, &captured, ctx.now_ms)?;
-        let now = now_ms();
-        keep(&tx, &mut doc, &mut personal, kind, &captured, now)?;
+        let now = self.now_ms();
+        keep(
+            &tx,
+            &mut doc,
+            &mut personal,
+            kind,
+            &captured,
+            now,
+            &self.chaos,
+        )?;
         tx.commit()?;
         Ok(())
     }
@@ -418,6 +435,7 @@ impl FieldClient {
             secrets,
             sync_lock: Mutex::new(()),
             listener: Mutex::new(None),
+            chaos: crate::chaos::Hooks::default(),
         })
     }
 
@@ -558,8 +576,16 @@ impl FieldClient {
             &captured,
             ctx.now_ms,
         )?;
-        let now = now_ms();
-        keep(&tx, &mut doc, &mut personal, kind, &captured, now)?;
+        let now = self.now_ms();
+        keep(
+            &tx,
+            &mut doc,
+            &mut personal,
+            kind,
+            &captured,
+            now,
+            &self.chaos,
+        )?;
         tx.commit()?;
         Ok(id.to_string())
     }
@@ -843,7 +869,7 @@ impl FieldClient {
                 Part::Record => {
                     let mut rebuilt = RecordDoc::empty(id);
                     rebuilt.apply_changes(keep)?;
-                    store::save_doc(&tx, &mut rebuilt, now_ms())?;
+                    store::save_doc(&tx, &mut rebuilt, self.now_ms())?;
                 }
                 Part::Personal => {
                     let mut rebuilt = PersonalDoc::empty(id);
@@ -924,14 +950,22 @@ impl FieldClient {
                     return Err(e);
                 }
             };
+            self.chaos
+                .crash_at(crate::chaos::CrashPoint::SyncBeforeApply)?;
             report.rounds += 1;
             report.pushed += batch.len() as u32;
             if let Some(last) = batch.last() {
                 after = last.id;
             }
             let applied = self.with_conn(|c| {
-                let applied =
-                    sync::apply_response(c, &cursor, &reply, &me, &self.identity.actor, now_ms())?;
+                let applied = sync::apply_response(
+                    c,
+                    &cursor,
+                    &reply,
+                    &me,
+                    &self.identity.actor,
+                    self.now_ms(),
+                )?;
                 store::checkpoint(c)?;
                 Ok(applied)
             })?;
@@ -967,6 +1001,22 @@ impl FieldClient {
     /// so post to the main thread before touching the UI.
     pub fn set_sync_listener(&self, listener: Option<Arc<dyn SyncListener>>) {
         *self.listener.lock().unwrap_or_else(|p| p.into_inner()) = listener;
+    }
+}
+
+/// Test hooks for the chaos harness (the `chaos` feature; never in apps).
+#[cfg(feature = "chaos")]
+impl FieldClient {
+    /// Sets the device clock `ms` away from the true time (a phone whose clock is wrong, or was
+    /// just changed).
+    pub fn chaos_set_clock_skew(&self, ms: i64) {
+        self.chaos.set_skew_ms(ms);
+    }
+
+    /// Arms a one-shot crash point (or disarms, with `None`): the next call that reaches it fails
+    /// there, and the caller then drops this client and opens the store again.
+    pub fn chaos_arm_crash(&self, point: Option<crate::chaos::CrashPoint>) {
+        self.chaos.arm(point);
     }
 }
 

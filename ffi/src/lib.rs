@@ -21,6 +21,7 @@
 
 uniffi::setup_scaffolding!();
 
+pub mod chaos;
 pub mod client;
 pub mod error;
 pub mod listener;

@@ -2,6 +2,7 @@
 //! device SDK clients (or real `linli-field` processes), and a raw HTTP client for hostile input.
 
 pub mod browser;
+pub mod chaos;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

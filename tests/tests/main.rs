@@ -1,6 +1,7 @@
 //! Whole-system stories: the real server binary, phones running the real device SDK.
 
 mod browser_smoke;
+mod chaos;
 mod common;
 mod field_cli;
 mod field_rules;
