@@ -16,7 +16,8 @@ fn server() -> (tempfile::TempDir, ServerProcess) {
 }
 
 fn office(server: &ServerProcess) -> Web {
-    web::sign_in(&server.url, "office1").unwrap_or_else(|a| panic!("office1 signs in: {}", a.status))
+    web::sign_in(&server.url, "office1")
+        .unwrap_or_else(|a| panic!("office1 signs in: {}", a.status))
 }
 
 #[test]
@@ -26,10 +27,17 @@ fn stewards_and_bus_teams_are_sent_to_the_phone_app() {
         let refused = web::sign_in(&server.url, user).err().expect("no session");
         assert_eq!(refused.status, 403, "{user}");
         assert!(refused.body.contains("请使用手机应用"), "{}", refused.body);
-        assert!(refused.cookies.iter().all(|c| !c.starts_with("linli_session=")));
+        assert!(
+            refused
+                .cookies
+                .iter()
+                .all(|c| !c.starts_with("linli_session="))
+        );
     }
     // A wrong password is a plain refusal on the form.
-    let page = web::sign_in(&server.url, "nobody").err().expect("no session");
+    let page = web::sign_in(&server.url, "nobody")
+        .err()
+        .expect("no session");
     assert_eq!(page.status, 401);
     assert!(page.body.contains("用户名或密码错误"));
 }
@@ -43,7 +51,13 @@ fn the_session_cookie_is_http_only_and_same_site_strict() {
         .build()
         .into();
     let mut login = agent.get(&format!("{}/login", server.url)).call().unwrap();
-    let pre = login.headers().get("set-cookie").unwrap().to_str().unwrap().to_string();
+    let pre = login
+        .headers()
+        .get("set-cookie")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
     let token = web::csrf_in(&login.body_mut().read_to_string().unwrap()).unwrap();
     let r = agent
         .post(&format!("{}/login", server.url))
@@ -69,7 +83,10 @@ fn the_session_cookie_is_http_only_and_same_site_strict() {
     let forged = agent
         .post(&format!("{}/login", server.url))
         .content_type("application/x-www-form-urlencoded")
-        .send(web::form(&[("username", "office1"), ("password", DEMO_PASSWORD)]))
+        .send(web::form(&[
+            ("username", "office1"),
+            ("password", DEMO_PASSWORD),
+        ]))
         .unwrap();
     assert_eq!(forged.status(), 403);
 }
@@ -78,10 +95,22 @@ fn the_session_cookie_is_http_only_and_same_site_strict() {
 fn office_staff_see_their_street_only_and_forged_posts_change_nothing() {
     let (_dir, server) = server();
     // Another street with its own team, outside 白杨街道.
-    admin_cli(&server.data_dir, &["place", "add", "hz/xiasha", "下沙街道", "--level", "street"], "");
     admin_cli(
         &server.data_dir,
-        &["user", "add", "xs1", "--role", "bus", "--display-name", "下沙直通车"],
+        &["place", "add", "hz/xiasha", "下沙街道", "--level", "street"],
+        "",
+    );
+    admin_cli(
+        &server.data_dir,
+        &[
+            "user",
+            "add",
+            "xs1",
+            "--role",
+            "bus",
+            "--display-name",
+            "下沙直通车",
+        ],
         &format!("{DEMO_PASSWORD}\n"),
     );
     admin_cli(&server.data_dir, &["grant", "xs1", "hz/xiasha"], "");
@@ -89,20 +118,33 @@ fn office_staff_see_their_street_only_and_forged_posts_change_nothing() {
     let theirs = xiasha.create(
         "case",
         "hz/xiasha",
-        &[("category", "parking"), ("summary", "下沙停车难"), ("source", "bus_session"), ("status", "received")],
+        &[
+            ("category", "parking"),
+            ("summary", "下沙停车难"),
+            ("source", "bus_session"),
+            ("status", "received"),
+        ],
     );
     xiasha.sync();
     let bus1 = Phone::login(&server, "bus1");
     let ours = bus1.create(
         "case",
         B3,
-        &[("category", "fire_safety"), ("summary", XSS), ("source", "bus_session"), ("status", "received")],
+        &[
+            ("category", "fire_safety"),
+            ("summary", XSS),
+            ("source", "bus_session"),
+            ("status", "received"),
+        ],
     );
     bus1.sync();
 
     let office1 = office(&server);
     let outside = office1.get(&format!("/office/records/{theirs}"));
-    assert_eq!(outside.status, 404, "another street's record is as if missing");
+    assert_eq!(
+        outside.status, 404,
+        "another street's record is as if missing"
+    );
     assert!(!outside.body.contains("下沙停车难"));
     let queue = office1.get("/office/records");
     assert!(queue.body.contains(&ours) && !queue.body.contains(&theirs));
@@ -117,10 +159,16 @@ fn office_staff_see_their_street_only_and_forged_posts_change_nothing() {
     // Untrusted text renders as text, in the queue, the record and the export.
     let detail = office1.get(&format!("/office/records/{ours}"));
     for page in [&queue.body, &detail.body] {
-        assert!(!page.contains(XSS), "raw markup from a phone reached a page");
+        assert!(
+            !page.contains(XSS),
+            "raw markup from a phone reached a page"
+        );
         assert!(page.contains("&#60;img src=x onerror=alert(1)&#62;"));
     }
-    assert!(csv.body.contains(XSS), "the export keeps the summary as text");
+    assert!(
+        csv.body.contains(XSS),
+        "the export keeps the summary as text"
+    );
 
     // A post without the session's CSRF token, or from another site, changes nothing.
     let note = format!("/office/records/{ours}/note");
@@ -129,9 +177,19 @@ fn office_staff_see_their_street_only_and_forged_posts_change_nothing() {
     assert!(forged.body.contains("安全令牌"));
     let wrong = office1.post_raw(&note, &[("_csrf", &"0".repeat(64)), ("text", "伪造的备注")]);
     assert_eq!(wrong.status, 403);
-    assert!(!office1.get(&format!("/office/records/{ours}")).body.contains("伪造的备注"));
+    assert!(
+        !office1
+            .get(&format!("/office/records/{ours}"))
+            .body
+            .contains("伪造的备注")
+    );
     bus1.sync();
-    assert!(bus1.value(&ours).get("notes").and_then(|n| n.as_array()).is_none_or(|n| n.is_empty()));
+    assert!(
+        bus1.value(&ours)
+            .get("notes")
+            .and_then(|n| n.as_array())
+            .is_none_or(|n| n.is_empty())
+    );
 
     // The real form works, and the phone pulls the note with its author.
     let ok = office1.post(&note, &[("text", "已联系消防大队")]);
@@ -142,7 +200,9 @@ fn office_staff_see_their_street_only_and_forged_posts_change_nothing() {
     assert_eq!(notes[0]["author"], "office1");
     // An edit outside the grants is as if the record did not exist.
     assert_eq!(
-        office1.post(&format!("/office/records/{theirs}/note"), &[("text", "x")]).status,
+        office1
+            .post(&format!("/office/records/{theirs}/note"), &[("text", "x")])
+            .status,
         404
     );
 }
@@ -168,7 +228,10 @@ fn signing_out_or_idling_ends_the_session() {
 /// The text of the figure labelled `label` on the statistics page.
 fn figure(page: &str, label: &str) -> String {
     let key = format!("data-figure=\"{label}\">");
-    let at = page.find(&key).unwrap_or_else(|| panic!("no figure {label}")) + key.len();
+    let at = page
+        .find(&key)
+        .unwrap_or_else(|| panic!("no figure {label}"))
+        + key.len();
     page[at..].split('<').next().unwrap().to_string()
 }
 
@@ -193,7 +256,10 @@ fn statistics_are_computed_from_the_records_at_request_time() {
         .split("<tr>")
         .find(|r| r.contains(">1801<"))
         .expect("run 1801 is listed");
-    assert!(row.contains("<td>82</td>") && row.contains("<td>79</td>"), "{row}");
+    assert!(
+        row.contains("<td>82</td>") && row.contains("<td>79</td>"),
+        "{row}"
+    );
     // The problem list: 706 of 707 resolved.
     assert_eq!(figure(&stats.body, "诉求总数"), "707");
     assert_eq!(figure(&stats.body, "已办结"), "706");
@@ -209,7 +275,12 @@ fn statistics_are_computed_from_the_records_at_request_time() {
     assert_eq!(done.status, 303, "{}", done.body);
     let stats = office1.get("/office/stats");
     assert_eq!(figure(&stats.body, "已办结"), "707");
-    assert!(office1.get("/office/records?kind=case&overdue=1").body.contains("没有符合条件的记录"));
+    assert!(
+        office1
+            .get("/office/records?kind=case&overdue=1")
+            .body
+            .contains("没有符合条件的记录")
+    );
 
     // A period narrows every figure; links lead to the records behind them.
     let later = office1.get("/office/stats?from=2999-01-01");

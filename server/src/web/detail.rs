@@ -23,8 +23,8 @@ use super::view::{self, Nav, PlaceNames};
 use super::{WebError, WebResult, render};
 use crate::model::{now_ms, unhex};
 use crate::records::{RecordDetail, record_detail, value_for_role};
-use crate::store::{OfficeFilter, Sort};
 use crate::state::AppState;
+use crate::store::{OfficeFilter, Sort};
 
 /// Statuses after which a case no longer counts as overdue.
 pub const CLOSED_STATUSES: &[&str] = &["resolved", "evaluated", "withdrawn"];

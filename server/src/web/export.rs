@@ -504,7 +504,7 @@ where
 /// What the `.xlsx` writer thread receives: rows, then `End`. A channel closed without `End`
 /// means the export was abandoned (failed or the client went away): no file is finished.
 enum Feed {
-    Row(RecordRow),
+    Row(Box<RecordRow>),
     End,
 }
 
@@ -517,7 +517,7 @@ where
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Feed>(XLSX_CHANNEL_ROWS);
     let writer = tokio::task::spawn_blocking(move || {
         let rows = std::iter::from_fn(move || match rx.blocking_recv() {
-            Some(Feed::Row(row)) => Some(Ok(row)),
+            Some(Feed::Row(row)) => Some(Ok(*row)),
             Some(Feed::End) => None,
             None => Some(Err(Error::internal("export abandoned"))),
         });
@@ -533,7 +533,7 @@ where
         match item {
             Ok(row) => {
                 // A closed channel means the writer stopped: its error is returned below.
-                if tx.send(Feed::Row(row)).await.is_err() {
+                if tx.send(Feed::Row(Box::new(row))).await.is_err() {
                     break;
                 }
             }

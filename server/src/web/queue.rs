@@ -11,8 +11,8 @@ use axum::response::{Html, IntoResponse};
 use linli_sync_core::PlaceId;
 use linli_sync_core::schema::{self, RecordKind};
 
-use super::session::{Fields, WebUser};
 use super::export::{self, Format, PlaceNamer};
+use super::session::{Fields, WebUser};
 use super::view::{self, Nav, PlaceNames};
 use super::{WebError, WebResult, render};
 use crate::records::value_for_role;
@@ -307,7 +307,10 @@ pub async fn page(
         rows,
         total,
         next,
-        kinds: RecordKind::ALL.iter().map(|k| (k.as_str(), k.label())).collect(),
+        kinds: RecordKind::ALL
+            .iter()
+            .map(|k| (k.as_str(), k.label()))
+            .collect(),
         categories: codes(schema::CATEGORIES),
         statuses: codes(schema::CASE_STATUSES),
         sources: codes(schema::CASE_SOURCES),
@@ -316,7 +319,12 @@ pub async fn page(
     })
 }
 
-async fn export(state: AppState, user: WebUser, query: Option<String>, format: Format) -> WebResult {
+async fn export(
+    state: AppState,
+    user: WebUser,
+    query: Option<String>,
+    format: Format,
+) -> WebResult {
     let fields = Fields::parse(query.unwrap_or_default().as_bytes());
     let mut q = QueueQuery::parse(&fields)?;
     q.after = None;

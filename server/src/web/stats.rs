@@ -97,7 +97,10 @@ fn sections(stats: &OfficeStats, names: &PlaceNames, links: &Links) -> Vec<Secti
         format!(
             "{}{}",
             s.run_number.clone().unwrap_or_default(),
-            s.date.as_deref().map(|d| format!(" ({d})")).unwrap_or_default()
+            s.date
+                .as_deref()
+                .map(|d| format!(" ({d})"))
+                .unwrap_or_default()
         )
     };
     let total_received: i64 = stats.sessions.iter().map(|s| s.consultations).sum();
