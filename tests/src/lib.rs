@@ -23,7 +23,18 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     BUILT.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
-        cmd.args(["build", "-p", "linli-server", "-p", "linli-field"]);
+        // With linli-tests in the same build, the SDK gets the same features as in `cargo test`
+        // (its test hooks), so this build reuses the test build's artifacts instead of making a
+        // second `linli_ffi` that doctests would then find twice.
+        cmd.args([
+            "build",
+            "-p",
+            "linli-server",
+            "-p",
+            "linli-field",
+            "-p",
+            "linli-tests",
+        ]);
         // `cargo test` gives the test process its package's variables; ring's build script
         // reruns when one differs from the outer build's (unset), which rebuilt ring, the server
         // and the SDK twice a run.

@@ -25,7 +25,7 @@ mod view;
 
 use askama::Template;
 use axum::Router;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 
@@ -57,6 +57,33 @@ pub fn router() -> Router<AppState> {
         .route("/office/stats", get(stats::page))
         .merge(admin_pages::router())
         .route("/static/{*file}", get(assets::serve))
+        .layer(axum::middleware::map_response(page_headers))
+}
+
+/// Headers of every page: no script but the server's own files (so text from phones can never
+/// run, even if a template slipped), no framing, and no caching of pages that may show residents'
+/// details.
+async fn page_headers(mut resp: Response) -> Response {
+    let html = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/html"));
+    if html {
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(
+                "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+                 img-src 'self' data:; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+            ),
+        );
+        h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+        h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    }
+    resp
 }
 
 async fn home(user: Option<WebUser>) -> Redirect {
