@@ -53,20 +53,37 @@
   var live = document.body.dataset.live;
   if (live && window.EventSource) {
     var timer = null;
-    var es = new EventSource("/office/events");
-    es.addEventListener("record", function (e) {
-      var data = JSON.parse(e.data);
-      if (live === "queue") {
-        clearTimeout(timer);
-        timer = setTimeout(refreshQueue, 300);
-      } else if (live === "detail") {
-        refreshRecord(data.id);
-      }
+    var es = null;
+    var connect = function () {
+      es = new EventSource("/office/events");
+      // Changes between rendering the page and (re)connecting the stream are not announced:
+      // a list catches up once the stream is open.
+      es.addEventListener("open", function () { if (live === "queue") refreshQueue(); });
+      es.addEventListener("record", function (e) {
+        var data = JSON.parse(e.data);
+        if (live === "queue") {
+          clearTimeout(timer);
+          timer = setTimeout(refreshQueue, 300);
+        } else if (live === "detail") {
+          refreshRecord(data.id);
+        }
+      });
+      es.addEventListener("resync", function () { if (live === "queue") refreshQueue(); });
+      es.addEventListener("ended", function () {
+        es.close();
+        es = null;
+        banner("会话已结束，请重新登录。");
+      });
+    };
+    connect();
+    // A page left for the next one may stay in the back/forward cache with its stream open;
+    // a browser allows six connections to a server over HTTP/1.1, so a few clicks would use
+    // them all and every further request would hang. Close on leaving, reconnect on return.
+    window.addEventListener("pagehide", function () {
+      if (es) { es.close(); es = null; }
     });
-    es.addEventListener("resync", function () { if (live === "queue") refreshQueue(); });
-    es.addEventListener("ended", function () {
-      es.close();
-      banner("会话已结束，请重新登录。");
+    window.addEventListener("pageshow", function (e) {
+      if (e.persisted && !es) connect();
     });
   }
 
@@ -103,6 +120,8 @@
           series: spec.series.map(function (s) { return { name: s.name, type: spec.type, data: s.data }; })
         };
       }
+      // Marks a chart whose drawing (and opening animation) is complete, e.g. for screenshots.
+      chart.on("finished", function () { el.dataset.drawn = "1"; });
       chart.setOption(option);
       if (spec.links) {
         chart.on("click", function (p) {

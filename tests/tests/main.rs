@@ -1,5 +1,6 @@
 //! Whole-system stories: the real server binary, phones running the real device SDK.
 
+mod browser_office;
 mod browser_smoke;
 mod chaos;
 mod common;

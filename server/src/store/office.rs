@@ -226,8 +226,8 @@ pub struct OfficeFilter {
     pub source: Option<String>,
     /// Only records naming this department code.
     pub department: Option<String>,
-    /// Only cases of this bus session: its record id, or its run number (cases store either in
-    /// `session_id`).
+    /// Only cases of this bus session, given by its record id or its run number (cases store
+    /// either in `session_id`; both spellings find both).
     pub session_id: Option<String>,
     /// Only records whose day (`date`, or a case's creation day, UTC+8) is on or after this
     /// `YYYY-MM-DD`.
@@ -470,9 +470,14 @@ fn push_conditions(qb: &mut QueryBuilder<Sqlite>, f: &OfficeFilter) {
             .push(") > 0");
     }
     if let Some(s) = &f.session_id {
+        // Cases name their run by its record id (older phones: its run number), and staff
+        // filter by either: the run number is what they know.
         qb.push(" AND r.kind = 'case' AND (r.session_id = ")
             .push_bind(s.clone())
             .push(" OR r.session_id = (SELECT b.run_number FROM records b WHERE b.id = ")
+            .push_bind(s.clone())
+            .push(" AND b.kind = 'bus')")
+            .push(" OR r.session_id IN (SELECT b.id FROM records b WHERE b.run_number = ")
             .push_bind(s.clone())
             .push(" AND b.kind = 'bus'))");
     }

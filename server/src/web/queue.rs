@@ -328,6 +328,11 @@ async fn export(
     let fields = Fields::parse(query.unwrap_or_default().as_bytes());
     let mut q = QueueQuery::parse(&fields)?;
     q.after = None;
+    // A bus run's list holds cases only: export it with the case columns (departments,
+    // deadline…), not the mixed-kind summary.
+    if q.session.is_some() && q.kind.is_none() {
+        q.kind = Some(RecordKind::Case);
+    }
     let filter = q.filter(&user, 1000);
     let names = PlaceNames::load(&state.store).await?;
     let namer: PlaceNamer = Arc::new(move |p: &str| names.label(p));

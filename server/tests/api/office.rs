@@ -242,6 +242,11 @@ async fn filters_narrow_as_the_records_say() {
     let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
     let t = today.clone();
     let run_id = run.id.clone();
+    let runs_1801: Vec<String> = everything
+        .iter()
+        .filter(|r| r.kind == "bus" && json(r)["run_number"] == "1801")
+        .map(|r| r.id.clone())
+        .collect();
     let cases: Vec<(OfficeFilter, Check)> = vec![
         (
             OfficeFilter {
@@ -288,6 +293,18 @@ async fn filters_narrow_as_the_records_say() {
                 ..street()
             },
             Box::new(move |r, v| r.kind == "case" && s(v, "session_id") == run_id),
+        ),
+        (
+            // Staff know the run by its number; the cases name it by its record id.
+            OfficeFilter {
+                session_id: Some("1801".into()),
+                ..street()
+            },
+            Box::new(move |r, v| {
+                r.kind == "case"
+                    && (s(v, "session_id") == "1801"
+                        || runs_1801.iter().any(|id| id == s(v, "session_id")))
+            }),
         ),
         (
             OfficeFilter {
