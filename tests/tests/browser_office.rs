@@ -398,7 +398,10 @@ fn office_staff_work_run_1801_in_a_real_browser() {
     sign_in(&b, &demo.url, "office1");
     b.wait_for_text("h1", "诉求列表");
     // The queue over a street's worth of cases, for the README.
-    b.goto(&format!("{}/office/records?kind=case&sort=deadline", demo.url));
+    b.goto(&format!(
+        "{}/office/records?kind=case&sort=deadline",
+        demo.url
+    ));
     b.wait_for_text("#count", "共");
     b.screenshot("queue-demo");
     b.goto(&format!("{}/office/stats", demo.url));
