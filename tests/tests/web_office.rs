@@ -287,3 +287,75 @@ fn statistics_are_computed_from_the_records_at_request_time() {
     assert_eq!(figure(&later.body, "诉求总数"), "0");
     assert!(stats.body.contains("href=\"/office/records?kind=case"));
 }
+
+#[test]
+fn an_admin_manages_users_grants_devices_and_places_from_the_browser() {
+    let (_dir, server) = server();
+    let admin = web::sign_in(&server.url, "admin").unwrap_or_else(|a| panic!("{}", a.status));
+    // A place, then a steward on it, added through the forms.
+    let place = admin.post(
+        "/admin/places",
+        &[
+            ("id", "hz/baiyang/haitian/haitiancheng/b7"),
+            ("name", "7幢"),
+            ("level", "building"),
+        ],
+    );
+    assert_eq!(place.status, 303, "{}", place.body);
+    assert!(admin.get("/admin/places").body.contains("7幢"));
+    let added = admin.post(
+        "/admin/users",
+        &[
+            ("username", "steward7"),
+            ("display_name", "赵楼长"),
+            ("password", "a-long-password"),
+            ("role", "steward"),
+            ("place", "hz/baiyang/haitian/haitiancheng/b7"),
+        ],
+    );
+    assert_eq!(added.status, 303, "{}", added.body);
+    let users = admin.get("/admin/users");
+    assert!(users.body.contains("steward7") && users.body.contains("赵楼长"));
+    // Bad input is explained, and nothing is created.
+    let bad = admin.post(
+        "/admin/users",
+        &[
+            ("username", "X y"),
+            ("password", "short"),
+            ("role", "steward"),
+        ],
+    );
+    assert_eq!(bad.status, 400);
+    assert!(bad.body.contains("无法保存"));
+
+    // The new steward's phone works; a password reset ends its session, and a device revoked
+    // from the browser can no longer sync.
+    let phone = Phone::login(&server, "bus1");
+    phone.sync();
+    let devices = admin.get("/admin/devices");
+    let device = phone.client.whoami().unwrap().device_id;
+    assert!(devices.body.contains(&device), "the phone is listed");
+    let revoked = admin.post(&format!("/admin/devices/{device}/revoke"), &[]);
+    assert_eq!(revoked.status, 303);
+    assert!(admin.get("/admin/devices").body.contains("已吊销"));
+    assert!(phone.client.sync().is_err(), "a revoked phone is refused");
+
+    let office1 = office(&server);
+    let reset = admin.post(
+        "/admin/users/office1/password",
+        &[("password", "another-password-1")],
+    );
+    assert_eq!(reset.status, 303);
+    assert_eq!(
+        office1.get("/office/records").status,
+        303,
+        "the old session ended"
+    );
+    let disabled = admin.post("/admin/users/steward7/disable", &[]);
+    assert_eq!(disabled.status, 303);
+    assert!(admin.get("/admin/users").body.contains("已停用"));
+    // Rejected pushes and keys are listed; rotating keys keeps the admin signed in.
+    assert_eq!(admin.get("/admin/rejections").status, 200);
+    assert_eq!(admin.post("/admin/keys/rotate", &[]).status, 303);
+    assert_eq!(admin.get("/admin/keys").status, 200);
+}
