@@ -74,6 +74,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "web_sessions",
         include_str!("../../migrations/sqlite/0007_web_sessions.sql"),
     ),
+    (
+        8,
+        "office_cover",
+        include_str!("../../migrations/sqlite/0008_office_cover.sql"),
+    ),
 ];
 
 fn sqlite_migrator() -> Migrator {

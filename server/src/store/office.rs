@@ -453,7 +453,17 @@ fn push_conditions(qb: &mut QueryBuilder<Sqlite>, f: &OfficeFilter) {
         push_within(qb, "+r.place", std::slice::from_ref(place));
     }
     if let Some(kind) = f.kind {
-        qb.push(" AND r.kind = ").push_bind(kind.as_str());
+        // With a search, the matching ids are the selective part. The unary `+` keeps SQLite
+        // (which has no statistics) from walking every record of the kind through an index
+        // and looking each up in the id list instead: 0.2-0.6 s against 30-60 ms over 100,000
+        // cases.
+        let searching = f.text.as_deref().is_some_and(|t| !t.trim().is_empty());
+        qb.push(if searching {
+            " AND +r.kind = "
+        } else {
+            " AND r.kind = "
+        })
+        .push_bind(kind.as_str());
     }
     for (column, value) in [
         ("r.category", &f.category),
@@ -683,6 +693,11 @@ impl Store {
 
     /// Bus runs and joint receptions within the filter, latest first, each with its tallies and
     /// the number of cases linked to it.
+    ///
+    /// The linked cases are counted through `records_session`; the unary `+` keeps SQLite from
+    /// choosing an index on `kind` instead (without statistics it takes `kind = 'case'` for a
+    /// selective term, and then scanned every case once per bus run: 14 s for 72 runs over
+    /// 100,000 cases).
     pub async fn office_sessions(&self, f: &StatsFilter) -> Result<Vec<SessionStat>> {
         let mut qb = QueryBuilder::<Sqlite>::new(
             "SELECT b.id, b.run_number, b.session_type, b.date, b.place,
