@@ -660,6 +660,17 @@ impl Store {
         Ok(qb.build_query_scalar().fetch_one(&self.pool).await?)
     }
 
+    /// How many records the filter matches, counting no further than `cap` (`None` past it):
+    /// what a queue page shows, at a cost bounded by `cap` whatever the street holds.
+    pub async fn office_count_upto(&self, filter: &OfficeFilter, cap: u32) -> Result<Option<i64>> {
+        let mut qb =
+            QueryBuilder::<Sqlite>::new("SELECT COUNT(*) FROM (SELECT 1 FROM records r WHERE ");
+        push_conditions(&mut qb, filter);
+        qb.push(" LIMIT ").push_bind(i64::from(cap) + 1).push(")");
+        let n: i64 = qb.build_query_scalar().fetch_one(&self.pool).await?;
+        Ok((n <= i64::from(cap)).then_some(n))
+    }
+
     /// Every record the filter matches, in its order from its `after` on (its `limit` is
     /// ignored), read in keyset batches of [`STREAM_BATCH`]: memory stays constant however many
     /// rows there are, for exports. Each batch is its own read, so a long export sees changes
