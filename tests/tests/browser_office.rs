@@ -7,7 +7,6 @@
 //! `target/screenshots/`.
 
 use std::path::Path;
-use std::process::Command;
 use std::thread;
 
 use calamine::{Data, DataType, Reader, Xlsx};
@@ -20,29 +19,6 @@ const B3: &str = "hz/baiyang/haitian/haitiancheng/b3";
 const XSS: &str = "<img src=x onerror=alert(1)>";
 const SUMMARY: &str = "3幢楼道堆放杂物，堵塞消防通道";
 const DEADLINE: &str = "2030-01-15";
-
-/// Runs `linli-field --home HOME --json ARGS…` and returns its JSON output.
-fn field(home: &Path, args: &[&str]) -> Value {
-    let out = Command::new(workspace_bin("linli-field"))
-        .arg("--home")
-        .arg(home)
-        .arg("--json")
-        .args(args)
-        .output()
-        .expect("linli-field runs");
-    assert!(
-        out.status.success(),
-        "linli-field {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{args:?} printed no JSON ({e}): {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
-}
 
 /// A phone's login through the CLI.
 fn field_login(home: &Path, server: &ServerProcess, user: &str) {
@@ -108,25 +84,7 @@ fn office_staff_work_run_1801_in_a_real_browser() {
     let server = ServerProcess::start(dir.path());
     let base = server.url.clone();
     // Another street with its own team, outside 白杨街道.
-    admin_cli(
-        &server.data_dir,
-        &["place", "add", "hz/xiasha", "下沙街道", "--level", "street"],
-        "",
-    );
-    admin_cli(
-        &server.data_dir,
-        &[
-            "user",
-            "add",
-            "xs1",
-            "--role",
-            "bus",
-            "--display-name",
-            "下沙直通车",
-        ],
-        &format!("{DEMO_PASSWORD}\n"),
-    );
-    admin_cli(&server.data_dir, &["grant", "xs1", "hz/xiasha"], "");
+    other_street(&server);
 
     let homes: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let (bus1, bus2, xs1) = (homes[0].path(), homes[1].path(), homes[2].path());

@@ -1,35 +1,7 @@
 //! Story 5: the real `linli-server` binary and two `linli-field` phones, driven as a person would
 //! from a shell, through run 1801.
 
-use std::path::Path;
-use std::process::Command;
-
-use serde_json::Value;
-
 use crate::common::*;
-
-/// Runs `linli-field --home HOME --json ARGS…` and returns its JSON output.
-fn field(home: &Path, args: &[&str]) -> Value {
-    let out = Command::new(workspace_bin("linli-field"))
-        .arg("--home")
-        .arg(home)
-        .arg("--json")
-        .args(args)
-        .output()
-        .expect("linli-field runs");
-    assert!(
-        out.status.success(),
-        "linli-field {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{args:?} printed no JSON ({e}): {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
-}
 
 #[test]
 fn two_field_phones_work_run_1801_through_the_real_binaries() {

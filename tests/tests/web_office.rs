@@ -95,25 +95,7 @@ fn the_session_cookie_is_http_only_and_same_site_strict() {
 fn office_staff_see_their_street_only_and_forged_posts_change_nothing() {
     let (_dir, server) = server();
     // Another street with its own team, outside 白杨街道.
-    admin_cli(
-        &server.data_dir,
-        &["place", "add", "hz/xiasha", "下沙街道", "--level", "street"],
-        "",
-    );
-    admin_cli(
-        &server.data_dir,
-        &[
-            "user",
-            "add",
-            "xs1",
-            "--role",
-            "bus",
-            "--display-name",
-            "下沙直通车",
-        ],
-        &format!("{DEMO_PASSWORD}\n"),
-    );
-    admin_cli(&server.data_dir, &["grant", "xs1", "hz/xiasha"], "");
+    other_street(&server);
     let xiasha = Phone::login(&server, "xs1");
     let theirs = xiasha.create(
         "case",

@@ -95,3 +95,50 @@ fn pairs(fields: &[(&str, &str)]) -> Vec<linli_ffi::FieldValue> {
         })
         .collect()
 }
+
+/// Runs `linli-field --home HOME --json ARGS…` and returns its JSON output.
+pub fn field(home: &std::path::Path, args: &[&str]) -> Value {
+    let out = std::process::Command::new(workspace_bin("linli-field"))
+        .arg("--home")
+        .arg(home)
+        .arg("--json")
+        .args(args)
+        .output()
+        .expect("linli-field runs");
+    assert!(
+        out.status.success(),
+        "linli-field {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{args:?} printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+/// Adds a second street, 下沙街道 (`hz/xiasha`), with its own bus-team user `xs1` (demo password)
+/// granted on it: records outside 白杨街道 for the office stories.
+pub fn other_street(server: &ServerProcess) {
+    admin_cli(
+        &server.data_dir,
+        &["place", "add", "hz/xiasha", "下沙街道", "--level", "street"],
+        "",
+    );
+    admin_cli(
+        &server.data_dir,
+        &[
+            "user",
+            "add",
+            "xs1",
+            "--role",
+            "bus",
+            "--display-name",
+            "下沙直通车",
+        ],
+        &format!("{DEMO_PASSWORD}\n"),
+    );
+    admin_cli(&server.data_dir, &["grant", "xs1", "hz/xiasha"], "");
+}
