@@ -405,6 +405,28 @@ impl Store {
         Ok(row.is_some())
     }
 
+    /// The names devices gave (empty when they gave none), for these device ids only.
+    pub async fn device_names(
+        &self,
+        ids: &[&str],
+    ) -> Result<std::collections::HashMap<String, String>> {
+        if ids.is_empty() {
+            return Ok(Default::default());
+        }
+        let mut qb = QueryBuilder::<Sqlite>::new("SELECT id, name FROM devices WHERE id IN (");
+        let mut list = qb.separated(", ");
+        for id in ids {
+            list.push_bind(id.to_string());
+        }
+        qb.push(")");
+        qb.build()
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| Ok((r.try_get("id")?, r.try_get("name")?)))
+            .collect()
+    }
+
     /// The user a device is bound to.
     pub async fn device_owner(&self, device: DeviceId) -> Result<Option<String>> {
         Ok(

@@ -194,18 +194,32 @@ async fn build(
         .parse()
         .map_err(|_| WebError::page(StatusCode::INTERNAL_SERVER_ERROR, "记录类型无法识别。"))?;
     let names = PlaceNames::load(&state.store).await?;
+    // Only the devices this record's history and conflicts name, not every device there is.
+    let mut ids: Vec<&str> = detail
+        .history
+        .iter()
+        .filter_map(|h| h.device.as_deref())
+        .chain(
+            detail
+                .conflicts
+                .iter()
+                .flat_map(|c| c.values.iter().filter_map(|v| v.device.as_deref())),
+        )
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
     let devices: std::collections::HashMap<String, String> = state
         .store
-        .list_devices(None)
+        .device_names(&ids)
         .await?
         .into_iter()
-        .map(|d| {
-            let name = if d.name.is_empty() {
-                format!("设备 {}", d.id.get(..8).unwrap_or(&d.id))
+        .map(|(id, name)| {
+            let name = if name.is_empty() {
+                format!("设备 {}", id.get(..8).unwrap_or(&id))
             } else {
-                d.name
+                name
             };
-            (d.id, name)
+            (id, name)
         })
         .collect();
     let device = |id: Option<&String>| {
