@@ -79,6 +79,16 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "office_cover",
         include_str!("../../migrations/sqlite/0008_office_cover.sql"),
     ),
+    (
+        9,
+        "office_orders",
+        include_str!("../../migrations/sqlite/0009_office_orders.sql"),
+    ),
+    (
+        10,
+        "office_figures",
+        include_str!("../../migrations/sqlite/0010_office_figures.sql"),
+    ),
 ];
 
 fn sqlite_migrator() -> Migrator {
@@ -138,7 +148,8 @@ impl Store {
     /// Applies the migrations not yet applied.
     pub async fn migrate(&self) -> Result<()> {
         sqlite_migrator().run(&self.pool).await?;
-        self.backfill_conflicts().await
+        self.backfill_conflicts().await?;
+        self.backfill_grams().await
     }
 
     /// A cheap query proving the database answers.

@@ -23,6 +23,9 @@ use crate::store::{OfficeFilter, RecordRow, Sort};
 pub const PAGE_SIZE: u32 = 50;
 /// A queue page counts the matching records up to this many.
 pub const COUNT_CAP: u32 = 5000;
+/// A search counts its matches up to this many: each one costs a lookup of its record, where a
+/// filter's count reads index entries only.
+pub const SEARCH_COUNT_CAP: u32 = 1000;
 
 /// The queue's filters as read from the URL (every one optional; an empty value means "any").
 #[derive(Debug, Clone, Default)]
@@ -289,9 +292,20 @@ pub async fn page(
         return Ok(Html(QueueRows { rows }.render()?).into_response());
     }
     // Counted up to a bound, so a page over a whole street costs the same as over one building.
-    let total = match state.store.office_count_upto(&filter, COUNT_CAP).await? {
+    let cap = if filter.text.as_deref().is_some_and(|t| !t.trim().is_empty()) {
+        SEARCH_COUNT_CAP
+    } else {
+        COUNT_CAP
+    };
+    // A first page with no next one holds every match: no count needed.
+    let counted = if filter.after.is_none() && next.is_none() {
+        Some(rows.len() as i64)
+    } else {
+        state.store.office_count_upto(&filter, cap).await?
+    };
+    let total = match counted {
         Some(n) => n.to_string(),
-        None => format!("超过 {COUNT_CAP}"),
+        None => format!("超过 {cap}"),
     };
     let places = state
         .store
