@@ -20,6 +20,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Open (and migrate) the data directory and serve HTTP.
+    #[command(after_help = OPERATOR_HELP)]
     Serve(ServeArgs),
     /// Add, disable, enable, list users and set passwords.
     #[command(subcommand)]
@@ -41,6 +42,17 @@ pub enum Command {
     /// personal part (rebuilds those records' history; see docs/PERSONAL_DATA.md).
     MigratePersonalData(crate::admin::cli::DataDir),
 }
+
+/// What `linli-server serve --help` tells operators about the endpoints made for them.
+pub const OPERATOR_HELP: &str = "\
+For operators:
+  GET /healthz  liveness: 200 while the database answers a query (open to all).
+  GET /readyz   readiness: 200 when the database answers and every migration this binary
+                embeds is applied; 503 with a JSON body naming what is wrong (open to all).
+  GET /metrics  Prometheus text format (no personal data). Served to requests from loopback
+                that no proxy relayed (no X-Forwarded-For, Forwarded or X-Real-IP header),
+                and, when --metrics-token is set, to any request with
+                `Authorization: Bearer TOKEN`. Others get 403 (no token set) or 401.";
 
 /// Flags of `linli-server serve`.
 #[derive(Debug, Clone, clap::Args)]
@@ -106,6 +118,50 @@ pub struct ServeArgs {
     /// Seconds without a request after which a back-office browser session ends.
     #[arg(long, env = "LINLI_WEB_IDLE_SECS", default_value_t = 30 * 60)]
     pub web_idle_secs: u64,
+    /// Bearer token that lets a scraper on another machine (or behind a proxy) read GET /metrics;
+    /// without it, /metrics answers only requests from loopback. Prefer the environment variable:
+    /// other local users can read command lines.
+    #[arg(
+        long,
+        env = "LINLI_METRICS_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub metrics_token: Option<MetricsToken>,
+}
+
+/// The bearer token of `GET /metrics` (`--metrics-token`). Its `Debug` form is redacted, so
+/// printing a configuration never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct MetricsToken(String);
+
+impl MetricsToken {
+    /// A token; `None` when `token` is empty (an empty environment variable sets none).
+    pub fn new(token: impl Into<String>) -> Option<Self> {
+        let token = token.into();
+        (!token.is_empty()).then_some(Self(token))
+    }
+
+    /// Whether `presented` is this token. Both sides are hashed first, so the comparison's
+    /// timing says nothing about the token's bytes.
+    pub fn matches(&self, presented: &str) -> bool {
+        use sha2::{Digest, Sha256};
+        Sha256::digest(self.0.as_bytes()) == Sha256::digest(presented.as_bytes())
+    }
+}
+
+impl std::str::FromStr for MetricsToken {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_string()))
+    }
+}
+
+impl std::fmt::Debug for MetricsToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MetricsToken(redacted)")
+    }
 }
 
 impl ServeArgs {
@@ -127,6 +183,10 @@ impl ServeArgs {
             trust_forwarded_for: self.trust_forwarded_for,
             refresh_grace: Duration::from_secs(self.refresh_grace_secs),
             web_idle: Duration::from_secs(self.web_idle_secs.max(1)),
+            metrics_token: self
+                .metrics_token
+                .as_ref()
+                .and_then(|t| MetricsToken::new(t.0.clone())),
         }
     }
 }
@@ -165,6 +225,9 @@ pub struct Config {
     pub refresh_grace: Duration,
     /// Idle time after which a back-office browser session ends.
     pub web_idle: Duration,
+    /// The bearer token that opens `GET /metrics` to requests from other machines; `None`:
+    /// loopback only.
+    pub metrics_token: Option<MetricsToken>,
 }
 
 impl Config {
@@ -189,12 +252,19 @@ impl Config {
             trust_forwarded_for: false,
             refresh_grace: Duration::from_secs(60),
             web_idle: Duration::from_secs(30 * 60),
+            metrics_token: None,
         }
     }
 
     /// The same configuration serving HTTPS with these PEM files.
     pub fn with_tls(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
         self.tls = Some((cert.into(), key.into()));
+        self
+    }
+
+    /// The same configuration with `GET /metrics` also open to requests bearing `token`.
+    pub fn with_metrics_token(mut self, token: impl Into<String>) -> Self {
+        self.metrics_token = MetricsToken::new(token);
         self
     }
 

@@ -10,7 +10,9 @@
 //! - [`sync`]: `POST /v1/sync`, push and pull in one round trip; [`turns`]: one push at a time
 //!   per user.
 //! - [`records`]: the JSON records API over the projection.
-//! - [`places`]: `GET /v1/places` and `GET /healthz`.
+//! - [`places`]: `GET /v1/places` and `GET /healthz` (liveness).
+//! - [`ops`]: `GET /readyz` (readiness) and `GET /metrics`; [`metrics`]: the Prometheus
+//!   registry and the request-timing middleware.
 //! - [`rejections`]: `GET /v1/rejections`, refused pushes for the back-office.
 //! - [`personal_migration`]: `migrate-personal-data`, moving residents' details out of records
 //!   stored before they had a personal part.
@@ -42,7 +44,9 @@ pub mod demo_records;
 pub mod error;
 pub mod extract;
 pub mod limit;
+pub mod metrics;
 pub mod model;
+pub mod ops;
 pub mod personal_migration;
 pub mod places;
 pub mod records;
@@ -81,8 +85,10 @@ pub const JSON_BODY_LIMIT: usize = 64 * 1024;
 /// The whole HTTP application.
 pub fn app(state: AppState) -> Router {
     let timeout = state.config.request_timeout;
+    let metrics = state.metrics.clone();
     let routes = Router::new()
         .merge(places::router())
+        .merge(ops::router())
         .merge(auth::router())
         .merge(sync::router())
         .merge(records::router())
@@ -91,7 +97,11 @@ pub fn app(state: AppState) -> Router {
         .merge(web::router())
         .fallback(|| async { Error::NotFound("no such endpoint".into()) })
         .with_state(state);
-    with_layers(routes, timeout)
+    // Outermost, so requests that time out or panic are timed and counted too.
+    with_layers(routes, timeout).layer(axum::middleware::from_fn_with_state(
+        metrics,
+        metrics::track,
+    ))
 }
 
 /// The cross-cutting layers: request ids, tracing spans, panic containment, a timeout, the

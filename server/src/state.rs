@@ -7,6 +7,7 @@ use tokio::sync::Mutex;
 use crate::auth::JwtKeys;
 use crate::config::Config;
 use crate::limit::RateLimits;
+use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::sync::DocCache;
 use crate::turns::PushTurns;
@@ -30,12 +31,18 @@ pub struct AppState {
     pub turns: Arc<PushTurns>,
     /// Committed changes, announced to open back-office pages.
     pub live: Arc<LiveHub>,
+    /// This server's Prometheus metrics (its own registry, served by `GET /metrics`).
+    pub metrics: Arc<Metrics>,
 }
 
 impl AppState {
     /// Assembles the state from its parts.
     pub fn new(store: Store, keys: JwtKeys, config: Config) -> Self {
-        let writer = Arc::new(Mutex::new(DocCache::new(config.doc_cache)));
+        let metrics = Arc::new(Metrics::new());
+        let (hits, misses) = metrics.doc_cache_counters();
+        let writer = Arc::new(Mutex::new(
+            DocCache::new(config.doc_cache).counting(hits, misses),
+        ));
         Self {
             store,
             keys: Arc::new(keys),
@@ -44,6 +51,7 @@ impl AppState {
             writer,
             turns: Arc::new(PushTurns::default()),
             live: Arc::new(LiveHub::default()),
+            metrics,
         }
     }
 }

@@ -43,6 +43,7 @@ use linli_sync_core::protocol::{
 use linli_sync_core::rules;
 use linli_sync_core::{CodecError, PersonalDoc, PlaceId, RecordDoc, RecordId, RecordKind};
 use lru::LruCache;
+use prometheus_client::metrics::counter::Counter;
 use serde_json::Value;
 
 use crate::auth::AuthUser;
@@ -85,6 +86,9 @@ struct Cached {
 /// stored one is reloaded.
 pub struct DocCache {
     docs: LruCache<RecordId, Cached>,
+    /// Takes served from the cache, and from the store (the metrics' counters, or private ones).
+    hits: Counter,
+    misses: Counter,
 }
 
 impl std::fmt::Debug for DocCache {
@@ -101,7 +105,16 @@ impl DocCache {
     pub fn new(capacity: usize) -> Self {
         Self {
             docs: LruCache::new(NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN)),
+            hits: Counter::default(),
+            misses: Counter::default(),
         }
+    }
+
+    /// The same cache counting its hits and misses on these counters.
+    pub(crate) fn counting(mut self, hits: Counter, misses: Counter) -> Self {
+        self.hits = hits;
+        self.misses = misses;
+        self
     }
 
     /// Takes a record's documents out at `version` (0: the record does not exist yet): from the
@@ -115,7 +128,10 @@ impl DocCache {
         version: i64,
         personal: bool,
     ) -> Result<Cached> {
-        let mut cached = match self.docs.pop(&id) {
+        let popped = self.docs.pop(&id);
+        let hit = popped.as_ref().is_some_and(|c| c.version == version);
+        if hit { &self.hits } else { &self.misses }.inc();
+        let mut cached = match popped {
             Some(c) if c.version == version => c,
             _ => Cached {
                 version,
@@ -305,8 +321,12 @@ async fn push_all(
             Err(refusal) => Err(refusal),
         };
         match outcome {
-            Ok(accepted) => reply.accepted.push(accepted),
+            Ok(accepted) => {
+                state.metrics.change_accepted();
+                reply.accepted.push(accepted);
+            }
             Err(refusal) => {
+                state.metrics.change_refused(refusal.code);
                 reply.rejected.push(Rejected {
                     hash: refusal.hash,
                     record: push.record,
@@ -371,10 +391,15 @@ pub async fn submit(
         code: r.code,
         message: r.message,
     };
-    let change = parse_change(&push.change, &mut InflateBudget::per_push()).map_err(refuse)?;
-    accept(state, user, push, change, now_ms())
-        .await
-        .map_err(refuse)
+    let outcome = match parse_change(&push.change, &mut InflateBudget::per_push()) {
+        Ok(change) => accept(state, user, push, change, now_ms()).await,
+        Err(refusal) => Err(refusal),
+    };
+    match &outcome {
+        Ok(_) => state.metrics.change_accepted(),
+        Err(refusal) => state.metrics.change_refused(refusal.code),
+    }
+    outcome.map_err(refuse)
 }
 
 /// A record's committed documents, for a server-side editor to make a change on: the shared

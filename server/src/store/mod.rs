@@ -108,6 +108,23 @@ fn sqlite_migrator() -> Migrator {
     )
 }
 
+/// How many migrations this binary embeds.
+pub fn embedded_migrations() -> usize {
+    SQLITE_MIGRATIONS.len()
+}
+
+/// A migration embedded in the binary that the database does not show as applied.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct UnappliedMigration {
+    /// Its version number.
+    pub version: i64,
+    /// Its name.
+    pub description: String,
+    /// `absent` (never applied), `failed` (recorded as unsuccessful) or `changed` (applied with
+    /// other text than this binary's).
+    pub problem: &'static str,
+}
+
 /// The server's database.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -158,6 +175,40 @@ impl Store {
         Ok(())
     }
 
+    /// The embedded migrations the database's `_sqlx_migrations` table does not record as
+    /// applied with the same text, in version order; all of them when the table is missing.
+    pub async fn unapplied_migrations(&self) -> Result<Vec<UnappliedMigration>> {
+        let has_table: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master \
+             WHERE type = 'table' AND name = '_sqlx_migrations')",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        let applied: Vec<(i64, bool, Vec<u8>)> = if has_table {
+            sqlx::query_as("SELECT version, success, checksum FROM _sqlx_migrations")
+                .fetch_all(&self.pool)
+                .await?
+        } else {
+            Vec::new()
+        };
+        Ok(sqlite_migrator()
+            .iter()
+            .filter_map(|m| {
+                let problem = match applied.iter().find(|(v, _, _)| *v == m.version) {
+                    None => "absent",
+                    Some((_, false, _)) => "failed",
+                    Some((_, true, sum)) if sum.as_slice() != &*m.checksum => "changed",
+                    Some(_) => return None,
+                };
+                Some(UnappliedMigration {
+                    version: m.version,
+                    description: m.description.to_string(),
+                    problem,
+                })
+            })
+            .collect())
+    }
+
     /// Closes the pool (waits for connections to be returned).
     pub async fn close(&self) {
         self.pool.close().await;
@@ -205,6 +256,49 @@ mod tests {
             .await
             .unwrap();
         (dir, store)
+    }
+
+    #[tokio::test]
+    async fn an_unmigrated_database_lacks_every_migration_and_a_migrated_one_none() {
+        let (_dir, store) = temp_store().await;
+        assert_eq!(store.unapplied_migrations().await.unwrap(), Vec::new());
+
+        let dir = tempfile::tempdir().unwrap();
+        let pool = SqlitePoolOptions::new()
+            .connect_with(
+                SqliteConnectOptions::new()
+                    .filename(dir.path().join("bare.db"))
+                    .create_if_missing(true),
+            )
+            .await
+            .unwrap();
+        let bare = Store {
+            pool,
+            last_retention: Default::default(),
+        };
+        let unapplied = bare.unapplied_migrations().await.unwrap();
+        assert_eq!(unapplied.len(), embedded_migrations());
+        assert!(unapplied.iter().all(|m| m.problem == "absent"));
+        assert_eq!(unapplied[0].version, 1);
+
+        // A migration recorded as failed, or applied with other text, is not applied either.
+        bare.migrate().await.unwrap();
+        sqlx::query("UPDATE _sqlx_migrations SET success = 0 WHERE version = 1")
+            .execute(&bare.pool)
+            .await
+            .unwrap();
+        sqlx::query("UPDATE _sqlx_migrations SET checksum = x'00' WHERE version = 2")
+            .execute(&bare.pool)
+            .await
+            .unwrap();
+        let problems: Vec<_> = bare
+            .unapplied_migrations()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| (m.version, m.problem))
+            .collect();
+        assert_eq!(problems, vec![(1, "failed"), (2, "changed")]);
     }
 
     fn p(s: &str) -> PlaceId {

@@ -16,6 +16,7 @@ use linli_sync_core::PlaceId;
 use tokio::sync::broadcast;
 
 use super::session::{WebUser, still_live};
+use crate::metrics::LiveStreamGuard;
 use crate::state::AppState;
 
 /// How often an open stream checks that its session is still live.
@@ -74,6 +75,8 @@ struct Listener {
     user: WebUser,
     rx: broadcast::Receiver<LiveEvent>,
     done: bool,
+    /// Counts this stream as open until the stream (and with it this listener) is dropped.
+    _open: LiveStreamGuard,
 }
 
 /// `GET /office/events`: `record` events (`{"id": …, "kind": …}`) for records within the user's
@@ -83,11 +86,13 @@ pub async fn events(
     user: WebUser,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let rx = state.live.subscribe();
+    let open = state.metrics.live_stream_opened();
     let listener = Listener {
         state,
         user,
         rx,
         done: false,
+        _open: open,
     };
     let stream = futures_util::stream::unfold(listener, |mut l| async move {
         if l.done {
