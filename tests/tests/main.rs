@@ -20,3 +20,4 @@ mod story_bus_run;
 mod tls;
 mod token_expiry;
 mod web_office;
+mod web_office_more;
