@@ -21,3 +21,4 @@ mod story_bus_run;
 mod tls;
 mod token_expiry;
 mod web_office;
+mod web_office_more;

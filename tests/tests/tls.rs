@@ -12,12 +12,12 @@ use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use crate::common::*;
 
 /// A CA: its PEM certificate and what signs with it.
-struct Ca {
-    pem: String,
+pub(crate) struct Ca {
+    pub(crate) pem: String,
     issuer: Issuer<'static, KeyPair>,
 }
 
-fn ca(name: &str) -> Ca {
+pub(crate) fn ca(name: &str) -> Ca {
     let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params
@@ -32,7 +32,7 @@ fn ca(name: &str) -> Ca {
 }
 
 /// Writes a server certificate for 127.0.0.1 and localhost, signed by `ca`, into `dir`.
-fn server_cert(ca: &Ca, dir: &Path) {
+pub(crate) fn server_cert(ca: &Ca, dir: &Path) {
     let params =
         CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
     let key = KeyPair::generate().unwrap();

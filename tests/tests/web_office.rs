@@ -79,6 +79,10 @@ fn the_session_cookie_is_http_only_and_same_site_strict() {
         .to_string();
     assert!(session.contains("HttpOnly"), "{session}");
     assert!(session.contains("SameSite=Strict"), "{session}");
+    // Over plain HTTP (loopback, no TLS) neither cookie is `Secure`, or browsers would drop them;
+    // over TLS both are (web_office_more::over_tls_the_session_and_login_cookies_are_secure).
+    assert!(!session.contains("Secure"), "{session}");
+    assert!(!pre.contains("Secure"), "{pre}");
     // A login form posted without its own token (login CSRF) opens no session.
     let forged = agent
         .post(&format!("{}/login", server.url))

@@ -130,6 +130,23 @@ impl Web {
         )
     }
 
+    /// `GET path` with the session cookie: status and body bytes (a download).
+    pub fn get_bytes(&self, path: &str) -> (u16, Vec<u8>) {
+        let mut r = agent()
+            .get(&format!("{}{path}", self.base))
+            .header("Cookie", &self.cookie)
+            .call()
+            .unwrap();
+        let status = r.status().as_u16();
+        let bytes = r
+            .body_mut()
+            .with_config()
+            .limit(64 << 20)
+            .read_to_vec()
+            .unwrap_or_default();
+        (status, bytes)
+    }
+
     /// `POST path` with the session cookie and these fields (the CSRF token is not added).
     pub fn post_raw(&self, path: &str, fields: &[(&str, &str)]) -> Answer {
         answer(
