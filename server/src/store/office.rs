@@ -718,7 +718,7 @@ enum Plan {
 }
 
 impl Plan {
-    fn from_clause(self) -> String {
+    fn source(self) -> String {
         match self {
             Plan::Walk(index) => format!("FROM records r INDEXED BY {index}"),
             Plan::Few | Plan::Own => "FROM records r".into(),
@@ -898,7 +898,7 @@ impl Store {
             (Sort::Deadline, _) => &[Some(true), Some(false)],
             _ => &[None],
         };
-        let from = format!("SELECT {ROW_COLUMNS} {} WHERE ", plan.from_clause());
+        let from = format!("SELECT {ROW_COLUMNS} {} WHERE ", plan.source());
         let mut rows: Vec<RecordRow> = Vec::new();
         for (i, dated) in passes.iter().enumerate() {
             let want = limit as usize + 1 - rows.len();
@@ -1412,7 +1412,7 @@ mod tests {
             },
             OfficeFilter {
                 kind: Some(RecordKind::Case),
-                text: Some("消防通道 楼道".into()),
+                text: Some("消防通道".into()),
                 ..base.clone()
             },
             base.clone(),
