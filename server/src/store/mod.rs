@@ -89,6 +89,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "office_figures",
         include_str!("../../migrations/sqlite/0010_office_figures.sql"),
     ),
+    (
+        11,
+        "office_text_key",
+        include_str!("../../migrations/sqlite/0011_office_text_key.sql"),
+    ),
 ];
 
 fn sqlite_migrator() -> Migrator {

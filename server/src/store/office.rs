@@ -195,6 +195,13 @@ pub(crate) async fn write_office_columns(
     .bind(grams(&cols.text))
     .execute(&mut *conn)
     .await?;
+    sqlx::query(
+        "UPDATE records SET text_n = (SELECT n FROM record_text WHERE id = ?1)
+         WHERE id = ?1 AND text_n IS NOT (SELECT n FROM record_text WHERE id = ?1)",
+    )
+    .bind(record)
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 
@@ -574,8 +581,7 @@ fn push_conditions_but(
                 };
                 let word = word.clone();
                 qb.push(format!(
-                    " AND (SELECT t.n FROM record_text t WHERE t.id = r.id)
-                       IN (SELECT rowid FROM {table} WHERE {table} MATCH "
+                    " AND r.text_n IN (SELECT rowid FROM {table} WHERE {table} MATCH "
                 ))
                 .push_bind(word)
                 .push(")");
@@ -987,9 +993,8 @@ impl Store {
             Some((_, table, word)) => {
                 let mut qb = QueryBuilder::<Sqlite>::new(format!(
                     "SELECT COUNT(*) FROM (SELECT 1 FROM {table}
-                     CROSS JOIN record_text t ON t.n = {table}.rowid
-                     CROSS JOIN records r INDEXED BY records_id_cover ON r.id = t.id
-                     WHERE {table} MATCH "
+                     CROSS JOIN records r INDEXED BY records_text_cover
+                     ON r.text_n = {table}.rowid WHERE {table} MATCH "
                 ));
                 qb.push_bind(word.clone()).push(" AND ");
                 qb
@@ -1186,8 +1191,15 @@ impl Store {
         })
     }
 
-    /// Fills the pairs index's text of records stored before it existed, in batches.
+    /// Fills the pairs index's text of records stored before it existed, in batches, and the
+    /// text key of records whose text was indexed without it.
     pub(crate) async fn backfill_grams(&self) -> Result<()> {
+        sqlx::query(
+            "UPDATE records SET text_n = (SELECT t.n FROM record_text t WHERE t.id = records.id)
+             WHERE text_n IS NULL",
+        )
+        .execute(&self.pool)
+        .await?;
         loop {
             let rows: Vec<(i64, String)> = sqlx::query_as(
                 "SELECT n, text FROM record_text WHERE grams IS NULL ORDER BY n LIMIT 2000",
@@ -1335,7 +1347,8 @@ mod tests {
                     deadline = NULL, satisfaction = NULL, summary = NULL, building = NULL,
                     date = NULL, session_type = NULL, run_number = NULL, consultations = NULL,
                     answered = NULL, leaflets = NULL, hours = NULL, residents_served = NULL,
-                    activity_type = NULL, has_resolution = 0, has_conflicts = NULL;
+                    activity_type = NULL, has_resolution = 0, has_conflicts = NULL,
+                    text_n = NULL;
              DELETE FROM record_text;",
         )
         .execute(&store.pool)
@@ -1431,6 +1444,10 @@ mod tests {
                 assert_eq!(unique.len(), own.len(), "no record twice");
                 let count = store.office_count(&filter).await.unwrap();
                 assert_eq!(own.len() as i64, count, "{filter:?}");
+                let upto = store.office_count_upto(&filter, 5000).await.unwrap();
+                assert_eq!(upto, Some(count), "{filter:?}");
+                let capped = store.office_count_upto(&filter, 3).await.unwrap();
+                assert_eq!(capped, None, "{filter:?}");
                 assert_eq!(
                     all_pages(store, &filter, Plan::Few).await,
                     own,
