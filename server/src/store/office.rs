@@ -479,19 +479,20 @@ fn search_terms(text: &str) -> Vec<Term> {
 /// written `+r.place`, which keeps SQLite from gathering a whole street through such an index
 /// when another index serves the query better.
 fn push_conditions(qb: &mut QueryBuilder<Sqlite>, f: &OfficeFilter, place_range: bool) {
-    push_conditions_but(qb, f, place_range, None, false);
+    push_conditions_but(qb, f, place_range, None);
 }
 
-/// As [`push_conditions`], leaving out the search term at `skip` (the query joins it). With
-/// `probe`, search terms test each record against the index's matching keys (for a walk that
-/// meets records one by one) instead of listing the matching ids (which costs a lookup per
-/// match: most of a page's time for a common word).
+/// As [`push_conditions`], leaving out the search term at `skip` (the query joins it).
+///
+/// A word of a full-text index is a test of the record's text key (`text_n`) against the keys
+/// of the texts that hold it: a walk tests it on the index entry it meets, and SQLite can also
+/// seek the few records of a rare word through `records_text_cover`. Listing the matching
+/// records' string ids instead cost a lookup per match, most of a page's time for a common word.
 fn push_conditions_but(
     qb: &mut QueryBuilder<Sqlite>,
     f: &OfficeFilter,
     place_range: bool,
     skip: Option<usize>,
-    probe: bool,
 ) {
     let (scopes, place) = narrowest(&f.scopes, f.place.as_ref());
     if place_range {
@@ -572,33 +573,16 @@ fn push_conditions_but(
         if skip == Some(i) {
             continue;
         }
+        let table = if matches!(term, Term::Match(_)) {
+            "record_fts"
+        } else {
+            "record_grams"
+        };
         match term {
-            Term::Match(ref word) | Term::Pair(ref word) if probe => {
-                let table = if matches!(term, Term::Match(_)) {
-                    "record_fts"
-                } else {
-                    "record_grams"
-                };
-                let word = word.clone();
+            Term::Match(word) | Term::Pair(word) => {
                 qb.push(format!(
                     " AND r.text_n IN (SELECT rowid FROM {table} WHERE {table} MATCH "
                 ))
-                .push_bind(word)
-                .push(")");
-            }
-            Term::Match(phrase) => {
-                qb.push(
-                    " AND r.id IN (SELECT t.id FROM record_fts JOIN record_text t
-                                   ON t.n = record_fts.rowid WHERE record_fts MATCH ",
-                )
-                .push_bind(phrase)
-                .push(")");
-            }
-            Term::Pair(word) => {
-                qb.push(
-                    " AND r.id IN (SELECT t.id FROM record_grams JOIN record_text t
-                                   ON t.n = record_grams.rowid WHERE record_grams MATCH ",
-                )
                 .push_bind(word)
                 .push(")");
             }
@@ -909,13 +893,7 @@ impl Store {
         for (i, dated) in passes.iter().enumerate() {
             let want = limit as usize + 1 - rows.len();
             let mut qb = QueryBuilder::<Sqlite>::new(&from);
-            push_conditions_but(
-                &mut qb,
-                filter,
-                plan == Plan::Few,
-                None,
-                matches!(plan, Plan::Walk(_)),
-            );
+            push_conditions(&mut qb, filter, plan == Plan::Few);
             match dated {
                 Some(true) => {
                     qb.push(" AND r.deadline IS NOT NULL");
@@ -1008,7 +986,6 @@ impl Store {
             filter,
             counts_by_place(filter),
             driver.map(|(i, _, _)| i),
-            false,
         );
         qb.push(" LIMIT ").push_bind(i64::from(cap) + 1).push(")");
         let n: i64 = qb.build_query_scalar().fetch_one(&self.pool).await?;
