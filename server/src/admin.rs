@@ -422,7 +422,7 @@ pub struct KeyList {
 async fn http_keys(State(state): State<AppState>, admin: AuthUser) -> Result<Json<KeyList>> {
     admin.require_admin()?;
     Ok(Json(KeyList {
-        keys: state.keys.list(),
+        keys: state.keys.list().await?,
     }))
 }
 
@@ -449,10 +449,7 @@ async fn http_rotate(
     let overlap = body
         .overlap_secs
         .map_or(state.config.token_ttl, Duration::from_secs);
-    let keys = state.keys.clone();
-    let kid = tokio::task::spawn_blocking(move || keys.rotate(overlap))
-        .await
-        .map_err(Error::internal)??;
+    let kid = state.keys.rotate(overlap).await?;
     tracing::info!(kid = %kid, "signing keys rotated");
     Ok(Json(Rotated { kid }))
 }
@@ -625,8 +622,12 @@ pub mod cli {
         Ok(line.trim_end_matches(['\r', '\n']).to_string())
     }
 
-    fn keys(data: &DataDir) -> Result<JwtKeys> {
-        JwtKeys::load_or_create(&Config::new(&data.data_dir).keys_path())
+    async fn keys(data: &DataDir) -> Result<JwtKeys> {
+        JwtKeys::open(
+            open(data).await?,
+            &Config::new(&data.data_dir).legacy_keys_path(),
+        )
+        .await
     }
 
     /// Runs one admin command, printing its result on `out`.
@@ -713,7 +714,7 @@ pub mod cli {
                 writeln!(out, "revoked device {device_id}").map_err(io)?;
             }
             C::Keys(KeysCommand::List { data }) => {
-                for k in keys(&data)?.list() {
+                for k in keys(&data).await?.list().await? {
                     writeln!(
                         out,
                         "{} {} created {}{}{}",
@@ -729,7 +730,10 @@ pub mod cli {
                 }
             }
             C::Keys(KeysCommand::Rotate { overlap_secs, data }) => {
-                let kid = keys(&data)?.rotate(Duration::from_secs(overlap_secs))?;
+                let kid = keys(&data)
+                    .await?
+                    .rotate(Duration::from_secs(overlap_secs))
+                    .await?;
                 writeln!(
                     out,
                     "new signing key {kid}; previous keys verify for {overlap_secs} s more"

@@ -194,7 +194,7 @@ impl ServeArgs {
 /// How to open a server: everything except where to listen.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Directory of `linli.db` and `jwt-keys.json` (created if missing).
+    /// Directory of `linli.db` (created if missing).
     pub data_dir: PathBuf,
     /// Seed the demo district and users.
     pub demo: bool,
@@ -286,8 +286,9 @@ impl Config {
         self.data_dir.join("linli.db")
     }
 
-    /// Path of the token signing keys.
-    pub fn keys_path(&self) -> PathBuf {
+    /// Path of the key file older servers kept the token signing keys in: imported into the
+    /// database on the first start with an empty key table, then renamed `jwt-keys.json.imported`.
+    pub fn legacy_keys_path(&self) -> PathBuf {
         self.data_dir.join("jwt-keys.json")
     }
 }

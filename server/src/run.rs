@@ -15,14 +15,14 @@ use crate::error::{Error, Result};
 use crate::state::AppState;
 use crate::store::Store;
 
-/// Opens a server's state: creates the data directory, opens and migrates `linli.db`, loads or
-/// creates the signing keys, and seeds the demo data when `config.demo` is set (and demo records
-/// when `config.demo_records` is).
+/// Opens a server's state: creates the data directory, opens and migrates `linli.db`, loads the
+/// signing keys from it (importing a legacy `jwt-keys.json`, or making the first key), and seeds
+/// the demo data when `config.demo` is set (and demo records when `config.demo_records` is).
 pub async fn open(config: Config) -> Result<AppState> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| Error::Internal(format!("{}: {e}", config.data_dir.display())))?;
     let store = Store::open_sqlite(&config.database_path()).await?;
-    let keys = JwtKeys::load_or_create(&config.keys_path())?;
+    let keys = JwtKeys::open(store.clone(), &config.legacy_keys_path()).await?;
     if config.demo || config.demo_records {
         crate::demo::seed(&store).await?;
     }

@@ -20,5 +20,6 @@ mod revocation;
 mod story_bus_run;
 mod tls;
 mod token_expiry;
+mod two_nodes_keys;
 mod web_office;
 mod web_office_more;

@@ -97,7 +97,7 @@ where
             })
             .map(str::trim)
             .ok_or_else(unauthorized)?;
-        let claims = state.keys.verify(token)?;
+        let claims = state.keys.verify(token).await?;
         state.limits.check_user(&claims.sub)?;
         let device_id: DeviceId = claims.dev.parse().map_err(|_| unauthorized())?;
         let principal = state

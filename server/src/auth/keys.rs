@@ -7,38 +7,52 @@
 //! the user's session epoch (`sev`): a password reset or a disable bumps it, ending every access
 //! token issued before at once.
 //!
-//! Signing keys live in `jwt-keys.json` in the data directory (mode 0600). Rotation puts a new
-//! signing key first and keeps the previous ones verifying for an overlap (by default one
-//! access-token lifetime); after it they are removed, and their tokens are refused. A running
-//! server notices a rotation made by the admin CLI within a tenth of a second.
+//! Signing keys live in the database (`signing_keys`), so every server process on it signs and
+//! verifies the same ring. Rotation puts a new signing key first and keeps the previous ones
+//! verifying for an overlap (by default one access-token lifetime); after it they are retired, and
+//! their tokens are refused. Each process keeps the ring in memory as a cache: it reloads it every
+//! [`RELOAD_EVERY`], and at once (at most once per [`UNKNOWN_KID_RELOAD_EVERY`], so forged key
+//! ids cannot hammer the database) when a token names a key it does not know, so a token signed
+//! with a key another process just made verifies here too.
+//!
+//! Older servers kept the keys in `jwt-keys.json` in the data directory. On the first start with
+//! an empty table, its keys are imported (tokens signed before the upgrade stay valid) and the
+//! file is renamed `jwt-keys.json.imported`; a key file found beside a filled table is not read,
+//! and a warning says so.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Mutex, RwLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::model::{hex, now_ms, unhex};
+use crate::store::{SigningKeyRow, Store};
 
 /// The token audience.
 pub const AUDIENCE: &str = "linli";
 /// The token issuer.
 pub const ISSUER: &str = "linli-server";
 
-/// How often the key file's modification time is looked at (one `stat`): a rotation made by the
-/// admin CLI in another process applies within this time.
-const RELOAD_CHECK_EVERY: Duration = Duration::from_millis(100);
+/// How often the ring is reloaded from the database: another process's rotation starts signing
+/// here, and its retirements apply here, within this time.
+pub const RELOAD_EVERY: Duration = Duration::from_secs(30);
+
+/// The shortest time between two reloads caused by tokens naming an unknown key id.
+pub const UNKNOWN_KID_RELOAD_EVERY: Duration = Duration::from_secs(1);
 
 pub(crate) const BAD_TOKEN: &str = "missing, expired or invalid access token";
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+/// The legacy key file (`jwt-keys.json`).
+#[derive(Default, Deserialize)]
 struct KeyFile {
     keys: Vec<StoredKey>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A key of the legacy file. No `Debug`: it holds the secret.
+#[derive(Deserialize)]
 struct StoredKey {
     kid: String,
     alg: String,
@@ -47,26 +61,25 @@ struct StoredKey {
     /// When it was made (ms).
     #[serde(default)]
     created_at: i64,
-    /// After this time (ms) it verifies nothing; `None` while it is the signing key or has no end.
+    /// After this time (ms) it verifies nothing; `None` while it is the signing key.
     #[serde(default)]
     retire_at: Option<i64>,
 }
 
-impl StoredKey {
-    fn fresh(now: i64) -> Self {
-        Self {
-            kid: hex(&rand::random::<[u8; 8]>()),
-            alg: "HS256".into(),
-            key: hex(&rand::random::<[u8; 32]>()),
-            created_at: now,
-            retire_at: None,
-        }
+fn fresh_key(now: i64) -> SigningKeyRow {
+    SigningKeyRow {
+        kid: hex(&rand::random::<[u8; 8]>()),
+        algorithm: "HS256".into(),
+        secret: hex(&rand::random::<[u8; 32]>()),
+        created_at: now,
+        retire_at: None,
     }
 }
 
 struct SigningKey {
     kid: String,
     alg: Algorithm,
+    created_at: i64,
     retire_at: Option<i64>,
     encoding: EncodingKey,
     decoding: DecodingKey,
@@ -112,13 +125,17 @@ pub struct Claims {
     pub sev: i64,
 }
 
-/// The server's token signing keys (the first one signs; all verify, looked up by `kid`, until
-/// they retire). Reloaded from the key file when it changes.
+/// The server's token signing keys: a cache of the database's ring (the first one signs; all
+/// verify, looked up by `kid`, until they retire).
 pub struct JwtKeys {
-    path: PathBuf,
+    store: Store,
     keys: RwLock<Vec<SigningKey>>,
-    /// When the file was last looked at, and its modification time then.
-    checked: Mutex<(Instant, Option<FileStamp>)>,
+    /// When the ring was last loaded.
+    loaded: Mutex<Instant>,
+    /// When a token with an unknown key id last caused a reload.
+    unknown_reload: Mutex<Option<Instant>>,
+    reload_every: Duration,
+    unknown_kid_every: Duration,
 }
 
 impl std::fmt::Debug for JwtKeys {
@@ -141,39 +158,26 @@ fn read_key_file(path: &Path) -> Result<Option<KeyFile>> {
     }
 }
 
-/// What identifies a version of the key file: modification time, length and (on Unix) inode.
-/// Rotation replaces the file by renaming a new one over it, so the inode changes even when the
-/// clock tick does not.
-type FileStamp = (Option<SystemTime>, u64, u64);
-
-fn mtime(path: &Path) -> Option<FileStamp> {
-    let m = std::fs::metadata(path).ok()?;
-    #[cfg(unix)]
-    let ino = std::os::unix::fs::MetadataExt::ino(&m);
-    #[cfg(not(unix))]
-    let ino = 0;
-    Some((m.modified().ok(), m.len(), ino))
-}
-
-fn build_keys(path: &Path, file: &KeyFile) -> Result<Vec<SigningKey>> {
+/// Builds the usable keys of a ring (in its order), leaving out those past their retirement.
+fn build_keys(rows: &[SigningKeyRow]) -> Result<Vec<SigningKey>> {
     let now = now_ms();
     let mut keys = Vec::new();
-    for k in &file.keys {
-        let alg = match k.alg.as_str() {
+    for k in rows {
+        if k.retire_at.is_some_and(|t| t <= now) {
+            continue;
+        }
+        let alg = match k.algorithm.as_str() {
             "HS256" => Algorithm::HS256,
             other => {
                 return Err(Error::Internal(format!(
-                    "key {}: unsupported alg {other}",
+                    "signing key {}: unsupported alg {other}",
                     k.kid
                 )));
             }
         };
-        if k.retire_at.is_some_and(|t| t <= now) {
-            continue;
-        }
-        let secret = unhex(&k.key)
-            .filter(|s| s.len() >= 32)
-            .ok_or_else(|| Error::Internal(format!("key {}: not a 32-byte hex secret", k.kid)))?;
+        let secret = unhex(&k.secret).filter(|s| s.len() >= 32).ok_or_else(|| {
+            Error::Internal(format!("signing key {}: not a 32-byte hex secret", k.kid))
+        })?;
         let mut validation = Validation::new(alg);
         validation.set_audience(&[AUDIENCE]);
         validation.set_issuer(&[ISSUER]);
@@ -182,6 +186,7 @@ fn build_keys(path: &Path, file: &KeyFile) -> Result<Vec<SigningKey>> {
         keys.push(SigningKey {
             kid: k.kid.clone(),
             alg,
+            created_at: k.created_at,
             retire_at: k.retire_at,
             encoding: EncodingKey::from_secret(&secret),
             decoding: DecodingKey::from_secret(&secret),
@@ -189,66 +194,147 @@ fn build_keys(path: &Path, file: &KeyFile) -> Result<Vec<SigningKey>> {
         });
     }
     if keys.is_empty() {
-        return Err(Error::Internal(format!(
-            "{}: no usable keys",
-            path.display()
-        )));
+        return Err(Error::Internal("no usable token signing key".into()));
     }
     Ok(keys)
 }
 
+/// Imports the legacy key file into an empty table and renames it `*.imported`.
+async fn import_legacy(store: &Store, path: &Path) -> Result<()> {
+    let Some(file) = read_key_file(path)? else {
+        return Ok(());
+    };
+    let now = now_ms();
+    let rows: Vec<SigningKeyRow> = file
+        .keys
+        .into_iter()
+        .filter(|k| k.retire_at.is_none_or(|t| t > now))
+        .map(|k| SigningKeyRow {
+            kid: k.kid,
+            algorithm: k.alg,
+            secret: k.key,
+            created_at: k.created_at,
+            retire_at: k.retire_at,
+        })
+        .collect();
+    // Refuse a broken file before it reaches the table.
+    build_keys(&rows).map_err(|e| Error::Internal(format!("{}: {e}", path.display())))?;
+    if store.import_signing_keys(&rows).await? {
+        let done = path.with_extension("json.imported");
+        match std::fs::rename(path, &done) {
+            Ok(()) => tracing::info!(
+                keys = rows.len(),
+                from = %path.display(),
+                to = %done.display(),
+                "token signing keys imported into the database; the key file is renamed"
+            ),
+            // Another process starting at the same time renamed it first.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(
+                error = %e,
+                file = %path.display(),
+                "token signing keys imported into the database; the key file could not be renamed and is no longer used"
+            ),
+        }
+    } else {
+        tracing::warn!(
+            file = %path.display(),
+            "token signing keys are in the database: this key file is not used (remove it)"
+        );
+    }
+    Ok(())
+}
+
+/// Claims a rate-limited slot: true (and now marked) if `every` has passed since the last one.
+fn claim(slot: &Mutex<Option<Instant>>, every: Duration) -> bool {
+    let mut last = slot.lock().unwrap_or_else(|p| p.into_inner());
+    if last.is_some_and(|t| t.elapsed() < every) {
+        return false;
+    }
+    *last = Some(Instant::now());
+    true
+}
+
 impl JwtKeys {
-    /// Loads the key file, creating it with a fresh random key (mode 0600) if it is missing.
-    pub fn load_or_create(path: &Path) -> Result<JwtKeys> {
-        let file = match read_key_file(path)? {
-            Some(f) => f,
-            None => {
-                let file = KeyFile {
-                    keys: vec![StoredKey::fresh(now_ms())],
-                };
-                write_private(
-                    path,
-                    &serde_json::to_vec_pretty(&file).map_err(Error::internal)?,
-                )?;
-                file
-            }
-        };
-        let keys = build_keys(path, &file)?;
+    /// Loads the ring from the database, importing the legacy key file at `legacy_file` into an
+    /// empty table first, and making the first key when there is none.
+    pub async fn open(store: Store, legacy_file: &Path) -> Result<JwtKeys> {
+        Self::open_with(store, legacy_file, RELOAD_EVERY, UNKNOWN_KID_RELOAD_EVERY).await
+    }
+
+    /// [`JwtKeys::open`] with other reload intervals (tests).
+    pub async fn open_with(
+        store: Store,
+        legacy_file: &Path,
+        reload_every: Duration,
+        unknown_kid_every: Duration,
+    ) -> Result<JwtKeys> {
+        import_legacy(&store, legacy_file).await?;
+        let now = now_ms();
+        if store.ensure_signing_key(&fresh_key(now)).await? {
+            tracing::info!("a first token signing key was made");
+        }
+        store.retire_signing_keys(now).await?;
+        let keys = build_keys(&store.signing_keys().await?)?;
         Ok(JwtKeys {
-            path: path.to_path_buf(),
+            store,
             keys: RwLock::new(keys),
-            checked: Mutex::new((Instant::now(), mtime(path))),
+            loaded: Mutex::new(Instant::now()),
+            unknown_reload: Mutex::new(None),
+            reload_every,
+            unknown_kid_every,
         })
     }
 
-    /// Re-reads the key file if it changed (looked at no more than once a second unless
-    /// `force`). A file that fails to load keeps the keys in use.
-    fn reload_if_changed(&self, force: bool) {
-        let mut checked = self.checked.lock().unwrap_or_else(|p| p.into_inner());
-        if !force && checked.0.elapsed() < RELOAD_CHECK_EVERY {
-            return;
+    /// Reloads the ring from the database. A ring that fails to load keeps the keys in use.
+    async fn reload(&self) {
+        *self.loaded.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        let loaded = async {
+            let rows = self.store.signing_keys().await?;
+            let now = now_ms();
+            if rows.iter().any(|k| k.retire_at.is_some_and(|t| t <= now)) {
+                self.store.retire_signing_keys(now).await?;
+            }
+            build_keys(&rows)
         }
-        let now_mtime = mtime(&self.path);
-        checked.0 = Instant::now();
-        if now_mtime == checked.1 {
-            return;
-        }
-        match read_key_file(&self.path).and_then(|f| {
-            f.ok_or_else(|| Error::Internal("the key file is gone".into()))
-                .and_then(|f| build_keys(&self.path, &f))
-        }) {
+        .await;
+        match loaded {
             Ok(keys) => {
-                *self.keys.write().unwrap_or_else(|p| p.into_inner()) = keys;
-                checked.1 = now_mtime;
-                tracing::info!("token signing keys reloaded");
+                let mut ring = self.keys.write().unwrap_or_else(|p| p.into_inner());
+                let changed = ring.len() != keys.len()
+                    || ring
+                        .iter()
+                        .zip(&keys)
+                        .any(|(a, b)| a.kid != b.kid || a.retire_at != b.retire_at);
+                *ring = keys;
+                if changed {
+                    tracing::info!("token signing keys reloaded");
+                }
             }
             Err(e) => tracing::error!(error = %e, "token signing keys could not be reloaded"),
         }
     }
 
+    /// Reloads if the last load is older than the reload interval. Only the caller that finds it
+    /// due reloads; the others go on with the ring in memory.
+    async fn reload_if_due(&self) {
+        let due = {
+            let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+            if loaded.elapsed() >= self.reload_every {
+                *loaded = Instant::now();
+                true
+            } else {
+                false
+            }
+        };
+        if due {
+            self.reload().await;
+        }
+    }
+
     /// Signs claims with the current key.
-    pub fn issue(&self, claims: &Claims) -> Result<String> {
-        self.reload_if_changed(false);
+    pub async fn issue(&self, claims: &Claims) -> Result<String> {
+        self.reload_if_due().await;
         let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());
         let key = keys
             .first()
@@ -260,15 +346,18 @@ impl JwtKeys {
 
     /// Verifies a token: known, unretired `kid`; that key's algorithm; signature, `exp`, `aud`,
     /// `iss`, `sub`.
-    pub fn verify(&self, token: &str) -> Result<Claims> {
+    pub async fn verify(&self, token: &str) -> Result<Claims> {
         let unauthorized = || Error::Unauthorized(BAD_TOKEN.into());
-        self.reload_if_changed(false);
+        self.reload_if_due().await;
         let header = jsonwebtoken::decode_header(token).map_err(|_| unauthorized())?;
         let kid = header.kid.ok_or_else(unauthorized)?;
-        let known = |keys: &[SigningKey]| keys.iter().any(|k| k.kid == kid);
-        if !known(&self.keys.read().unwrap_or_else(|p| p.into_inner())) {
-            // Perhaps rotated by another process this very second.
-            self.reload_if_changed(true);
+        let known = {
+            let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());
+            keys.iter().any(|k| k.kid == kid)
+        };
+        if !known && claim(&self.unknown_reload, self.unknown_kid_every) {
+            // Perhaps made by another process this very second.
+            self.reload().await;
         }
         let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());
         let key = keys
@@ -283,73 +372,39 @@ impl JwtKeys {
             .map_err(|_| unauthorized())
     }
 
-    /// The keys in use (no secrets).
-    pub fn list(&self) -> Vec<KeyInfo> {
-        self.reload_if_changed(true);
-        let file = read_key_file(&self.path).ok().flatten().unwrap_or_default();
-        file.keys
+    /// The keys in use (no secrets), the signing key first, as the database has them now.
+    pub async fn list(&self) -> Result<Vec<KeyInfo>> {
+        self.reload().await;
+        let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());
+        Ok(keys
             .iter()
             .enumerate()
             .map(|(i, k)| KeyInfo {
                 kid: k.kid.clone(),
-                alg: k.alg.clone(),
+                alg: match k.alg {
+                    Algorithm::HS256 => "HS256".into(),
+                    other => format!("{other:?}"),
+                },
                 created_at: k.created_at,
                 retire_at: k.retire_at,
                 signing: i == 0,
             })
-            .collect()
+            .collect())
     }
 
     /// Rotates: a new signing key goes first; the keys in use keep verifying for `overlap`, and
-    /// keys whose overlap has ended are removed. Returns the new key's id.
-    pub fn rotate(&self, overlap: Duration) -> Result<String> {
+    /// keys whose overlap has ended are retired. Safe with other processes rotating at once (one
+    /// transaction each). Returns the new key's id.
+    pub async fn rotate(&self, overlap: Duration) -> Result<String> {
         let now = now_ms();
-        let mut file = read_key_file(&self.path)?.unwrap_or_default();
-        let until = now.saturating_add(i64::try_from(overlap.as_millis()).unwrap_or(i64::MAX));
-        for k in &mut file.keys {
-            k.retire_at = Some(k.retire_at.map_or(until, |t| t.min(until)));
-        }
-        file.keys.retain(|k| k.retire_at.is_none_or(|t| t > now));
-        let fresh = StoredKey::fresh(now);
-        let kid = fresh.kid.clone();
-        file.keys.insert(0, fresh);
-        replace_private(
-            &self.path,
-            &serde_json::to_vec_pretty(&file).map_err(Error::internal)?,
-        )?;
-        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = build_keys(&self.path, &file)?;
-        *self.checked.lock().unwrap_or_else(|p| p.into_inner()) =
-            (Instant::now(), mtime(&self.path));
-        Ok(kid)
+        let fresh = fresh_key(now);
+        let overlap_ms = i64::try_from(overlap.as_millis()).unwrap_or(i64::MAX);
+        self.store
+            .rotate_signing_keys(&fresh, overlap_ms, now)
+            .await?;
+        self.reload().await;
+        Ok(fresh.kid)
     }
-}
-
-/// Writes `bytes` to a temporary file beside `path` (mode 0600) and renames it over `path`, so
-/// readers see the old file or the new one, never a half-written one.
-fn replace_private(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension(format!("tmp-{}", hex(&rand::random::<[u8; 4]>())));
-    write_private(&tmp, bytes)?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::Internal(format!("{}: {e}", path.display())))
-}
-
-#[cfg(unix)]
-fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let io = |e: std::io::Error| Error::Internal(format!("{}: {e}", path.display()));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(io)?;
-    f.write_all(bytes).map_err(io)?;
-    f.sync_all().map_err(io)
-}
-
-#[cfg(not(unix))]
-fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
-    std::fs::write(path, bytes).map_err(|e| Error::Internal(format!("{}: {e}", path.display())))
 }
 
 #[cfg(test)]
@@ -371,75 +426,193 @@ mod tests {
         }
     }
 
-    #[test]
-    fn tokens_verify_and_forgeries_do_not() {
+    async fn store(dir: &tempfile::TempDir) -> Store {
+        Store::open_sqlite(&dir.path().join("linli.db"))
+            .await
+            .unwrap()
+    }
+
+    fn legacy(dir: &tempfile::TempDir) -> std::path::PathBuf {
+        dir.path().join("jwt-keys.json")
+    }
+
+    #[tokio::test]
+    async fn tokens_verify_and_forgeries_do_not() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("jwt-keys.json");
-        let keys = JwtKeys::load_or_create(&path).unwrap();
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
-            assert_eq!(mode & 0o777, 0o600);
-        }
+        let keys = JwtKeys::open(store(&dir).await, &legacy(&dir))
+            .await
+            .unwrap();
+        assert!(!legacy(&dir).exists(), "no key file is made");
         let now = jsonwebtoken::get_current_timestamp();
-        let token = keys.issue(&claims(now)).unwrap();
-        assert_eq!(keys.verify(&token).unwrap().sub, "u1");
-        // Reloading the same file verifies the same tokens.
-        let again = JwtKeys::load_or_create(&path).unwrap();
-        assert!(again.verify(&token).is_ok());
+        let token = keys.issue(&claims(now)).await.unwrap();
+        assert_eq!(keys.verify(&token).await.unwrap().sub, "u1");
+        // Reopening the same database verifies the same tokens.
+        let again = JwtKeys::open(store(&dir).await, &legacy(&dir))
+            .await
+            .unwrap();
+        assert!(again.verify(&token).await.is_ok());
+        assert_eq!(again.list().await.unwrap().len(), 1);
 
         // Expired.
         let mut old = claims(now - 7200);
         old.exp = now - 3600;
-        assert!(keys.verify(&keys.issue(&old).unwrap()).is_err());
+        assert!(keys.verify(&keys.issue(&old).await.unwrap()).await.is_err());
         // Wrong audience.
         let mut aud = claims(now);
         aud.aud = "other".into();
-        assert!(keys.verify(&keys.issue(&aud).unwrap()).is_err());
-        // Another server's key, same kid-less header.
+        assert!(keys.verify(&keys.issue(&aud).await.unwrap()).await.is_err());
+        // Another server's key.
         let other_dir = tempfile::tempdir().unwrap();
-        let other = JwtKeys::load_or_create(&other_dir.path().join("k.json")).unwrap();
-        assert!(keys.verify(&other.issue(&claims(now)).unwrap()).is_err());
+        let other = JwtKeys::open(store(&other_dir).await, &legacy(&other_dir))
+            .await
+            .unwrap();
+        assert!(
+            keys.verify(&other.issue(&claims(now)).await.unwrap())
+                .await
+                .is_err()
+        );
         // alg=none and garbage.
         let parts: Vec<&str> = token.split('.').collect();
         let none_header = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0";
         assert!(
             keys.verify(&format!("{none_header}.{}.", parts[1]))
+                .await
                 .is_err()
         );
-        assert!(keys.verify("garbage").is_err());
+        assert!(keys.verify("garbage").await.is_err());
+        // Neither the ring's Debug nor a key row's shows a secret.
+        let row = &keys.store.signing_keys().await.unwrap()[0];
+        assert!(!format!("{keys:?}").contains(&row.secret));
+        assert!(!format!("{row:?}").contains(&row.secret));
     }
 
-    #[test]
-    fn rotation_keeps_old_tokens_for_the_overlap_only() {
+    #[tokio::test]
+    async fn rotation_keeps_old_tokens_for_the_overlap_only() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("jwt-keys.json");
-        let keys = JwtKeys::load_or_create(&path).unwrap();
+        // This process reloads often; the other one (say the admin CLI) keeps the defaults.
+        let keys = JwtKeys::open_with(
+            store(&dir).await,
+            &legacy(&dir),
+            Duration::from_millis(100),
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap();
         let now = jsonwebtoken::get_current_timestamp();
-        let t1 = keys.issue(&claims(now)).unwrap();
-        let kid2 = keys.rotate(Duration::from_secs(3600)).unwrap();
-        let t2 = keys.issue(&claims(now)).unwrap();
+        let t1 = keys.issue(&claims(now)).await.unwrap();
+        let kid2 = keys.rotate(Duration::from_secs(3600)).await.unwrap();
+        let t2 = keys.issue(&claims(now)).await.unwrap();
         assert_eq!(jsonwebtoken::decode_header(&t2).unwrap().kid, Some(kid2));
         assert!(
-            keys.verify(&t1).is_ok(),
+            keys.verify(&t1).await.is_ok(),
             "the previous key verifies during the overlap"
         );
-        // Another process on the same file (the admin CLI) rotates without overlap: this one
-        // sees it at once for unknown kids, and the retired keys stop verifying.
-        let cli = JwtKeys::load_or_create(&path).unwrap();
-        cli.rotate(Duration::ZERO).unwrap();
-        let t3 = cli.issue(&claims(now)).unwrap();
-        assert!(keys.verify(&t3).is_ok());
-        std::thread::sleep(RELOAD_CHECK_EVERY + Duration::from_millis(50));
-        assert!(keys.verify(&t1).is_err());
-        assert!(keys.verify(&t2).is_err());
-        assert_eq!(keys.list().len(), 1);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
-            assert_eq!(mode & 0o777, 0o600);
-        }
+        // Another process on the same database rotates without overlap: this one verifies its
+        // new key's tokens at once (unknown kid), and after its next reload signs with it and
+        // refuses the retired keys.
+        let cli = JwtKeys::open(store(&dir).await, &legacy(&dir))
+            .await
+            .unwrap();
+        let kid3 = cli.rotate(Duration::ZERO).await.unwrap();
+        let t3 = cli.issue(&claims(now)).await.unwrap();
+        assert!(keys.verify(&t3).await.is_ok());
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert!(keys.verify(&t1).await.is_err());
+        assert!(keys.verify(&t2).await.is_err());
+        let t4 = keys.issue(&claims(now)).await.unwrap();
+        assert_eq!(jsonwebtoken::decode_header(&t4).unwrap().kid, Some(kid3));
+        assert_eq!(keys.list().await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn unknown_kids_reload_at_most_once_per_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = JwtKeys::open_with(
+            store(&dir).await,
+            &legacy(&dir),
+            RELOAD_EVERY,
+            Duration::from_secs(3600),
+        )
+        .await
+        .unwrap();
+        let now = jsonwebtoken::get_current_timestamp();
+        // A forged kid spends the reload...
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some("0000000000000000".into());
+        let forged =
+            jsonwebtoken::encode(&header, &claims(now), &EncodingKey::from_secret(&[7; 32]))
+                .unwrap();
+        assert!(keys.verify(&forged).await.is_err());
+        // ...so a genuine new key of another process is not seen before the next one.
+        let other = JwtKeys::open(store(&dir).await, &legacy(&dir))
+            .await
+            .unwrap();
+        other.rotate(Duration::from_secs(60)).await.unwrap();
+        let fresh = other.issue(&claims(now)).await.unwrap();
+        assert!(keys.verify(&fresh).await.is_err());
+        keys.reload().await;
+        assert!(keys.verify(&fresh).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn the_legacy_key_file_is_imported_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = now_ms();
+        // As older servers wrote it: the signing key first, a retiring one, a retired one.
+        let secret = "5a".repeat(32);
+        let file = serde_json::json!({"keys": [
+            {"kid": "c0ffee0000000001", "alg": "HS256", "key": secret, "created_at": now - 10},
+            {"kid": "c0ffee0000000000", "alg": "HS256", "key": "6b".repeat(32),
+             "created_at": now - 20, "retire_at": now + 600_000},
+            {"kid": "c0ffee00000000ff", "alg": "HS256", "key": "7c".repeat(32),
+             "created_at": now - 30, "retire_at": now - 5},
+        ]});
+        std::fs::write(legacy(&dir), file.to_string()).unwrap();
+        // A token signed before the upgrade.
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some("c0ffee0000000001".into());
+        let secret_bytes = unhex(&secret).unwrap();
+        let before = jsonwebtoken::encode(
+            &header,
+            &claims(jsonwebtoken::get_current_timestamp()),
+            &EncodingKey::from_secret(&secret_bytes),
+        )
+        .unwrap();
+
+        let keys = JwtKeys::open(store(&dir).await, &legacy(&dir))
+            .await
+            .unwrap();
+        assert!(keys.verify(&before).await.is_ok());
+        assert!(!legacy(&dir).exists());
+        assert!(dir.path().join("jwt-keys.json.imported").exists());
+        let listed = keys.list().await.unwrap();
+        let kids: Vec<(&str, bool)> = listed.iter().map(|k| (k.kid.as_str(), k.signing)).collect();
+        assert_eq!(
+            kids,
+            [("c0ffee0000000001", true), ("c0ffee0000000000", false)]
+        );
+        let issued = keys
+            .issue(&claims(jsonwebtoken::get_current_timestamp()))
+            .await
+            .unwrap();
+        assert_eq!(
+            jsonwebtoken::decode_header(&issued).unwrap().kid.as_deref(),
+            Some("c0ffee0000000001"),
+            "the imported signing key goes on signing"
+        );
+
+        // A key file put back beside the filled table is not read.
+        std::fs::write(
+            legacy(&dir),
+            serde_json::json!({"keys": [{"kid": "bad", "alg": "HS256", "key": "00".repeat(32)}]})
+                .to_string(),
+        )
+        .unwrap();
+        let again = JwtKeys::open(store(&dir).await, &legacy(&dir))
+            .await
+            .unwrap();
+        assert!(again.verify(&before).await.is_ok());
+        assert_eq!(again.list().await.unwrap().len(), 2);
+        assert!(legacy(&dir).exists(), "left in place, with a warning");
     }
 }

@@ -179,7 +179,11 @@ async fn user_info(state: &AppState, user: &User) -> Result<UserInfo> {
 }
 
 /// Signs an access token for `user` on `device`.
-pub fn access_token(state: &AppState, user: &User, device: DeviceId) -> Result<(String, i64)> {
+pub async fn access_token(
+    state: &AppState,
+    user: &User,
+    device: DeviceId,
+) -> Result<(String, i64)> {
     let iat = (now_ms() / 1000) as u64;
     let exp = iat + state.config.token_ttl.as_secs();
     let claims = Claims {
@@ -192,7 +196,7 @@ pub fn access_token(state: &AppState, user: &User, device: DeviceId) -> Result<(
         iss: ISSUER.into(),
         sev: user.session_epoch,
     };
-    Ok((state.keys.issue(&claims)?, (exp as i64) * 1000))
+    Ok((state.keys.issue(&claims).await?, (exp as i64) * 1000))
 }
 
 async fn login(
@@ -242,7 +246,7 @@ async fn login(
             "this device is registered to another user; ask an admin to release it".into(),
         ));
     }
-    let (access_token, expires_at) = access_token(&state, &user, device)?;
+    let (access_token, expires_at) = access_token(&state, &user, device).await?;
     let refresh_token = new_refresh_token();
     let refresh_expires_at = now + state.config.refresh_ttl.as_millis() as i64;
     let family = uuid::Uuid::new_v4().to_string();
@@ -333,7 +337,7 @@ async fn refresh(
         return Err(dead());
     }
     state.limits.check_user(&principal.user.id)?;
-    let (access_token, expires_at) = access_token(&state, &principal.user, device)?;
+    let (access_token, expires_at) = access_token(&state, &principal.user, device).await?;
     Ok(Json(LoginResponse {
         access_token,
         token_type: "Bearer".into(),

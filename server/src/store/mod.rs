@@ -5,6 +5,7 @@
 //! returns, the write is on disk, so an acknowledgement sent after it is a promise kept.
 
 mod accounts;
+mod keys;
 mod log;
 pub mod office;
 mod projection;
@@ -24,6 +25,7 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, SqlSafeStr, Sqlite};
 
 pub use accounts::{DeviceRow, Principal};
+pub use keys::SigningKeyRow;
 pub use log::{
     ActorBinding, ChangeMeta, CommitConflict, NewChange, ProjectionUpdate, PulledPage, PulledRow,
     RebuiltRecord, RecordMeta, RejectionRow, RejectionView,
@@ -93,6 +95,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         11,
         "office_text_key",
         include_str!("../../migrations/sqlite/0011_office_text_key.sql"),
+    ),
+    (
+        12,
+        "signing_keys",
+        include_str!("../../migrations/sqlite/0012_signing_keys.sql"),
     ),
 ];
 

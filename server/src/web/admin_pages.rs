@@ -3,8 +3,6 @@
 //! admin CLI does, through the same operations in [`crate::admin`], for people who don't use a
 //! shell.
 
-use std::time::Duration;
-
 use askama::Template;
 use axum::Router;
 use axum::extract::{Path, RawQuery, State};
@@ -368,6 +366,7 @@ async fn keys(State(state): State<AppState>, user: WebUser, RawQuery(q): RawQuer
     let keys = state
         .keys
         .list()
+        .await?
         .into_iter()
         .map(|k| {
             let until = match (k.signing, k.retire_at) {
@@ -388,11 +387,7 @@ async fn keys(State(state): State<AppState>, user: WebUser, RawQuery(q): RawQuer
 
 async fn rotate(State(state): State<AppState>, Posted { user, .. }: Posted) -> WebResult {
     require_admin(&user)?;
-    let keys = state.keys.clone();
-    let overlap: Duration = state.config.token_ttl;
-    let kid = tokio::task::spawn_blocking(move || keys.rotate(overlap))
-        .await
-        .map_err(Error::internal)??;
+    let kid = state.keys.rotate(state.config.token_ttl).await?;
     tracing::info!(kid = %kid, by = %user.auth.username, "signing keys rotated from the web");
     back("/admin/keys", "keys")
 }

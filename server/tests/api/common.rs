@@ -79,7 +79,7 @@ impl TestApp {
 
     async fn from_template(template: &Path, tweak: impl FnOnce(&mut Config)) -> TestApp {
         let dir = tempfile::tempdir().unwrap();
-        for name in ["linli.db", "linli.db-wal", "jwt-keys.json"] {
+        for name in ["linli.db", "linli.db-wal"] {
             let from = template.join(name);
             if from.exists() {
                 std::fs::copy(&from, dir.path().join(name)).unwrap();

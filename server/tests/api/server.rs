@@ -25,5 +25,8 @@ fn a_background_server_answers_on_its_url_and_stops_when_dropped() {
         "still listening"
     );
     assert!(dir.path().join("linli.db").exists());
-    assert!(dir.path().join("jwt-keys.json").exists());
+    assert!(
+        !dir.path().join("jwt-keys.json").exists(),
+        "the signing keys are in the database"
+    );
 }

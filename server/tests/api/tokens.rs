@@ -36,18 +36,16 @@ fn b64url_decode(s: &str) -> Vec<u8> {
     out
 }
 
-/// The server's signing key (kid, secret) from its key file, as an attacker who stole nothing
+/// The server's signing key (kid, secret) from its database, as an attacker who stole nothing
 /// would not have it: used to sign tokens that are correct in every way but one.
-fn signing_key(app: &TestApp) -> (String, Vec<u8>) {
-    let file: Value =
-        serde_json::from_slice(&std::fs::read(app.state.config.keys_path()).unwrap()).unwrap();
-    let key = &file["keys"][0];
-    let hex = key["key"].as_str().unwrap();
+async fn signing_key(app: &TestApp) -> (String, Vec<u8>) {
+    let key = app.state.store.signing_keys().await.unwrap().remove(0);
+    let hex = key.secret;
     let secret = (0..hex.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
         .collect();
-    (key["kid"].as_str().unwrap().to_string(), secret)
+    (key.kid, secret)
 }
 
 fn now() -> i64 {
@@ -68,7 +66,7 @@ async fn status_with(app: &TestApp, token: &str) -> StatusCode {
 async fn forged_tokens_are_refused() {
     let app = TestApp::demo().await;
     let phone = app.login("bus1").await;
-    let (kid, secret) = signing_key(&app);
+    let (kid, secret) = signing_key(&app).await;
     // The genuine token's claims: the forgeries change one thing each.
     let payload = phone.token.split('.').nth(1).unwrap();
     let genuine: Value = serde_json::from_slice(&b64url_decode(payload)).unwrap();
@@ -242,7 +240,7 @@ async fn rotated_out_keys_stop_verifying_after_the_overlap() {
     let app = TestApp::demo().await;
     let before = app.login("bus1").await;
     let admin = app.login("admin").await;
-    let (old_kid, _) = signing_key(&app);
+    let (old_kid, _) = signing_key(&app).await;
 
     // Rotation with an overlap: old tokens keep working, new ones carry the new kid.
     let (status, body) = app
@@ -295,10 +293,10 @@ async fn rotated_out_keys_stop_verifying_after_the_overlap() {
     );
     let after = app.login("bus1").await;
     assert_eq!(status_with(&app, &after.token).await, StatusCode::OK);
-    let file = std::fs::read_to_string(app.state.config.keys_path()).unwrap();
+    let ring = app.state.store.signing_keys().await.unwrap();
     assert!(
-        !file.contains(&old_kid),
-        "the rotated-out key is gone from the key file"
+        ring.iter().all(|k| k.kid != old_kid),
+        "the rotated-out key is retired in the database"
     );
 }
 

@@ -19,6 +19,11 @@ pub struct Phone {
 impl Phone {
     /// A new phone signed in as `user` (a demo user).
     pub fn login(server: &ServerProcess, user: &str) -> Phone {
+        Self::login_at(&server.url, user)
+    }
+
+    /// A new phone signed in as `user` at `url` (a server, or a proxy or balancer before one).
+    pub fn login_at(url: &str, user: &str) -> Phone {
         let home = tempfile::tempdir().unwrap();
         let client =
             FieldClient::new(home.path().to_str().unwrap().to_string(), None, None, None).unwrap();
@@ -26,7 +31,7 @@ impl Phone {
             .login(
                 user.to_string(),
                 DEMO_PASSWORD.to_string(),
-                Some(server.url.clone()),
+                Some(url.to_string()),
             )
             .unwrap_or_else(|e| panic!("{user} logs in: {e}"));
         Phone {
