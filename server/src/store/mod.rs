@@ -13,7 +13,7 @@ mod tokens;
 mod web_sessions;
 
 use std::borrow::Cow;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -148,6 +148,7 @@ pub struct Store {
 impl Store {
     /// Opens (creating if missing) the SQLite database at `path` and runs pending migrations.
     pub async fn open_sqlite(path: &Path) -> Result<Store> {
+        owner_only(path)?;
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -225,6 +226,32 @@ impl Store {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// Makes the database file readable by its owner only, creating it so when missing (SQLite then
+/// gives its `-wal` and `-shm` files the same mode): it holds the token signing keys, password
+/// hashes and refresh-token secrets.
+fn owner_only(path: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(Error::internal)?;
+        for suffix in ["", "-wal", "-shm"] {
+            let file = PathBuf::from(format!("{}{suffix}", path.display()));
+            if file.exists() {
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+                    .map_err(Error::internal)?;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
 }
 
 /// Appends `(column within any of scopes)` to a query. "Within" means the place itself or any

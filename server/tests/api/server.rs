@@ -29,4 +29,13 @@ fn a_background_server_answers_on_its_url_and_stops_when_dropped() {
         !dir.path().join("jwt-keys.json").exists(),
         "the signing keys are in the database"
     );
+    #[cfg(unix)]
+    for file in ["linli.db", "linli.db-wal", "linli.db-shm"] {
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.path().join(file);
+        if path.exists() {
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{file} holds secrets: owner only");
+        }
+    }
 }
