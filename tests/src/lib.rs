@@ -283,18 +283,21 @@ pub fn raw_post(url: &str, token: Option<&str>, content_type: &str, body: &[u8])
         req = req.header("authorization", &format!("Bearer {t}"));
     }
     match req.send(body) {
-        Ok(mut r) => {
-            let status = r.status().as_u16();
-            let bytes = r
-                .body_mut()
-                .with_config()
-                .limit(64 << 20)
-                .read_to_vec()
-                .unwrap_or_default();
-            (status, bytes)
-        }
+        Ok(mut r) => status_and_bytes(&mut r),
         Err(e) => panic!("request failed: {e}"),
     }
+}
+
+/// A response's status and its body's bytes (up to 64 MiB; empty if unreadable).
+pub fn status_and_bytes(r: &mut ureq::http::Response<ureq::Body>) -> (u16, Vec<u8>) {
+    let status = r.status().as_u16();
+    let bytes = r
+        .body_mut()
+        .with_config()
+        .limit(64 << 20)
+        .read_to_vec()
+        .unwrap_or_default();
+    (status, bytes)
 }
 
 /// A raw GET with a token: status and JSON body (Null if not JSON).

@@ -400,20 +400,25 @@ fn a_bookmarked_queue_url_restores_its_filters_and_its_next_page_keeps_them() {
 // ---------------------------------------------------------------------------------------------
 // Links between records.
 
+/// A service-bus run at 海天城 recorded on `phone`: its record id.
+fn bus_run(phone: &Phone, run_number: &str, date: &str) -> String {
+    phone.create(
+        "bus",
+        HAITIANCHENG,
+        &[
+            ("session_type", "service_bus"),
+            ("run_number", run_number),
+            ("date", date),
+        ],
+    )
+}
+
 #[test]
 fn a_bus_session_page_lists_its_cases_and_tallies_and_a_contact_links_its_case() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path());
     let bus1 = Phone::login(&server, "bus1");
-    let session = bus1.create(
-        "bus",
-        HAITIANCHENG,
-        &[
-            ("session_type", "service_bus"),
-            ("run_number", "1990"),
-            ("date", "2026-05-01"),
-        ],
-    );
+    let session = bus_run(&bus1, "1990", "2026-05-01");
     bus1.tally(&session, "consultations", 5);
     bus1.tally(&session, "answered_on_site", 3);
     bus1.tally(&session, "leaflets", 20);
@@ -634,15 +639,7 @@ fn phone_text_in_statistics_labels_stays_text_in_tables_charts_and_exports() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path());
     let bus1 = Phone::login(&server, "bus1");
-    let session = bus1.create(
-        "bus",
-        HAITIANCHENG,
-        &[
-            ("session_type", "service_bus"),
-            ("run_number", XSS),
-            ("date", "2026-03-01"),
-        ],
-    );
+    let session = bus_run(&bus1, XSS, "2026-03-01");
     bus1.tally(&session, "consultations", 4);
     bus1.sync();
 

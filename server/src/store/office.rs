@@ -258,6 +258,13 @@ pub struct OfficeFilter {
     pub limit: u32,
 }
 
+impl OfficeFilter {
+    /// Whether the filter searches text.
+    pub fn searches(&self) -> bool {
+        self.text.as_deref().is_some_and(|t| !t.trim().is_empty())
+    }
+}
+
 /// The period and places statistics are computed over.
 #[derive(Debug, Clone, Default)]
 pub struct StatsFilter {
@@ -453,6 +460,17 @@ enum Term {
     Like(String),
 }
 
+impl Term {
+    /// The full-text index this term is a word of, and the word; `None` for a `LIKE` pattern.
+    fn index(&self) -> Option<(&'static str, &str)> {
+        match self {
+            Term::Match(word) => Some(("record_fts", word)),
+            Term::Pair(word) => Some(("record_grams", word)),
+            Term::Like(_) => None,
+        }
+    }
+}
+
 fn search_terms(text: &str) -> Vec<Term> {
     text.split_whitespace()
         .map(|t| {
@@ -509,11 +527,11 @@ fn push_conditions_but(
         }
     }
     if let Some(kind) = f.kind {
-        // With a search, the matching ids are the selective part. The unary `+` keeps SQLite
-        // (which has no statistics) from walking every record of the kind through an index
-        // and looking each up in the id list instead: 0.2-0.6 s against 30-60 ms over 100,000
-        // cases.
-        qb.push(if searching(f) {
+        // With a search, the matching text keys are the selective part. The unary `+` keeps
+        // SQLite (which has no statistics) from walking every record of the kind through an
+        // index and testing each against the matches instead: 0.2-0.6 s against 30-60 ms over
+        // 100,000 cases.
+        qb.push(if f.searches() {
             " AND +r.kind = "
         } else {
             " AND r.kind = "
@@ -573,24 +591,16 @@ fn push_conditions_but(
         if skip == Some(i) {
             continue;
         }
-        let table = if matches!(term, Term::Match(_)) {
-            "record_fts"
-        } else {
-            "record_grams"
-        };
-        match term {
-            Term::Match(word) | Term::Pair(word) => {
-                qb.push(format!(
-                    " AND r.text_n IN (SELECT rowid FROM {table} WHERE {table} MATCH "
-                ))
-                .push_bind(word)
-                .push(")");
-            }
-            Term::Like(pattern) => {
-                qb.push(" AND r.id IN (SELECT t.id FROM record_text t WHERE t.text LIKE ")
-                    .push_bind(pattern)
-                    .push(" ESCAPE '\\')");
-            }
+        if let Some((table, word)) = term.index() {
+            qb.push(format!(
+                " AND r.text_n IN (SELECT rowid FROM {table} WHERE {table} MATCH "
+            ))
+            .push_bind(word.to_string())
+            .push(")");
+        } else if let Term::Like(pattern) = term {
+            qb.push(" AND r.id IN (SELECT t.id FROM record_text t WHERE t.text LIKE ")
+                .push_bind(pattern)
+                .push(" ESCAPE '\\')");
         }
     }
 }
@@ -602,22 +612,17 @@ const FEW_MATCHES: i64 = 2000;
 /// Whether some term of the filter's search matches at most [`FEW_MATCHES`] records.
 async fn search_is_narrow(pool: &sqlx::SqlitePool, f: &OfficeFilter) -> Result<bool> {
     for term in f.text.as_deref().map(search_terms).unwrap_or_default() {
-        let sql = match &term {
-            Term::Match(_) => {
-                "SELECT COUNT(*) FROM (SELECT 1 FROM record_fts WHERE record_fts MATCH ? LIMIT ?)"
-            }
-            Term::Pair(_) => {
-                "SELECT COUNT(*) FROM (SELECT 1 FROM record_grams WHERE record_grams MATCH ? LIMIT ?)"
-            }
-            // A scan of every text whatever the plan.
-            Term::Like(_) => continue,
+        // A `LIKE` scans every text whatever the plan.
+        let Some((table, word)) = term.index() else {
+            continue;
         };
-        let (Term::Match(t) | Term::Pair(t) | Term::Like(t)) = term;
-        let n: i64 = sqlx::query_scalar(sql)
-            .bind(t)
-            .bind(FEW_MATCHES + 1)
-            .fetch_one(pool)
-            .await?;
+        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM {table} WHERE {table} MATCH ? LIMIT ?)"
+        )))
+        .bind(word)
+        .bind(FEW_MATCHES + 1)
+        .fetch_one(pool)
+        .await?;
         if n <= FEW_MATCHES {
             return Ok(true);
         }
@@ -726,12 +731,7 @@ fn has_own_index(f: &OfficeFilter) -> bool {
 /// selective part, where SQLite would otherwise gather the whole street through the place
 /// index and read every row to test them.
 fn counts_by_place(f: &OfficeFilter) -> bool {
-    !has_own_index(f) && !searching(f)
-}
-
-/// Whether the filter searches text.
-fn searching(f: &OfficeFilter) -> bool {
-    f.text.as_deref().is_some_and(|t| !t.trim().is_empty())
+    !has_own_index(f) && !f.searches()
 }
 
 fn walk(sort: Sort) -> Plan {
@@ -934,7 +934,7 @@ impl Store {
         if has_own_index(filter) {
             return Ok(Plan::Own);
         }
-        if searching(filter) {
+        if filter.searches() {
             return Ok(if search_is_narrow(&self.pool, filter).await? {
                 Plan::Own
             } else {
@@ -962,11 +962,10 @@ impl Store {
         // A search's count walks its first indexed term's matches, stopping at the cap, rather
         // than listing every match first (7,000 for a common word over 100,000 cases).
         let terms = filter.text.as_deref().map(search_terms).unwrap_or_default();
-        let driver = terms.iter().enumerate().find_map(|(i, t)| match t {
-            Term::Match(word) => Some((i, "record_fts", word.clone())),
-            Term::Pair(word) => Some((i, "record_grams", word.clone())),
-            Term::Like(_) => None,
-        });
+        let driver = terms
+            .iter()
+            .enumerate()
+            .find_map(|(i, t)| t.index().map(|(table, word)| (i, table, word)));
         let mut qb = match &driver {
             Some((_, table, word)) => {
                 let mut qb = QueryBuilder::<Sqlite>::new(format!(
@@ -974,7 +973,7 @@ impl Store {
                      CROSS JOIN records r INDEXED BY records_text_cover
                      ON r.text_n = {table}.rowid WHERE {table} MATCH "
                 ));
-                qb.push_bind(word.clone()).push(" AND ");
+                qb.push_bind(word.to_string()).push(" AND ");
                 qb
             }
             None => {

@@ -292,7 +292,7 @@ pub async fn page(
         return Ok(Html(QueueRows { rows }.render()?).into_response());
     }
     // Counted up to a bound, so a page over a whole street costs the same as over one building.
-    let cap = if filter.text.as_deref().is_some_and(|t| !t.trim().is_empty()) {
+    let cap = if filter.searches() {
         SEARCH_COUNT_CAP
     } else {
         COUNT_CAP

@@ -137,14 +137,7 @@ impl Web {
             .header("Cookie", &self.cookie)
             .call()
             .unwrap();
-        let status = r.status().as_u16();
-        let bytes = r
-            .body_mut()
-            .with_config()
-            .limit(64 << 20)
-            .read_to_vec()
-            .unwrap_or_default();
-        (status, bytes)
+        linli_tests::status_and_bytes(&mut r)
     }
 
     /// `POST path` with the session cookie and these fields (the CSRF token is not added).
