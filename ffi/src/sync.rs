@@ -170,9 +170,23 @@ pub(crate) fn apply_response(
             continue;
         }
         let applied = match &mut theirs {
-            Loaded::Record(theirs) => {
-                record_doc(&tx, &mut docs, id)?.apply_changes(theirs.changes())
-            }
+            Loaded::Record(theirs) => match docs.entry(id) {
+                std::collections::btree_map::Entry::Occupied(e) => {
+                    e.into_mut().apply_changes(theirs.changes())
+                }
+                std::collections::btree_map::Entry::Vacant(e) => match store::load_doc(&tx, id)? {
+                    Some(mut mine) => {
+                        let applied = mine.apply_changes(theirs.changes());
+                        e.insert(mine);
+                        applied
+                    }
+                    // The phone has no copy yet (a new phone's bootstrap): the server's is it.
+                    None => {
+                        e.insert(std::mem::replace(theirs, RecordDoc::empty(id)));
+                        Ok(())
+                    }
+                },
+            },
             Loaded::Personal(theirs) => {
                 personal_doc(&tx, &mut personal_docs, id)?.apply_changes(theirs.changes())
             }

@@ -8,7 +8,7 @@
 //! - [`admin`]: users, grants, devices, keys and places: the admin HTTP API and CLI.
 //! - [`limit`]: per-user rate limits.
 //! - [`sync`]: `POST /v1/sync`, push and pull in one round trip; [`turns`]: one push at a time
-//!   per user.
+//!   per user; [`live`]: `GET /v1/live`, events telling a phone to sync.
 //! - [`records`]: the JSON records API over the projection.
 //! - [`places`]: `GET /v1/places` and `GET /healthz` (liveness).
 //! - [`ops`]: `GET /readyz` (readiness) and `GET /metrics`; [`metrics`]: the Prometheus
@@ -44,6 +44,7 @@ pub mod demo_records;
 pub mod error;
 pub mod extract;
 pub mod limit;
+pub mod live;
 pub mod metrics;
 pub mod model;
 pub mod ops;
@@ -91,6 +92,7 @@ pub fn app(state: AppState) -> Router {
         .merge(ops::router())
         .merge(auth::router())
         .merge(sync::router())
+        .merge(live::router())
         .merge(records::router())
         .merge(rejections::router())
         .merge(admin::router())

@@ -2,8 +2,6 @@
 
 use std::sync::Arc;
 
-use tokio::sync::Mutex;
-
 use crate::auth::JwtKeys;
 use crate::config::Config;
 use crate::limit::RateLimits;
@@ -24,9 +22,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Per-user rate limits.
     pub limits: Arc<RateLimits>,
-    /// The hot-document cache. Its lock serializes the accept path change by change (SQLite has
-    /// a single writer anyway, and a document is never ingested twice at once).
-    pub(crate) writer: Arc<Mutex<DocCache>>,
+    /// The hot-document cache and the per-record locks of the accept path.
+    pub(crate) docs: Arc<DocCache>,
     /// Per-user push turns: one push at a time per user.
     pub turns: Arc<PushTurns>,
     /// Committed changes, announced to open back-office pages.
@@ -40,15 +37,13 @@ impl AppState {
     pub fn new(store: Store, keys: JwtKeys, config: Config) -> Self {
         let metrics = Arc::new(Metrics::new());
         let (hits, misses) = metrics.doc_cache_counters();
-        let writer = Arc::new(Mutex::new(
-            DocCache::new(config.doc_cache).counting(hits, misses),
-        ));
+        let docs = Arc::new(DocCache::new(config.doc_cache).counting(hits, misses));
         Self {
             store,
             keys: Arc::new(keys),
             limits: Arc::new(RateLimits::new(&config)),
             config: Arc::new(config),
-            writer,
+            docs,
             turns: Arc::new(PushTurns::default()),
             live: Arc::new(LiveHub::default()),
             metrics,

@@ -2,11 +2,12 @@
 //!
 //! Push: cheap checks first and outside any lock — the body decodes, every change parses within
 //! the push's inflation budget ([`InflateBudget`]). Each user pushes one request at a time
-//! ([`crate::turns`]), and the writer lock is taken per change, so one user's flood holds one
-//! place in the queue and others' changes interleave with it. Each change is acknowledged only
-//! after it is committed (actor binding, log row and projection row in one transaction, at the
-//! record version its document was read at), or refused with a machine-readable reason; a
-//! bounded sample of a push's refusals is stored for the back-office.
+//! ([`crate::turns`]). A push's records are ingested side by side, each under its record's lock
+//! ([`DocCache::lock`]), and their commits join whatever else waits to commit in one group
+//! transaction: one fsync for the group. Each change is acknowledged only after it is committed
+//! (actor binding, log row and projection row in its own savepoint, at the record version its
+//! document was read at), or refused with a machine-readable reason; a bounded sample of a
+//! push's refusals is stored for the back-office.
 //!
 //! Scope is decided before anything about a record is revealed: a record outside the pusher's
 //! grants is treated exactly as one that does not exist, so pushing to a known id answers what a
@@ -32,6 +33,7 @@ use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use futures_util::StreamExt;
 use linli_sync_core::automerge::Change;
 use linli_sync_core::ingest::{
     InflateBudget, Ingested, Pusher, Refusal, ingest, ingest_personal, parse_change,
@@ -51,7 +53,8 @@ use crate::error::{Error, Result};
 use crate::model::now_ms;
 use crate::state::AppState;
 use crate::store::{
-    ActorBinding, CommitConflict, NewChange, ProjectionUpdate, RecordMeta, RejectionRow, Store,
+    ActorBinding, Commit, CommitConflict, NewChange, ProjectionUpdate, RecordMeta, RejectionRow,
+    Store,
 };
 
 /// Changes per reply when the phone asks for 0 (no preference).
@@ -62,8 +65,13 @@ pub const SNAPSHOT_PAGE_BYTES: usize = protocol::MAX_PAGE_BYTES;
 pub const REJECTION_SAMPLE: usize = 10;
 /// How long refused pushes are kept for the back-office.
 pub const REJECTION_RETENTION_MS: i64 = 90 * 24 * 3600 * 1000;
+/// Records of one push ingested side by side (their commits join the same groups).
+const RECORDS_AT_ONCE: usize = 16;
+/// A record's document is saved whole again once this many of its changes sit in the log after
+/// its last whole save (each such change is applied again whenever the document is loaded).
+const SAVE_WHOLE_AFTER: i64 = 16;
 /// Commits retried after losing a race to another writer (another process on the same data).
-const COMMIT_RETRIES: usize = 3;
+const COMMIT_RETRIES: usize = 10;
 
 /// The routes of this module.
 pub fn router() -> Router<AppState> {
@@ -80,22 +88,37 @@ struct Cached {
     personal: Option<PersonalDoc>,
 }
 
-/// A bounded LRU of hot record documents, keyed by record id. Documents not in it are loaded
-/// from their saved form in the database, so memory does not grow with the number of records.
-/// Every entry remembers the record version it was committed at; one whose version is not the
-/// stored one is reloaded.
+/// Stripes of the per-record locks: records hashing to one stripe wait for each other.
+const LOCK_STRIPES: usize = 512;
+
+/// The hot-document cache and the per-record locks of the accept path.
+///
+/// A bounded LRU of record documents, keyed by record id: documents not in it are loaded from
+/// their saved form in the database, so memory does not grow with the number of records. Every
+/// entry remembers the record version it was committed at; one whose version is not the stored
+/// one is reloaded.
+///
+/// A record is ingested by one task at a time ([`DocCache::lock`]): changes to different records
+/// are ingested side by side and commit together; changes to one record queue up in order. The
+/// lock only saves work: what keeps two writers (tasks or processes) from losing each other's
+/// change is the version compared in the commit.
 pub struct DocCache {
-    docs: LruCache<RecordId, Cached>,
+    docs: std::sync::Mutex<LruCache<RecordId, Cached>>,
+    stripes: Box<[tokio::sync::Mutex<()>]>,
     /// Takes served from the cache, and from the store (the metrics' counters, or private ones).
     hits: Counter,
     misses: Counter,
 }
 
+/// Held while a task ingests and commits a change to a record.
+pub(crate) type RecordGuard<'a> = tokio::sync::MutexGuard<'a, ()>;
+
 impl std::fmt::Debug for DocCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let docs = self.docs();
         f.debug_struct("DocCache")
-            .field("len", &self.docs.len())
-            .field("cap", &self.docs.cap())
+            .field("len", &docs.len())
+            .field("cap", &docs.cap())
             .finish()
     }
 }
@@ -104,7 +127,12 @@ impl DocCache {
     /// A cache of at most `capacity` documents (at least 1).
     pub fn new(capacity: usize) -> Self {
         Self {
-            docs: LruCache::new(NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN)),
+            docs: std::sync::Mutex::new(LruCache::new(
+                NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN),
+            )),
+            stripes: (0..LOCK_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
             hits: Counter::default(),
             misses: Counter::default(),
         }
@@ -117,18 +145,32 @@ impl DocCache {
         self
     }
 
+    fn docs(&self) -> std::sync::MutexGuard<'_, LruCache<RecordId, Cached>> {
+        // Held for map operations only, never across an await: a panic cannot leave it torn.
+        self.docs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits for the record's turn (FIFO among waiters): ingest and commit under this guard.
+    pub(crate) async fn lock(&self, id: RecordId) -> RecordGuard<'_> {
+        let bytes = id.as_bytes();
+        // Random (v4/v7-tail) bytes of the id spread records over the stripes.
+        let n = u16::from_le_bytes([bytes[14], bytes[15]]) as usize % self.stripes.len();
+        self.stripes[n].lock().await
+    }
+
     /// Takes a record's documents out at `version` (0: the record does not exist yet): from the
-    /// cache when it holds that version, else from the store. The caller puts them back only
-    /// once they match what is committed, so a failure (or a cancelled request) between ingest
-    /// and commit never leaves an uncommitted state cached.
+    /// cache when it holds that version, else from the store. The caller holds the record's
+    /// [`lock`](Self::lock), and puts them back only once they match what is committed, so a
+    /// failure (or a cancelled request) between ingest and commit never leaves an uncommitted
+    /// state cached.
     async fn take(
-        &mut self,
+        &self,
         store: &Store,
         id: RecordId,
         version: i64,
         personal: bool,
     ) -> Result<Cached> {
-        let popped = self.docs.pop(&id);
+        let popped = self.docs().pop(&id);
         let hit = popped.as_ref().is_some_and(|c| c.version == version);
         if hit { &self.hits } else { &self.misses }.inc();
         let mut cached = match popped {
@@ -155,18 +197,18 @@ impl DocCache {
         Ok(cached)
     }
 
-    fn put(&mut self, cached: Cached) {
-        self.docs.put(cached.doc.id(), cached);
+    fn put(&self, cached: Cached) {
+        self.docs().put(cached.doc.id(), cached);
     }
 
     /// Documents currently cached.
     pub fn len(&self) -> usize {
-        self.docs.len()
+        self.docs().len()
     }
 
     /// Whether no document is cached.
     pub fn is_empty(&self) -> bool {
-        self.docs.is_empty()
+        self.docs().is_empty()
     }
 }
 
@@ -242,14 +284,13 @@ async fn sync(
         n => n.min(protocol::MAX_PAGE),
     };
     let personal = user.role.sees_personal_data();
-    let cursor = req.cursor.seq().unwrap_or(0);
-    let epoch = match bootstrap(&state, &user, &req.cursor, limit, &mut reply).await? {
+    let (epoch, cursor) = match bootstrap(&state, &user, &req.cursor, limit, &mut reply).await? {
         Bootstrap::Unfinished(next) => {
             reply.more = true;
             reply.cursor = next;
             return finish(&state, &user, &req, reply).await;
         }
-        Bootstrap::Done(epoch) => epoch,
+        Bootstrap::Done { epoch, from } => (epoch, from),
     };
     let page = state
         .store
@@ -313,13 +354,46 @@ async fn push_all(
         .iter()
         .map(|p| parse_change(&p.change, &mut budget))
         .collect();
-    let mut refused: Vec<(RecordId, Refusal)> = Vec::new();
-    for (push, parsed) in changes.iter().zip(parsed) {
+    // Changes to one record in push order; records side by side, so that their commits share
+    // groups. The replies keep the push's order.
+    let mut order: Vec<(RecordId, Vec<usize>)> = Vec::new();
+    for (i, push) in changes.iter().enumerate() {
         let record = RecordId::from_bytes(push.record);
-        let outcome = match parsed {
-            Ok(change) => accept(state, user, push, change, received_at).await,
-            Err(refusal) => Err(refusal),
-        };
+        match order.iter_mut().find(|(r, _)| *r == record) {
+            Some((_, indexes)) => indexes.push(i),
+            None => order.push((record, vec![i])),
+        }
+    }
+    let mut parsed: Vec<Option<std::result::Result<Change, Refusal>>> =
+        parsed.into_iter().map(Some).collect();
+    let runs = order.into_iter().map(|(_, indexes)| {
+        let run: Vec<_> = indexes
+            .into_iter()
+            .filter_map(|i| parsed[i].take().map(|p| (i, p)))
+            .collect();
+        async move {
+            let mut outcomes = Vec::with_capacity(run.len());
+            for (i, parsed) in run {
+                let outcome = match parsed {
+                    Ok(change) => accept(state, user, &changes[i], change, received_at).await,
+                    Err(refusal) => Err(refusal),
+                };
+                outcomes.push((i, outcome));
+            }
+            outcomes
+        }
+    });
+    let mut outcomes: Vec<(usize, std::result::Result<Accepted, Refusal>)> =
+        futures_util::stream::iter(runs)
+            .buffer_unordered(RECORDS_AT_ONCE)
+            .flat_map(futures_util::stream::iter)
+            .collect()
+            .await;
+    outcomes.sort_by_key(|(i, _)| *i);
+    let mut refused: Vec<(RecordId, Refusal)> = Vec::new();
+    for (i, outcome) in outcomes {
+        let push = &changes[i];
+        let record = RecordId::from_bytes(push.record);
         match outcome {
             Ok(accepted) => {
                 state.metrics.change_accepted();
@@ -410,13 +484,14 @@ pub async fn load_docs(
     user: &AuthUser,
     record: RecordId,
 ) -> Result<Option<(RecordDoc, PersonalDoc)>> {
+    let cache = &state.docs;
+    let _turn = cache.lock(record).await;
     let Some(meta) = state.store.record_meta(record).await? else {
         return Ok(None);
     };
     if !user.can_access(&meta.place) {
         return Ok(None);
     }
-    let mut cache = state.writer.lock().await;
     let mut cached = cache.take(&state.store, record, meta.version, true).await?;
     let docs = (
         cached.doc.clone(),
@@ -434,15 +509,19 @@ pub async fn load_docs(
 
 /// Where a bootstrap stands after this reply.
 enum Bootstrap {
-    /// Nothing (more) to send: the grant epoch the phone is now bootstrapped for.
-    Done(i64),
+    /// Nothing (more) to send: the grant epoch the phone is now bootstrapped for, and the log
+    /// position its pull goes on from.
+    Done { epoch: i64, from: i64 },
     /// More snapshots wait: the cursor to resume from.
     Unfinished(Cursor),
 }
 
-/// Sends snapshots of the records in places granted to the user after the epoch in the phone's
-/// cursor (a page of them). A new phone (empty cursor) pulls the whole log instead, so it starts
-/// at the current epoch.
+/// Sends snapshots (a page of them) of the records in places granted to the user after the
+/// epoch in the phone's cursor. A new phone (empty cursor) gets every record within its grants
+/// this way, not by replaying the log change by change: its cursor keeps the log's end as read
+/// before the first snapshot, and its pull goes on from there. A change committed after that
+/// read may arrive twice (in a later snapshot and in the pull); applying a change a document
+/// already holds does nothing. A change committed before it is in every snapshot read later.
 async fn bootstrap(
     state: &AppState,
     user: &AuthUser,
@@ -453,10 +532,14 @@ async fn bootstrap(
     // Read the epoch before the grants: a grant made in between is sent again next time rather
     // than never.
     let now_epoch = state.store.grant_epoch().await?;
-    if cursor.is_start() {
-        return Ok(Bootstrap::Done(now_epoch));
-    }
-    let known = cursor.grant_epoch().unwrap_or(0);
+    let (from, known) = if cursor.is_start() {
+        // The log's end before any snapshot is read (see above).
+        (state.store.log_end().await?, -1)
+    } else if cursor.is_first_bootstrap() {
+        (cursor.seq().unwrap_or(0), -1)
+    } else {
+        (cursor.seq().unwrap_or(0), cursor.grant_epoch().unwrap_or(0))
+    };
     let grants = state.store.grants_with_epoch(&user.user_id).await?;
     let (new, old): (Vec<_>, Vec<_>) = grants.into_iter().partition(|(_, e)| *e > known);
     let scopes: Vec<PlaceId> = new
@@ -465,7 +548,10 @@ async fn bootstrap(
         .filter(|p| !old.iter().any(|(o, _)| p.is_within(o)))
         .collect();
     if scopes.is_empty() {
-        return Ok(Bootstrap::Done(now_epoch.max(known)));
+        return Ok(Bootstrap::Done {
+            epoch: now_epoch.max(known),
+            from,
+        });
     }
     let after = cursor.resume().map(|r| RecordId::from_bytes(r).to_string());
     let docs = state
@@ -505,12 +591,18 @@ async fn bootstrap(
         }
     }
     match last {
+        Some(last) if full && known < 0 => {
+            Ok(Bootstrap::Unfinished(Cursor::first_bootstrap(from, last)))
+        }
         Some(last) if full => Ok(Bootstrap::Unfinished(Cursor::with_epoch(
-            cursor.seq().unwrap_or(0),
+            from,
             known,
             Some(last),
         ))),
-        _ => Ok(Bootstrap::Done(now_epoch.max(known))),
+        _ => Ok(Bootstrap::Done {
+            epoch: now_epoch.max(known),
+            from,
+        }),
     }
 }
 
@@ -635,6 +727,9 @@ async fn accept(
         user: &user.username,
         received_at,
     };
+    // The record's turn first: a second change to it (from this push or another) then reads the
+    // version the first one committed.
+    let _turn = state.docs.lock(record).await;
     let meta = store
         .record_meta(record)
         .await
@@ -685,11 +780,16 @@ async fn accept(
     };
 
     let mut meta = meta;
-    for _ in 0..COMMIT_RETRIES {
-        let mut cache = state.writer.lock().await;
+    for attempt in 0..COMMIT_RETRIES {
+        if attempt > 0 {
+            // Another process keeps committing to this record: step aside for a random while
+            // (up to 2^attempt ms), so that the racers spread out instead of colliding again.
+            let ms = rand::random::<u64>() % (1 << attempt.min(7)) + 1;
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        }
         match accept_at(
             state,
-            &mut cache,
+            &state.docs,
             user,
             push,
             &change,
@@ -699,9 +799,8 @@ async fn accept(
         .await?
         {
             Some(accepted) => return Ok(accepted),
-            // Another writer committed to this record meanwhile: read its new version, retry.
+            // Another process committed to this record meanwhile: read its new version, retry.
             None => {
-                drop(cache);
                 meta = store
                     .record_meta(record)
                     .await
@@ -719,7 +818,7 @@ async fn accept(
 /// lost a race and must be retried with a fresh version.
 async fn accept_at(
     state: &AppState,
-    cache: &mut DocCache,
+    cache: &DocCache,
     user: &AuthUser,
     push: &PushChange,
     change: &Change,
@@ -798,62 +897,67 @@ async fn accept_at(
             Refusal::new(RejectCode::InvalidRecord, e.to_string(), hash)
         })?;
     let kind = value.kind();
-    let saved;
-    let json;
-    let personal_values;
+    // Saved whole when new and once a tail has grown; otherwise the change extends the tail.
+    let whole = |tail: i64| tail + 1 >= SAVE_WHOLE_AFTER;
     let projection = match push.part {
-        Part::Record => {
-            json = value.to_json();
-            saved = cached.doc.save();
-            ProjectionUpdate::Record {
-                status: value.status(),
-                category: value.category(),
-                value: &json,
-                doc: &saved,
-                has_conflicts: !cached.doc.conflicts().is_empty(),
-            }
-        }
+        Part::Record => ProjectionUpdate::Record {
+            status: value.status().map(str::to_owned),
+            category: value.category().map(str::to_owned),
+            value: value.to_json(),
+            doc: meta
+                .is_none_or(|m| whole(m.doc_tail))
+                .then(|| cached.doc.save()),
+            has_conflicts: !cached.doc.conflicts().is_empty(),
+        },
         Part::Personal => {
             let personal = cached
                 .personal
                 .as_mut()
                 .expect("the personal part was loaded for a personal change");
-            personal_values = Value::Object(
-                personal
-                    .values()
-                    .into_iter()
-                    .map(|(k, v)| (k, Value::String(v)))
-                    .collect(),
-            );
-            saved = personal.save();
             ProjectionUpdate::Personal {
-                doc: &saved,
-                values: &personal_values,
+                values: Value::Object(
+                    personal
+                        .values()
+                        .into_iter()
+                        .map(|(k, v)| (k, Value::String(v)))
+                        .collect(),
+                ),
+                doc: meta
+                    .is_none_or(|m| m.personal_bytes == 0 || whole(m.personal_tail))
+                    .then(|| personal.save()),
             }
         }
     };
-    let new = NewChange {
-        hash: &hash,
+    let change = NewChange {
+        hash,
         record,
         part: push.part,
-        place: &place,
+        place: place.clone(),
         kind,
-        bytes: change.raw_bytes(),
-        actor: &applied.actor,
+        bytes: change.raw_bytes().to_vec(),
+        actor: applied.actor,
         device: user.device_id,
-        user_id: &user.user_id,
+        user_id: user.user_id.clone(),
         claimed_at: applied.claimed_at,
         received_at: pusher.received_at,
-        touched: &applied.touched,
-        message: change.message(),
+        touched: applied.touched,
+        message: change.message().map(str::to_owned),
     };
-    match store.commit_change(&new, &projection, version).await {
+    let commit = Commit {
+        change,
+        projection,
+        expected_version: version,
+    };
+    match store.commit_change(commit).await {
         Ok(Ok(_seq)) => {
             cached.version = version + 1;
             cache.put(cached);
-            state
-                .live
-                .record_changed(record.to_string(), place.clone(), kind.as_str());
+            state.live.record_changed(
+                record.to_string(),
+                place.clone(),
+                kind.as_str(),
+                user.device_id.to_string(),
+            );
             Ok(Some(Accepted {
                 hash,
                 received_at: pusher.received_at,
@@ -879,7 +983,7 @@ mod tests {
 
     #[test]
     fn the_cache_is_bounded() {
-        let mut cache = DocCache::new(2);
+        let cache = DocCache::new(2);
         for _ in 0..5 {
             cache.put(Cached {
                 version: 1,
@@ -888,6 +992,6 @@ mod tests {
             });
         }
         assert_eq!(cache.len(), 2);
-        assert_eq!(DocCache::new(0).docs.cap().get(), 1);
+        assert_eq!(DocCache::new(0).docs().cap().get(), 1);
     }
 }

@@ -61,6 +61,16 @@ impl Cursor {
         }
         Self(bytes)
     }
+    /// The cursor of a new phone in the middle of its first bootstrap: the log position its
+    /// snapshots started at, and the last record whose snapshot was sent. Every grant is new to
+    /// it, including those from before grant epochs existed.
+    pub fn first_bootstrap(seq: i64, resume: [u8; 16]) -> Self {
+        Self::with_epoch(seq, -1, Some(resume))
+    }
+    /// Whether this cursor is one of [`Cursor::first_bootstrap`].
+    pub fn is_first_bootstrap(&self) -> bool {
+        self.0.len() == 32 && self.0[8..16] == (-1i64).to_be_bytes()
+    }
     fn field(&self, at: usize) -> Option<i64> {
         let raw = self.0.get(at..at + 8)?;
         Some(i64::from_be_bytes(raw.try_into().ok()?)).filter(|v| *v >= 0)

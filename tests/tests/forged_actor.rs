@@ -75,13 +75,15 @@ fn a_forged_actor_is_refused_and_a_relay_of_a_held_change_is_accepted() {
     // Step 2: phone B pulls the case, so it holds A's change bytes.
     let (status, pulled) = sync_raw(&server.url, &b_token, vec![]);
     assert_eq!(status, 200);
-    let a_change = pulled
-        .changes
+    // A new phone gets the case as its saved document: A's change is in it.
+    let snapshot = pulled
+        .snapshots
         .iter()
-        .find(|c| c.record == *record.as_bytes())
-        .expect("B pulled A's case")
-        .change
-        .clone();
+        .find(|s| s.record == *record.as_bytes())
+        .expect("B pulled A's case");
+    let a_change = RecordDoc::load(record, &snapshot.doc).unwrap().changes()[0]
+        .raw_bytes()
+        .to_vec();
     let mut b_doc = RecordDoc::empty(record);
     b_doc.apply_change(&a_change).unwrap();
 

@@ -3,7 +3,7 @@
 //! `linli-server migrate-personal-data`. Afterwards the number is in no pull a steward gets, the
 //! steward's phone that had pulled it drops it at its next sync, and the office still sees it.
 
-use linli_server::store::{NewChange, ProjectionUpdate, Store};
+use linli_server::store::{Commit, NewChange, ProjectionUpdate, Store};
 use linli_sync_core::automerge::transaction::Transactable;
 use linli_sync_core::automerge::{ActorId, ROOT};
 use linli_sync_core::protocol::{CONTENT_TYPE, Cursor, Part, SyncRequest};
@@ -62,34 +62,32 @@ fn store_legacy_case(data_dir: &std::path::Path, device: DeviceId) -> RecordId {
                 partial.apply_change(c.raw_bytes()).unwrap();
             }
             let value = partial.record().unwrap();
-            let json = value.to_json();
-            let saved = partial.save();
             let outcome = store
-                .commit_change(
-                    &NewChange {
-                        hash: &change.hash().0,
+                .commit_change(Commit {
+                    change: NewChange {
+                        hash: change.hash().0,
                         record: id,
                         part: Part::Record,
-                        place: &place,
+                        place: place.clone(),
                         kind: RecordKind::Case,
-                        bytes: change.raw_bytes(),
-                        actor: &ctx.actor.to_hex_string(),
+                        bytes: change.raw_bytes().to_vec(),
+                        actor: ctx.actor.to_hex_string(),
                         device,
-                        user_id: &bus1.id,
+                        user_id: bus1.id.clone(),
                         claimed_at: ctx.now_ms,
                         received_at: ctx.now_ms,
-                        touched: &[],
+                        touched: vec![],
                         message: None,
                     },
-                    &ProjectionUpdate::Record {
-                        status: value.status(),
-                        category: value.category(),
-                        value: &json,
-                        doc: &saved,
+                    projection: ProjectionUpdate::Record {
+                        status: value.status().map(str::to_owned),
+                        category: value.category().map(str::to_owned),
+                        value: value.to_json(),
+                        doc: Some(partial.save()),
                         has_conflicts: false,
                     },
-                    version as i64,
-                )
+                    expected_version: version as i64,
+                })
                 .await
                 .unwrap();
             assert!(outcome.is_ok());

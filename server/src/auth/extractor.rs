@@ -77,6 +77,18 @@ impl AuthUser {
     }
 }
 
+/// The bearer token of a request, if it carries one.
+pub(crate) fn bearer_token(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+}
+
 impl<S> FromRequestParts<S> for AuthUser
 where
     AppState: FromRef<S>,
@@ -87,18 +99,19 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self> {
         let state = AppState::from_ref(state);
         let unauthorized = || Error::Unauthorized(BAD_TOKEN.into());
-        let token = parts
-            .headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .ok_or_else(unauthorized)?;
+        let token = bearer_token(&parts.headers).ok_or_else(unauthorized)?;
         let claims = state.keys.verify(token).await?;
         state.limits.check_user(&claims.sub)?;
+        AuthUser::of_claims(&state, &claims).await
+    }
+}
+
+impl AuthUser {
+    /// The caller a verified token names, checked against the database as it is now: refused
+    /// when the user is disabled, the device revoked or the token of an earlier session. Long
+    /// streams call this again now and then, so those take effect on them too.
+    pub(crate) async fn of_claims(state: &AppState, claims: &super::Claims) -> Result<AuthUser> {
+        let unauthorized = || Error::Unauthorized(BAD_TOKEN.into());
         let device_id: DeviceId = claims.dev.parse().map_err(|_| unauthorized())?;
         let principal = state
             .store

@@ -3,66 +3,79 @@
 use futures_util::TryStreamExt;
 use linli_sync_core::protocol::Part;
 use linli_sync_core::{DeviceId, PlaceId, RecordId, RecordKind};
-use sqlx::{QueryBuilder, Row, Sqlite};
+use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 
 use super::office::write_office_columns;
 use super::{Store, place_from_db, push_within};
 use crate::error::{Error, Result};
 
-/// A change to append to the log.
+/// A change to append to the log (owned: it crosses to the group committer's task).
 #[derive(Debug)]
-pub struct NewChange<'a> {
+pub struct NewChange {
     /// Automerge change hash.
-    pub hash: &'a [u8; 32],
+    pub hash: [u8; 32],
     /// The record it belongs to.
     pub record: RecordId,
     /// Which of the record's documents.
     pub part: Part,
     /// The record's place (denormalised so pulls filter without a join).
-    pub place: &'a PlaceId,
+    pub place: PlaceId,
     /// The record's kind.
     pub kind: RecordKind,
     /// The raw change.
-    pub bytes: &'a [u8],
+    pub bytes: Vec<u8>,
     /// Its actor, hex.
-    pub actor: &'a str,
+    pub actor: String,
     /// Pushing device.
     pub device: DeviceId,
     /// Pushing user's id.
-    pub user_id: &'a str,
+    pub user_id: String,
     /// The device's claimed time (ms), informative only.
     pub claimed_at: i64,
     /// The server's receive time (ms).
     pub received_at: i64,
     /// Fields the change touched.
-    pub touched: &'a [String],
+    pub touched: Vec<String>,
     /// The editing device's message.
-    pub message: Option<&'a str>,
+    pub message: Option<String>,
 }
 
 /// What a committed change leaves in the record's projection row.
 #[derive(Debug)]
-pub enum ProjectionUpdate<'a> {
+pub enum ProjectionUpdate {
     /// A change to the shared document: the typed value and the list columns.
     Record {
         /// `status` column (cases).
-        status: Option<&'a str>,
+        status: Option<String>,
         /// `category` column (cases).
-        category: Option<&'a str>,
+        category: Option<String>,
         /// The typed record as JSON (personal fields masked, as the document holds them).
-        value: &'a serde_json::Value,
-        /// The full Automerge document.
-        doc: &'a [u8],
+        value: serde_json::Value,
+        /// The full Automerge document, now and then; `None`: the change itself extends the
+        /// saved document's tail in the log.
+        doc: Option<Vec<u8>>,
         /// Some field of the merged document holds concurrent values.
         has_conflicts: bool,
     },
     /// A change to the personal part: its document and its full values as JSON.
     Personal {
-        /// The personal document.
-        doc: &'a [u8],
+        /// The personal document saved whole, now and then (as for `Record`).
+        doc: Option<Vec<u8>>,
         /// Field → full value.
-        values: &'a serde_json::Value,
+        values: serde_json::Value,
     },
+}
+
+/// One change to commit: the log row, the projection it leaves, and the record version its
+/// documents were read at (0 for a record that does not exist yet).
+#[derive(Debug)]
+pub struct Commit {
+    /// The log row.
+    pub change: NewChange,
+    /// The projection row's new state.
+    pub projection: ProjectionUpdate,
+    /// The version the commit expects to find (and bumps).
+    pub expected_version: i64,
 }
 
 /// What the sync path needs to know about a stored record before it touches its documents.
@@ -78,6 +91,10 @@ pub struct RecordMeta {
     pub bytes: i64,
     /// Stored size of the personal part's changes.
     pub personal_bytes: i64,
+    /// Changes of the shared document in the log after its last whole save.
+    pub doc_tail: i64,
+    /// Changes of the personal part in the log after its last whole save.
+    pub personal_tail: i64,
 }
 
 /// Why a commit wrote nothing.
@@ -212,21 +229,27 @@ pub struct RejectionView {
 impl Store {
     /// The stored facts about a record the sync path decides on, `None` if it does not exist.
     pub async fn record_meta(&self, record: RecordId) -> Result<Option<RecordMeta>> {
-        let row: Option<(String, String, i64, i64, i64)> = sqlx::query_as(
-            "SELECT place, kind, version, bytes, personal_bytes FROM records WHERE id = ?",
+        type Row = (String, String, i64, i64, i64, i64, i64);
+        let row: Option<Row> = sqlx::query_as(
+            "SELECT place, kind, version, bytes, personal_bytes, doc_tail, personal_tail
+             FROM records WHERE id = ?",
         )
         .bind(record.to_string())
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|(place, kind, version, bytes, personal_bytes)| {
-            Ok(RecordMeta {
-                place: place_from_db(&place)?,
-                kind: kind.parse().map_err(Error::internal)?,
-                version,
-                bytes,
-                personal_bytes,
-            })
-        })
+        row.map(
+            |(place, kind, version, bytes, personal_bytes, doc_tail, personal_tail)| {
+                Ok(RecordMeta {
+                    place: place_from_db(&place)?,
+                    kind: kind.parse().map_err(Error::internal)?,
+                    version,
+                    bytes,
+                    personal_bytes,
+                    doc_tail,
+                    personal_tail,
+                })
+            },
+        )
         .transpose()
     }
 
@@ -245,23 +268,55 @@ impl Store {
         )
     }
 
-    /// The saved Automerge document of a record's shared part.
+    /// The saved Automerge document of a record's shared part: its last whole save and the
+    /// changes logged after it.
     pub async fn record_doc(&self, record: RecordId) -> Result<Option<Vec<u8>>> {
-        Ok(sqlx::query_scalar("SELECT doc FROM records WHERE id = ?")
-            .bind(record.to_string())
-            .fetch_optional(&self.pool)
-            .await?)
+        let mut conn = self.pool.acquire().await?;
+        let row: Option<(Vec<u8>, i64, i64)> =
+            sqlx::query_as("SELECT doc, doc_seq, doc_tail FROM records WHERE id = ?")
+                .bind(record.to_string())
+                .fetch_optional(&mut *conn)
+                .await?;
+        let Some((mut doc, after, tail)) = row else {
+            return Ok(None);
+        };
+        if tail > 0 {
+            append_tail(
+                &mut conn,
+                &record.to_string(),
+                Part::Record,
+                after,
+                &mut doc,
+            )
+            .await?;
+        }
+        Ok(Some(doc))
     }
 
     /// The saved personal document of a record (`None` when the record or its personal part
-    /// does not exist).
+    /// does not exist), with the changes logged after its last whole save.
     pub async fn personal_doc(&self, record: RecordId) -> Result<Option<Vec<u8>>> {
-        let doc: Option<Option<Vec<u8>>> =
-            sqlx::query_scalar("SELECT personal_doc FROM records WHERE id = ?")
-                .bind(record.to_string())
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(doc.flatten())
+        let mut conn = self.pool.acquire().await?;
+        let row: Option<(Option<Vec<u8>>, i64, i64)> = sqlx::query_as(
+            "SELECT personal_doc, personal_seq, personal_tail FROM records WHERE id = ?",
+        )
+        .bind(record.to_string())
+        .fetch_optional(&mut *conn)
+        .await?;
+        let Some((Some(mut doc), after, tail)) = row else {
+            return Ok(None);
+        };
+        if tail > 0 {
+            append_tail(
+                &mut conn,
+                &record.to_string(),
+                Part::Personal,
+                after,
+                &mut doc,
+            )
+            .await?;
+        }
+        Ok(Some(doc))
     }
 
     /// Which device an actor belongs to.
@@ -274,133 +329,15 @@ impl Store {
         Ok(device.map_or(ActorBinding::Unknown, ActorBinding::Device))
     }
 
-    /// In one transaction: binds the actor to the device if it is new, appends the change to the
-    /// log and updates the record's projection row — but only if the record is still at
-    /// `expected_version` (0 for a record that does not exist yet). Returns the change's log
-    /// position, or a [`CommitConflict`] (nothing is written then). When this returns `Ok(Ok(_))` the transaction is committed (and, with
-    /// `synchronous = FULL`, on disk).
+    /// Commits one change (see [`commit_in`]) together with whatever other changes are waiting
+    /// to commit: one transaction and one fsync for the group. Returns the change's log position,
+    /// or a [`CommitConflict`] (nothing of this change is written then). When this returns
+    /// `Ok(Ok(_))` the transaction is committed (and, with `synchronous = FULL`, on disk).
     pub async fn commit_change(
         &self,
-        change: &NewChange<'_>,
-        projection: &ProjectionUpdate<'_>,
-        expected_version: i64,
+        commit: Commit,
     ) -> Result<std::result::Result<i64, CommitConflict>> {
-        let mut tx = self.write_tx().await?;
-        let device = change.device.to_string();
-        let record = change.record.to_string();
-        let size = i64::try_from(change.bytes.len()).unwrap_or(i64::MAX);
-        let bound: Option<String> =
-            sqlx::query_scalar("SELECT device_id FROM actors WHERE actor = ?")
-                .bind(change.actor)
-                .fetch_optional(&mut *tx)
-                .await?;
-        match bound {
-            Some(d) if d != device => return Ok(Err(CommitConflict::ForeignActor)),
-            Some(_) => {}
-            None => {
-                sqlx::query("INSERT INTO actors (actor, device_id, first_seen) VALUES (?, ?, ?)")
-                    .bind(change.actor)
-                    .bind(&device)
-                    .bind(change.received_at)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-        }
-        let touched = serde_json::to_string(change.touched).unwrap_or_else(|_| "[]".into());
-        let seq: i64 = sqlx::query_scalar(
-            "INSERT INTO changes (hash, record_id, place, kind, bytes, actor, device_id, user_id,
-                                  claimed_at, received_at, touched, part, message)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq",
-        )
-        .bind(&change.hash[..])
-        .bind(&record)
-        .bind(change.place.as_str())
-        .bind(change.kind.as_str())
-        .bind(change.bytes)
-        .bind(change.actor)
-        .bind(&device)
-        .bind(change.user_id)
-        .bind(change.claimed_at)
-        .bind(change.received_at)
-        .bind(touched)
-        .bind(change.part.as_str())
-        .bind(change.message)
-        .fetch_one(&mut *tx)
-        .await?;
-        let updated = match projection {
-            ProjectionUpdate::Record {
-                status,
-                category,
-                value,
-                doc,
-                ..
-            } if expected_version == 0 => sqlx::query(
-                "INSERT INTO records (id, kind, place, status, category, created_at, updated_at,
-                                      last_seq, value, doc, bytes, version)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)
-                 ON CONFLICT(id) DO NOTHING",
-            )
-            .bind(&record)
-            .bind(change.kind.as_str())
-            .bind(change.place.as_str())
-            .bind(*status)
-            .bind(*category)
-            .bind(change.received_at)
-            .bind(change.received_at)
-            .bind(seq)
-            .bind(value.to_string())
-            .bind(*doc)
-            .bind(size),
-            ProjectionUpdate::Record {
-                status,
-                category,
-                value,
-                doc,
-                ..
-            } => sqlx::query(
-                "UPDATE records SET status = ?, category = ?, updated_at = ?, last_seq = ?,
-                        value = ?, doc = ?, bytes = bytes + ?, version = version + 1
-                 WHERE id = ? AND version = ?",
-            )
-            .bind(*status)
-            .bind(*category)
-            .bind(change.received_at)
-            .bind(seq)
-            .bind(value.to_string())
-            .bind(*doc)
-            .bind(size)
-            .bind(&record)
-            .bind(expected_version),
-            ProjectionUpdate::Personal { doc, values } => sqlx::query(
-                "UPDATE records SET personal_doc = ?, personal = ?, updated_at = ?, last_seq = ?,
-                        personal_bytes = personal_bytes + ?, version = version + 1
-                 WHERE id = ? AND version = ?",
-            )
-            .bind(*doc)
-            .bind(values.to_string())
-            .bind(change.received_at)
-            .bind(seq)
-            .bind(size)
-            .bind(&record)
-            .bind(expected_version),
-        }
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if updated != 1 {
-            tx.rollback().await?;
-            return Ok(Err(CommitConflict::Version));
-        }
-        if let ProjectionUpdate::Record {
-            value,
-            has_conflicts,
-            ..
-        } = projection
-        {
-            write_office_columns(&mut tx, &record, change.place, value, *has_conflicts).await?;
-        }
-        tx.commit().await?;
-        Ok(Ok(seq))
+        self.group.commit(commit).await
     }
 
     /// Remembers refused pushes (a bounded sample of one push, in one transaction), and now and
@@ -511,28 +448,56 @@ impl Store {
         personal: bool,
     ) -> Result<Vec<(String, Vec<u8>, Option<Vec<u8>>)>> {
         let mut qb = QueryBuilder::<Sqlite>::new(if personal {
-            "SELECT id, doc, personal_doc FROM records WHERE "
+            "SELECT id, doc, doc_seq, doc_tail, personal_doc, personal_seq, personal_tail
+             FROM records WHERE "
         } else {
-            "SELECT id, doc, NULL AS personal_doc FROM records WHERE "
+            "SELECT id, doc, doc_seq, doc_tail, NULL AS personal_doc, 0 AS personal_seq,
+                    0 AS personal_tail
+             FROM records WHERE "
         });
         push_within(&mut qb, "place", scopes);
         if let Some(a) = after {
             qb.push(" AND id > ").push_bind(a.to_string());
         }
         qb.push(" ORDER BY id LIMIT ").push_bind(i64::from(limit));
+        // One read transaction: the tails are read from the log as of the rows' snapshot.
+        let mut tx = self.pool.begin().await?;
         let mut out = Vec::new();
+        let mut tails = Vec::new();
         let mut bytes = 0usize;
-        let query = qb.build();
-        let mut rows = query.fetch(&self.pool);
-        while let Some(row) = rows.try_next().await? {
-            let doc: Vec<u8> = row.try_get("doc")?;
-            let personal_doc: Option<Vec<u8>> = row.try_get("personal_doc")?;
-            bytes += doc.len() + personal_doc.as_ref().map_or(0, Vec::len);
-            out.push((row.try_get("id")?, doc, personal_doc));
-            if bytes >= max_bytes {
-                break;
+        {
+            let query = qb.build();
+            let mut rows = query.fetch(&mut *tx);
+            while let Some(row) = rows.try_next().await? {
+                let id: String = row.try_get("id")?;
+                let doc: Vec<u8> = row.try_get("doc")?;
+                let personal_doc: Option<Vec<u8>> = row.try_get("personal_doc")?;
+                bytes += doc.len() + personal_doc.as_ref().map_or(0, Vec::len);
+                let (doc_tail, personal_tail): (i64, i64) =
+                    (row.try_get("doc_tail")?, row.try_get("personal_tail")?);
+                if doc_tail > 0 || (personal_tail > 0 && personal_doc.is_some()) {
+                    tails.push((
+                        out.len(),
+                        (doc_tail > 0).then_some(row.try_get::<i64, _>("doc_seq")?),
+                        (personal_tail > 0).then_some(row.try_get::<i64, _>("personal_seq")?),
+                    ));
+                }
+                out.push((id, doc, personal_doc));
+                if bytes >= max_bytes {
+                    break;
+                }
             }
         }
+        for (i, doc_after, personal_after) in tails {
+            let (id, doc, personal_doc) = &mut out[i];
+            if let Some(after) = doc_after {
+                append_tail(&mut tx, id, Part::Record, after, doc).await?;
+            }
+            if let (Some(after), Some(personal_doc)) = (personal_after, personal_doc.as_mut()) {
+                append_tail(&mut tx, id, Part::Personal, after, personal_doc).await?;
+            }
+        }
+        tx.commit().await?;
         Ok(out)
     }
 
@@ -548,6 +513,17 @@ impl Store {
         Ok(sqlx::query_scalar("SELECT COUNT(*) FROM changes")
             .fetch_one(&self.pool)
             .await?)
+    }
+
+    /// The log's end: the position of the last committed change (0 for an empty log). Every
+    /// change committed later gets a larger position (SQLite has one writer, and a commit group
+    /// takes its positions inside its transaction).
+    pub async fn log_end(&self) -> Result<i64> {
+        Ok(
+            sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM changes")
+                .fetch_one(&self.pool)
+                .await?,
+        )
     }
 
     /// One page of others' changes after `cursor` in `scopes`: at most `limit` changes and, past
@@ -822,7 +798,8 @@ impl Store {
         let updated = sqlx::query(
             "UPDATE records SET value = ?, status = ?, category = ?, doc = ?, personal_doc = ?,
                     personal = ?, bytes = ?, personal_bytes = ?, version = version + 1,
-                    last_seq = ?, updated_at = ?
+                    last_seq = ?, updated_at = ?, doc_seq = ?, doc_tail = 0,
+                    personal_seq = ?, personal_tail = 0
              WHERE id = ? AND version = ?",
         )
         .bind(r.value.to_string())
@@ -835,6 +812,8 @@ impl Store {
         .bind(r.changes[1].1.len() as i64)
         .bind(last_seq)
         .bind(r.at)
+        .bind(last_seq)
+        .bind(last_seq)
         .bind(&record)
         .bind(r.expected_version)
         .execute(&mut *tx)
@@ -850,4 +829,175 @@ impl Store {
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// Within the caller's transaction: binds the actor to the device if it is new, appends the
+/// change to the log and updates the record's projection row, but only if the record is still
+/// at the commit's expected version. On a conflict the caller rolls back what this wrote.
+pub(super) async fn commit_in(
+    conn: &mut SqliteConnection,
+    commit: &Commit,
+) -> Result<std::result::Result<i64, CommitConflict>> {
+    let Commit {
+        change,
+        projection,
+        expected_version,
+    } = commit;
+    let expected_version = *expected_version;
+    let device = change.device.to_string();
+    let record = change.record.to_string();
+    let size = i64::try_from(change.bytes.len()).unwrap_or(i64::MAX);
+    let bound: Option<String> = sqlx::query_scalar("SELECT device_id FROM actors WHERE actor = ?")
+        .bind(&change.actor)
+        .fetch_optional(&mut *conn)
+        .await?;
+    match bound {
+        Some(d) if d != device => return Ok(Err(CommitConflict::ForeignActor)),
+        Some(_) => {}
+        None => {
+            sqlx::query("INSERT INTO actors (actor, device_id, first_seen) VALUES (?, ?, ?)")
+                .bind(&change.actor)
+                .bind(&device)
+                .bind(change.received_at)
+                .execute(&mut *conn)
+                .await?;
+        }
+    }
+    let touched = serde_json::to_string(&change.touched).unwrap_or_else(|_| "[]".into());
+    let seq: i64 = sqlx::query_scalar(
+        "INSERT INTO changes (hash, record_id, place, kind, bytes, actor, device_id, user_id,
+                                  claimed_at, received_at, touched, part, message)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq",
+    )
+    .bind(&change.hash[..])
+    .bind(&record)
+    .bind(change.place.as_str())
+    .bind(change.kind.as_str())
+    .bind(&change.bytes)
+    .bind(&change.actor)
+    .bind(&device)
+    .bind(&change.user_id)
+    .bind(change.claimed_at)
+    .bind(change.received_at)
+    .bind(touched)
+    .bind(change.part.as_str())
+    .bind(change.message.as_deref())
+    .fetch_one(&mut *conn)
+    .await?;
+    // The documents are saved whole now and then; in between, this change extends their tail
+    // in the log (see migration 0013).
+    let (doc_sql, doc) = match projection {
+        ProjectionUpdate::Record { doc: Some(d), .. } => {
+            ("doc = ?, doc_seq = ?, doc_tail = 0", Some(d.as_slice()))
+        }
+        ProjectionUpdate::Record { doc: None, .. } => ("doc_tail = doc_tail + 1", None),
+        ProjectionUpdate::Personal { doc: Some(d), .. } => (
+            "personal_doc = ?, personal_seq = ?, personal_tail = 0",
+            Some(d.as_slice()),
+        ),
+        ProjectionUpdate::Personal { doc: None, .. } => ("personal_tail = personal_tail + 1", None),
+    };
+    let updated = match projection {
+        ProjectionUpdate::Record {
+            status,
+            category,
+            value,
+            ..
+        } if expected_version == 0 => sqlx::query(
+            "INSERT INTO records (id, kind, place, status, category, created_at, updated_at,
+                                  last_seq, value, doc, bytes, version, doc_seq)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?)
+             ON CONFLICT(id) DO NOTHING",
+        )
+        .bind(&record)
+        .bind(change.kind.as_str())
+        .bind(change.place.as_str())
+        .bind(status.as_deref())
+        .bind(category.as_deref())
+        .bind(change.received_at)
+        .bind(change.received_at)
+        .bind(seq)
+        .bind(value.to_string())
+        .bind(doc.ok_or_else(|| Error::Internal("a new record is saved whole".into()))?)
+        .bind(size)
+        .bind(seq),
+        ProjectionUpdate::Record {
+            status,
+            category,
+            value,
+            ..
+        } => {
+            let sql = format!(
+                "UPDATE records SET status = ?, category = ?, updated_at = ?, last_seq = ?,
+                        value = ?, bytes = bytes + ?, version = version + 1, {}
+                 WHERE id = ? AND version = ?",
+                doc_sql
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(status.as_deref())
+                .bind(category.as_deref())
+                .bind(change.received_at)
+                .bind(seq)
+                .bind(value.to_string())
+                .bind(size);
+            if let Some(doc) = doc {
+                q = q.bind(doc).bind(seq);
+            }
+            q.bind(&record).bind(expected_version)
+        }
+        ProjectionUpdate::Personal { values, .. } => {
+            let sql = format!(
+                "UPDATE records SET personal = ?, updated_at = ?, last_seq = ?,
+                        personal_bytes = personal_bytes + ?, version = version + 1, {}
+                 WHERE id = ? AND version = ?",
+                doc_sql
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(values.to_string())
+                .bind(change.received_at)
+                .bind(seq)
+                .bind(size);
+            if let Some(doc) = doc {
+                q = q.bind(doc).bind(seq);
+            }
+            q.bind(&record).bind(expected_version)
+        }
+    }
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if updated != 1 {
+        return Ok(Err(CommitConflict::Version));
+    }
+    if let ProjectionUpdate::Record {
+        value,
+        has_conflicts,
+        ..
+    } = projection
+    {
+        write_office_columns(conn, &record, &change.place, value, *has_conflicts).await?;
+    }
+    Ok(Ok(seq))
+}
+
+/// Appends to a saved document the record's changes of that part logged after `after`, in log
+/// order (so every change follows its dependencies).
+async fn append_tail(
+    conn: &mut SqliteConnection,
+    record: &str,
+    part: Part,
+    after: i64,
+    doc: &mut Vec<u8>,
+) -> Result<()> {
+    let mut rows = sqlx::query_scalar::<_, Vec<u8>>(
+        "SELECT bytes FROM changes WHERE record_id = ? AND part = ? AND seq > ? ORDER BY seq",
+    )
+    .bind(record)
+    .bind(part.as_str())
+    .bind(after)
+    .fetch(&mut *conn);
+    while let Some(bytes) = rows.try_next().await? {
+        doc.extend_from_slice(&bytes);
+    }
+    Ok(())
 }

@@ -5,6 +5,7 @@
 //! returns, the write is on disk, so an acknowledgement sent after it is a promise kept.
 
 mod accounts;
+mod group;
 mod keys;
 mod log;
 pub mod office;
@@ -27,8 +28,8 @@ use sqlx::{QueryBuilder, SqlSafeStr, Sqlite};
 pub use accounts::{DeviceRow, Principal};
 pub use keys::SigningKeyRow;
 pub use log::{
-    ActorBinding, ChangeMeta, CommitConflict, NewChange, ProjectionUpdate, PulledPage, PulledRow,
-    RebuiltRecord, RecordMeta, RejectionRow, RejectionView,
+    ActorBinding, ChangeMeta, Commit, CommitConflict, NewChange, ProjectionUpdate, PulledPage,
+    PulledRow, RebuiltRecord, RecordMeta, RejectionRow, RejectionView,
 };
 pub use office::{
     BuildingCount, CodeCount, MonthCount, OfficeFilter, OfficeStats, SessionStat, Share, Sort,
@@ -101,6 +102,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "signing_keys",
         include_str!("../../migrations/sqlite/0012_signing_keys.sql"),
     ),
+    (
+        13,
+        "incremental_docs",
+        include_str!("../../migrations/sqlite/0013_incremental_docs.sql"),
+    ),
 ];
 
 fn sqlite_migrator() -> Migrator {
@@ -141,6 +147,8 @@ pub struct UnappliedMigration {
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: SqlitePool,
+    /// The sync log's committer (see [`group`]).
+    group: group::GroupCommit,
     /// When old rejections were last forgotten (ms).
     last_retention: std::sync::Arc<std::sync::Mutex<i64>>,
 }
@@ -160,12 +168,17 @@ impl Store {
             .max_connections(8)
             .connect_with(options)
             .await?;
-        let store = Store {
-            pool,
-            last_retention: Default::default(),
-        };
+        let store = Store::over(pool);
         store.migrate().await?;
         Ok(store)
+    }
+
+    fn over(pool: SqlitePool) -> Store {
+        Store {
+            group: group::GroupCommit::start(pool.clone()),
+            pool,
+            last_retention: Default::default(),
+        }
     }
 
     /// A write transaction, `BEGIN IMMEDIATE`: it takes SQLite's write lock up front (waiting on
@@ -311,10 +324,7 @@ mod tests {
             )
             .await
             .unwrap();
-        let bare = Store {
-            pool,
-            last_retention: Default::default(),
-        };
+        let bare = Store::over(pool);
         let unapplied = bare.unapplied_migrations().await.unwrap();
         assert_eq!(unapplied.len(), embedded_migrations());
         assert!(unapplied.iter().all(|m| m.problem == "absent"));

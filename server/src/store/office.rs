@@ -1201,25 +1201,25 @@ impl Store {
     /// the column existed): each document is loaded once, in batches.
     pub(crate) async fn backfill_conflicts(&self) -> Result<()> {
         loop {
-            let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(
-                "SELECT id, doc FROM records WHERE has_conflicts IS NULL ORDER BY id LIMIT 200",
+            let ids: Vec<String> = sqlx::query_scalar(
+                "SELECT id FROM records WHERE has_conflicts IS NULL ORDER BY id LIMIT 200",
             )
             .fetch_all(&self.pool)
             .await?;
-            if rows.is_empty() {
+            if ids.is_empty() {
                 return Ok(());
             }
-            let flags: Vec<(String, bool)> = rows
-                .into_iter()
-                .map(|(id, doc)| {
-                    let conflicted = id
-                        .parse()
-                        .ok()
-                        .and_then(|rid| linli_sync_core::RecordDoc::load(rid, &doc).ok())
-                        .is_some_and(|mut d| !d.conflicts().is_empty());
-                    (id, conflicted)
-                })
-                .collect();
+            let mut flags: Vec<(String, bool)> = Vec::with_capacity(ids.len());
+            for id in ids {
+                // The whole document: its last full save and the changes logged after it.
+                let rid = id.parse().map_err(Error::internal)?;
+                let conflicted = match self.record_doc(rid).await? {
+                    Some(doc) => linli_sync_core::RecordDoc::load(rid, &doc)
+                        .is_ok_and(|mut d| !d.conflicts().is_empty()),
+                    None => false,
+                };
+                flags.push((id, conflicted));
+            }
             let mut tx = self.write_tx().await?;
             for (id, conflicted) in flags {
                 sqlx::query(

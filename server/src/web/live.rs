@@ -33,6 +33,8 @@ pub enum LiveEvent {
         place: PlaceId,
         /// Kind code.
         kind: &'static str,
+        /// The device whose change it was.
+        device: String,
     },
     /// A browser session ended: its streams close.
     SessionEnded(String),
@@ -54,9 +56,14 @@ impl Default for LiveHub {
 
 impl LiveHub {
     /// Announces a committed change of a record.
-    pub fn record_changed(&self, id: String, place: PlaceId, kind: &'static str) {
+    pub fn record_changed(&self, id: String, place: PlaceId, kind: &'static str, device: String) {
         // No subscriber is fine: nobody has a page open.
-        let _ = self.tx.send(LiveEvent::Record { id, place, kind });
+        let _ = self.tx.send(LiveEvent::Record {
+            id,
+            place,
+            kind,
+            device,
+        });
     }
 
     /// Closes the streams of a session (hex hash of its token).
@@ -108,7 +115,9 @@ pub async fn events(
                     }
                     return Some((Ok(Event::default().comment("alive")), l));
                 }
-                Ok(Ok(LiveEvent::Record { id, place, kind })) => {
+                Ok(Ok(LiveEvent::Record {
+                    id, place, kind, ..
+                })) => {
                     if l.user.auth.can_access(&place) {
                         let data = serde_json::json!({ "id": id, "kind": kind }).to_string();
                         return Some((Ok(Event::default().event("record").data(data)), l));

@@ -474,7 +474,10 @@ async fn cell(w: &World, caller: &Caller, role: &str, endpoint: &str, scope: &st
                 Some(r) => format!(
                     "{} {}",
                     st(s),
-                    listed(r.changes.iter().any(|c| c.record == *doc.id().as_bytes()))
+                    listed(
+                        r.changes.iter().any(|c| c.record == *doc.id().as_bytes())
+                            || r.snapshots.iter().any(|s| s.record == *doc.id().as_bytes())
+                    )
                 ),
                 None => st(s),
             }

@@ -94,6 +94,8 @@ async fn detail_shows_conflicts_with_who_set_each_value_and_masks_phones() {
     let app = TestApp::demo().await;
     let mut bus1 = app.login("bus1").await;
     let mut bus2 = app.login("bus2").await;
+    // bus2's phone is set up (bootstrapped) before the push: the push reaches it as changes.
+    app.sync(&mut bus2, vec![], 0).await;
 
     // bus1 records a case in building 3; bus2 pulls it.
     let (mut doc1, _, c0, p0) = bus1.create_full(

@@ -131,8 +131,12 @@ async fn others_pull_what_is_in_their_places_only() {
     let app = TestApp::demo().await;
     let mut bus1 = app.login("bus1").await;
     let mut bus2 = app.login("bus2").await;
+    // bus2's phone is set up (bootstrapped) before the push: the push reaches it as changes.
+    app.sync(&mut bus2, vec![], 0).await;
     let mut steward1 = app.login("steward1").await;
     let mut steward2 = app.login("steward2").await;
+    app.sync(&mut steward1, vec![], 0).await;
+    app.sync(&mut steward2, vec![], 0).await;
 
     let (b3, c1) = new_case(&bus1, "hz/baiyang/haitian/haitiancheng/b3", "fire_safety");
     let (b1, c2) = new_case(&bus1, "hz/baiyang/haitian/haitiancheng/b1", "dogs");
@@ -151,8 +155,10 @@ async fn others_pull_what_is_in_their_places_only() {
 
     let (_, pulled) = app.sync(&mut bus2, vec![], 0).await;
     assert_eq!(pulled.changes.len(), 2);
-    assert_eq!(pulled.changes[0].user, "bus1");
-    assert_eq!(pulled.changes[0].change, c1.raw_bytes());
+    assert!(pulled.changes.iter().all(|c| c.user == "bus1"));
+    // Changes to different records of one push commit side by side, in either order.
+    assert!(pulled.changes.iter().any(|c| c.change == c1.raw_bytes()));
+    assert!(pulled.changes.iter().any(|c| c.change == c2.raw_bytes()));
     assert!(!pulled.more);
 
     let (_, pulled) = app.sync(&mut steward1, vec![], 0).await;
@@ -172,6 +178,8 @@ async fn pulls_are_paged() {
     let app = TestApp::demo().await;
     let mut bus1 = app.login("bus1").await;
     let mut bus2 = app.login("bus2").await;
+    // bus2's phone is set up (bootstrapped) before the push: the push reaches it as changes.
+    app.sync(&mut bus2, vec![], 0).await;
     let pushes: Vec<PushChange> = (0..5)
         .map(|_| {
             let (doc, c) = new_case(&bus1, "hz/baiyang/haitian/tianyuan", "parking");
@@ -255,6 +263,8 @@ async fn identical_creating_changes_of_two_records_are_both_kept() {
     let app = TestApp::demo().await;
     let mut bus1 = app.login("bus1").await;
     let mut bus2 = app.login("bus2").await;
+    // bus2's phone is set up (bootstrapped) before the push: the push reaches it as changes.
+    app.sync(&mut bus2, vec![], 0).await;
     let (a, ca) = new_case(&bus1, "hz/baiyang/haitian", "parking");
     let (b, cb) = new_case(&bus1, "hz/baiyang/haitian", "parking");
     assert_ne!(ca.hash(), cb.hash());
@@ -313,4 +323,106 @@ async fn documents_evicted_from_the_cache_are_reloaded_from_the_store() {
         )
         .await;
     assert_eq!(list["records"][0]["id"], a.id().to_string());
+}
+
+#[tokio::test]
+async fn a_new_phone_starts_from_paged_snapshots_and_then_pulls_what_came_after() {
+    use std::collections::HashMap;
+
+    use linli_sync_core::RecordDoc;
+
+    let app = TestApp::demo().await;
+    let mut bus1 = app.login("bus1").await;
+    let mut docs = Vec::new();
+    let mut pushes = Vec::new();
+    for _ in 0..5 {
+        let (d, c) = new_case(&bus1, "hz/baiyang/haitian", "parking");
+        pushes.push(push(&d, RecordKind::Case, &c));
+        docs.push(d);
+    }
+    // One record with a long history: its stored document is saved whole only now and then, the
+    // changes in between are its tail in the log.
+    for i in 0..40 {
+        let c = bus1.set(&mut docs[0], &[("room", &format!("{}", 100 + i))]);
+        pushes.push(push(&docs[0], RecordKind::Case, &c));
+    }
+    let (status, resp) = app.sync(&mut bus1, pushes, 0).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(resp.accepted.len(), 45);
+    let meta = app
+        .state
+        .store
+        .record_meta(docs[0].id())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        (1..16).contains(&meta.doc_tail),
+        "saved whole now and then: tail {}",
+        meta.doc_tail
+    );
+
+    // A new phone gets pages of whole documents, not the log's 45 changes one by one.
+    let mut bus2 = app.login("bus2").await;
+    let (_, first) = app.sync(&mut bus2, vec![], 2).await;
+    assert_eq!(first.snapshots.len(), 2);
+    assert!(first.changes.is_empty());
+    assert!(first.more);
+    let mut held: HashMap<[u8; 16], RecordDoc> = HashMap::new();
+    let take = |page: &protocol::SyncResponse, held: &mut HashMap<[u8; 16], RecordDoc>| {
+        for s in &page.snapshots {
+            let id = linli_sync_core::RecordId::from_bytes(s.record);
+            let mut theirs = RecordDoc::load(id, &s.doc).unwrap();
+            match held.get_mut(&s.record) {
+                Some(mine) => mine.apply_changes(theirs.changes()).unwrap(),
+                None => {
+                    held.insert(s.record, theirs);
+                }
+            }
+        }
+        for c in &page.changes {
+            let id = linli_sync_core::RecordId::from_bytes(c.record);
+            held.entry(c.record)
+                .or_insert_with(|| RecordDoc::empty(id))
+                .apply_change(&c.change)
+                .unwrap();
+        }
+    };
+    take(&first, &mut held);
+
+    // Meanwhile bus1 edits every record: some were sent to bus2 already, some not yet.
+    let mut edits = Vec::new();
+    for d in docs.iter_mut() {
+        let c = bus1.set(d, &[("status", "assigned")]);
+        edits.push(push(d, RecordKind::Case, &c));
+    }
+    let (_, resp) = app.sync(&mut bus1, edits, 0).await;
+    assert_eq!(resp.accepted.len(), 5);
+    let mut rounds = 1;
+    loop {
+        let (_, page) = app.sync(&mut bus2, vec![], 2).await;
+        take(&page, &mut held);
+        rounds += 1;
+        if !page.more {
+            break;
+        }
+    }
+    assert!(rounds <= 6, "{rounds} rounds");
+
+    // Every record, with every change bus1 made, as bus1 holds it.
+    assert_eq!(held.len(), 5);
+    for d in docs.iter_mut() {
+        let mine = held.get_mut(d.id().as_bytes()).unwrap();
+        let (mut a, mut b) = (mine.heads(), d.heads());
+        a.sort();
+        b.sort();
+        assert_eq!(a, b);
+        assert_eq!(
+            mine.record().unwrap().to_json(),
+            d.record().unwrap().to_json()
+        );
+    }
+    // Caught up: nothing more, nothing repeated.
+    let (_, again) = app.sync(&mut bus2, vec![], 2).await;
+    assert!(again.snapshots.is_empty() && again.changes.is_empty());
 }

@@ -1,0 +1,94 @@
+//! Group commit: changes that wait to commit at the same moment share one transaction, so the
+//! number of fsyncs follows the number of commit rounds, not the number of changes.
+//!
+//! One task owns the write path of the sync log. Each change commits in its own savepoint, so a
+//! version conflict or a failing statement rolls back that change alone; the replies are sent
+//! only after the group's transaction has committed, so an acknowledgement still means "on
+//! disk". The task is independent of the requests: a phone that hangs up mid-commit does not
+//! abort the others' commits (its change is committed, and its retry is answered from the log).
+
+use sqlx::SqlitePool;
+use tokio::sync::{mpsc, oneshot};
+
+use super::log::{Commit, CommitConflict, commit_in};
+use crate::error::{Error, Result};
+
+/// Most changes in one transaction: bounds how long the write lock is held at a time.
+const MAX_GROUP: usize = 256;
+/// Changes waiting for the committer before senders wait for room.
+const QUEUE: usize = 4096;
+
+type Outcome = Result<std::result::Result<i64, CommitConflict>>;
+
+struct Pending {
+    commit: Commit,
+    reply: oneshot::Sender<Outcome>,
+}
+
+/// The sending side of the committer task; cheap to clone.
+#[derive(Clone, Debug)]
+pub(super) struct GroupCommit {
+    queue: mpsc::Sender<Pending>,
+}
+
+impl GroupCommit {
+    /// Starts the committer task on the current runtime. It ends when every sender is dropped.
+    pub(super) fn start(pool: SqlitePool) -> Self {
+        let (queue, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(run(pool, rx));
+        Self { queue }
+    }
+
+    /// Commits one change in the next group and waits for the outcome.
+    pub(super) async fn commit(&self, commit: Commit) -> Outcome {
+        let (reply, outcome) = oneshot::channel();
+        self.queue
+            .send(Pending { commit, reply })
+            .await
+            .map_err(|_| Error::Internal("the committer has stopped".into()))?;
+        outcome
+            .await
+            .map_err(|_| Error::Internal("the committer dropped a change".into()))?
+    }
+}
+
+async fn run(pool: SqlitePool, mut rx: mpsc::Receiver<Pending>) {
+    let mut group = Vec::with_capacity(MAX_GROUP);
+    while rx.recv_many(&mut group, MAX_GROUP).await > 0 {
+        let commits: Vec<&Commit> = group.iter().map(|p| &p.commit).collect();
+        match commit_group(&pool, &commits).await {
+            Ok(outcomes) => {
+                for (pending, outcome) in group.drain(..).zip(outcomes) {
+                    let _ = pending.reply.send(outcome);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, changes = group.len(), "a commit group failed");
+                for pending in group.drain(..) {
+                    let _ = pending
+                        .reply
+                        .send(Err(Error::Internal(format!("the commit failed: {e}"))));
+                }
+            }
+        }
+    }
+}
+
+/// One transaction for the whole group, one savepoint per change.
+async fn commit_group(pool: &SqlitePool, commits: &[&Commit]) -> Result<Vec<Outcome>> {
+    // BEGIN IMMEDIATE: take SQLite's write lock up front (see `Store::write_tx`).
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let mut outcomes = Vec::with_capacity(commits.len());
+    for commit in commits {
+        let mut savepoint = sqlx::Connection::begin(&mut *tx).await?;
+        let outcome = commit_in(&mut savepoint, commit).await;
+        if matches!(outcome, Ok(Ok(_))) {
+            savepoint.commit().await?;
+        } else {
+            savepoint.rollback().await?;
+        }
+        outcomes.push(outcome);
+    }
+    tx.commit().await?;
+    Ok(outcomes)
+}
