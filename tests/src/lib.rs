@@ -232,8 +232,13 @@ impl Drop for ServerProcess {
 /// Runs the admin CLI (`linli-server ARGS --data-dir DIR`) with `stdin` as its standard input
 /// and returns its standard output; panics with its standard error if it fails.
 pub fn admin_cli(data_dir: &Path, args: &[&str], stdin: &str) -> String {
+    admin_cli_bin(&workspace_bin("linli-server"), data_dir, args, stdin)
+}
+
+/// [`admin_cli`] with another build of the server (the one a benchmark runs).
+pub fn admin_cli_bin(bin: &Path, data_dir: &Path, args: &[&str], stdin: &str) -> String {
     use std::io::Write;
-    let mut child = Command::new(workspace_bin("linli-server"))
+    let mut child = Command::new(bin)
         .args(args)
         .arg("--data-dir")
         .arg(data_dir)

@@ -4,8 +4,14 @@
 //!
 //! ```sh
 //! cargo run --release -p linli-tests --bin linli-bench
+//! cargo run --release -p linli-tests --bin linli-bench -- --users 64 --concurrency 64
 //! ```
+//!
+//! The server lets each user push one request at a time with at most four more waiting (429
+//! beyond that), so concurrent phones need enough users: `--users N` above 2 creates bus users
+//! `bench1`…`benchN` (granted the demo community) and spreads the phones over them.
 
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -14,10 +20,12 @@ use clap::Parser;
 use linli_sync_core::automerge::ActorId;
 use linli_sync_core::protocol::{CONTENT_TYPE, Cursor, PushChange, SyncRequest, SyncResponse};
 use linli_sync_core::{EditContext, RecordDoc, RecordId, RecordKind};
-use linli_tests::{HAITIANCHENG, ServerProcess, login_token};
+use linli_tests::{
+    DEMO_PASSWORD, HAITIANCHENG, ServerProcess, admin_cli_bin, login_token, workspace_bin,
+};
 
 /// The benchmark measures the sync path, not the per-user rate limiter (its simulated phones
-/// share two user names).
+/// share user names).
 const NO_RATE_LIMITS: &[(&str, &str)] =
     &[("LINLI_RATE_LIMIT", "0"), ("LINLI_LOGIN_RATE_LIMIT", "0")];
 
@@ -39,6 +47,50 @@ struct Args {
     /// Size of the large server in the idle-sync comparison.
     #[arg(long, default_value_t = 100_000)]
     large: usize,
+    /// Users the throughput run's phones are spread over (phone `i` is user `i % users`): 2 is
+    /// the demo's bus1 and bus2; more creates bus users `bench1`… on the server first.
+    #[arg(long, default_value_t = 2)]
+    users: usize,
+    /// The server binary (default: this workspace's, same profile).
+    #[arg(long)]
+    server_bin: Option<PathBuf>,
+}
+
+/// Starts `bin` on a fresh `dir` with the rate limits off.
+fn start_server(bin: &Path, dir: &Path) -> ServerProcess {
+    ServerProcess::start_bin(bin, dir, NO_RATE_LIMITS)
+}
+
+/// The user names of the throughput run: the demo's two bus users, or `n` bus users made with
+/// the admin CLI and granted the demo community.
+fn bench_users(bin: &Path, server: &ServerProcess, n: usize) -> Vec<String> {
+    if n <= 2 {
+        return ["bus1", "bus2"][..n.max(1)]
+            .iter()
+            .map(|u| u.to_string())
+            .collect();
+    }
+    let started = Instant::now();
+    let users: Vec<String> = (1..=n).map(|i| format!("bench{i}")).collect();
+    for user in &users {
+        admin_cli_bin(
+            bin,
+            &server.data_dir,
+            &["user", "add", user, "--role", "bus"],
+            &format!("{DEMO_PASSWORD}\n"),
+        );
+        admin_cli_bin(
+            bin,
+            &server.data_dir,
+            &["grant", user, "hz/baiyang/haitian"],
+            "",
+        );
+    }
+    eprintln!(
+        "  made {n} users in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    users
 }
 
 /// A phone at the protocol level: a device identity, a token and a cursor.
@@ -207,9 +259,9 @@ fn seed(url: &str, n: usize) {
 
 /// Idle-sync cost on a server holding `n` records: median latency and bytes each way.
 /// Also returns the server's peak resident memory in KiB, to show it does not grow with records.
-fn idle_sync_cost(n: usize) -> (Duration, usize, usize, Option<u64>) {
+fn idle_sync_cost(bin: &Path, n: usize) -> (Duration, usize, usize, Option<u64>) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = ServerProcess::start_with_env(dir.path(), NO_RATE_LIMITS);
+    let server = start_server(bin, dir.path());
     let started = Instant::now();
     seed(&server.url, n);
     eprintln!(
@@ -234,24 +286,31 @@ fn idle_sync_cost(n: usize) -> (Duration, usize, usize, Option<u64>) {
 
 fn main() {
     let args = Args::parse();
+    let bin = args
+        .server_bin
+        .clone()
+        .unwrap_or_else(|| workspace_bin("linli-server"));
     println!("## Sync benchmark\n");
     println!(
-        "Command: `cargo run --release -p linli-tests --bin linli-bench` on {} cores; real `linli-server` (release) with its SQLite store (WAL, synchronous=FULL) on local disk, phones simulated at the protocol level on loopback.\n",
+        "Command: `linli-bench {}` on {} cores; `{}` with its SQLite store (WAL, synchronous=FULL) on local disk, phones simulated at the protocol level on loopback.\n",
+        std::env::args().skip(1).collect::<Vec<_>>().join(" "),
         std::thread::available_parallelism()
             .map(|n| n.get())
-            .unwrap_or(1)
+            .unwrap_or(1),
+        bin.display()
     );
 
     // 1. Throughput: many phones each pushing their offline records.
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = ServerProcess::start_with_env(dir.path(), NO_RATE_LIMITS);
+    let server = start_server(&bin, dir.path());
     let total = args.phones * args.records;
     eprintln!(
-        "throughput: {} phones x {} records",
-        args.phones, args.records
+        "throughput: {} phones x {} records, {} users",
+        args.phones, args.records, args.users
     );
+    let users = bench_users(&bin, &server, args.users);
     let mut phones: Vec<SimPhone> = (0..args.phones)
-        .map(|i| SimPhone::login(&server.url, if i % 2 == 0 { "bus1" } else { "bus2" }))
+        .map(|i| SimPhone::login(&server.url, &users[i % users.len()]))
         .collect();
     // Each phone captures its records offline first; the sync itself is what is timed.
     let mut plan: Vec<Vec<Vec<PushChange>>> = vec![];
@@ -282,16 +341,17 @@ fn main() {
     let bytes_up = AtomicUsize::new(0);
     let bytes_down = AtomicUsize::new(0);
     let pulled = AtomicUsize::new(0);
-    let next = AtomicUsize::new(0);
     let work: Vec<Mutex<(SimPhone, Vec<Vec<PushChange>>)>> =
         phones.drain(..).zip(plan).map(Mutex::new).collect();
     let started = Instant::now();
     std::thread::scope(|s| {
-        for _ in 0..args.concurrency {
-            s.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, Ordering::SeqCst);
-                    let Some(slot) = work.get(i) else { break };
+        for t in 0..args.concurrency {
+            let (work, latencies, bytes_up, bytes_down, pulled) =
+                (&work, &latencies, &bytes_up, &bytes_down, &pulled);
+            // Worker `t` syncs phones t, t + concurrency, …: with a number of users that divides
+            // the concurrency, each user then has at most concurrency / users pushes at once.
+            s.spawn(move || {
+                for slot in work.iter().skip(t).step_by(args.concurrency) {
                     let mut guard = slot.lock().expect("phone");
                     let (phone, pushes) = &mut *guard;
                     for batch in std::mem::take(pushes) {
@@ -319,6 +379,7 @@ fn main() {
         args.per_push
     );
     println!("| phones syncing at once | {} |", args.concurrency);
+    println!("| users the phones belong to | {} |", users.len());
     println!("| total time | {:.2} s |", elapsed.as_secs_f64());
     println!(
         "| records per second | {:.0} |",
@@ -368,9 +429,9 @@ fn main() {
 
     // 3. A phone with nothing new: the same cost whatever the server holds.
     eprintln!("idle sync: 100 records");
-    let (small_lat, small_up, small_down, small_mem) = idle_sync_cost(100);
+    let (small_lat, small_up, small_down, small_mem) = idle_sync_cost(&bin, 100);
     eprintln!("idle sync: {} records", args.large);
-    let (large_lat, large_up, large_down, large_mem) = idle_sync_cost(args.large);
+    let (large_lat, large_up, large_down, large_mem) = idle_sync_cost(&bin, args.large);
     println!("### A sync with nothing new (median of 1000)\n");
     let mib = |k: Option<u64>| {
         k.map(|k| format!("{:.1} MiB", k as f64 / 1024.0))

@@ -1,0 +1,432 @@
+//! Bootstrap benchmark: starts the real `linli-server` binary (use `--release`) on a fresh data
+//! directory, seeds one place with many records at the protocol level, then times a new phone
+//! (the real device SDK, `linli_ffi::FieldClient`, with its own store) catching up from nothing.
+//! Also reports what the records cost the server on disk against their saved Automerge
+//! documents. Runs against any build of the server (`--server-bin`), so a change to the sync path
+//! can be measured against the code before it. Prints the figures as Markdown.
+//!
+//! ```sh
+//! cargo run --release -p linli-tests --bin linli-bootstrap-bench -- --records 100000
+//! cargo run --release -p linli-tests --bin linli-bootstrap-bench -- --server-bin OLD/linli-server
+//! ```
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use clap::Parser;
+use linli_sync_core::automerge::ActorId;
+use linli_sync_core::protocol::{
+    CONTENT_TYPE, Cursor, MAX_CHANGES_PER_PUSH, Part, PushChange, SyncRequest, SyncResponse,
+};
+use linli_sync_core::{EditContext, RecordDoc, RecordId, RecordKind};
+use linli_tests::{DEMO_PASSWORD, HAITIANCHENG, ServerProcess, login_token};
+
+/// Seeders share one user name and push as fast as they can: the per-user rate limit is not what
+/// is measured.
+const NO_RATE_LIMITS: &[(&str, &str)] =
+    &[("LINLI_RATE_LIMIT", "0"), ("LINLI_LOGIN_RATE_LIMIT", "0")];
+
+/// The server's database file in its data directory.
+const SERVER_DB: &str = "linli.db";
+
+#[derive(Parser)]
+#[command(about = "Measures a new phone catching up with a large place on the real server")]
+struct Args {
+    /// Records seeded into the place before the new phone syncs.
+    #[arg(long, default_value_t = 100_000)]
+    records: usize,
+    /// Concurrent seeders (each a device of user bus1 pushing full batches).
+    #[arg(long, default_value_t = 4)]
+    seeders: usize,
+    /// Records per seeding push (at most the protocol's limit).
+    #[arg(long, default_value_t = MAX_CHANGES_PER_PUSH)]
+    per_push: usize,
+    /// The server binary (default: this workspace's, same profile).
+    #[arg(long)]
+    server_bin: Option<PathBuf>,
+}
+
+/// A protocol-level seeder: a device identity, a token and a cursor.
+struct Seeder {
+    url: String,
+    token: String,
+    actor: ActorId,
+    cursor: Cursor,
+    agent: ureq::Agent,
+}
+
+impl Seeder {
+    fn login(url: &str) -> Self {
+        Self {
+            url: url.to_string(),
+            token: login_token(url, "bus1", &RecordId::new().to_string()),
+            actor: ActorId::random(),
+            cursor: Cursor::start(),
+            agent: ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .build()
+                .into(),
+        }
+    }
+
+    /// The same kind of case `linli-bench` pushes: five fields, Chinese text.
+    fn new_case(&self, n: usize) -> PushChange {
+        let ctx = EditContext {
+            actor: self.actor.clone(),
+            user: "bus1".into(),
+            now_ms: now_ms(),
+        };
+        let fields = vec![
+            (
+                "summary".to_string(),
+                format!("{n}号问题：楼道堆放杂物，影响消防通道"),
+            ),
+            ("category".to_string(), "fire_safety".to_string()),
+            ("source".to_string(), "bus_session".to_string()),
+            ("building".to_string(), "3幢".to_string()),
+            ("room".to_string(), format!("{}", 100 + n % 600)),
+        ];
+        let (doc, change) = RecordDoc::create(
+            RecordId::new(),
+            RecordKind::Case,
+            &HAITIANCHENG.parse().expect("place"),
+            &ctx,
+            &fields,
+        )
+        .expect("valid case");
+        PushChange {
+            record: *doc.id().as_bytes(),
+            kind: RecordKind::Case,
+            part: Part::Record,
+            change: change.raw_bytes().to_vec(),
+        }
+    }
+
+    fn push(&mut self, changes: Vec<PushChange>) {
+        let body = SyncRequest {
+            cursor: self.cursor.clone(),
+            changes,
+            // The seeders do not care what others pushed; one change keeps replies small.
+            max_pull: 1,
+        }
+        .encode();
+        let mut resp = self
+            .agent
+            .post(format!("{}/v1/sync", self.url))
+            .header("content-type", CONTENT_TYPE)
+            .header("authorization", &format!("Bearer {}", self.token))
+            .send(&body[..])
+            .expect("sync request");
+        let status = resp.status().as_u16();
+        let bytes = resp
+            .body_mut()
+            .with_config()
+            .limit(64 << 20)
+            .read_to_vec()
+            .expect("reply");
+        assert!(status == 200, "sync answered {status}");
+        let reply = SyncResponse::decode(&bytes).expect("reply decodes");
+        assert!(
+            reply.rejected.is_empty(),
+            "seeding refused: {:?}",
+            reply.rejected.first()
+        );
+        self.cursor = reply.cursor;
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Pushes `n` new cases with `seeders` devices at once, printing progress to stderr.
+fn seed(url: &str, n: usize, seeders: usize, per_push: usize) {
+    let next = AtomicUsize::new(0);
+    let done = AtomicUsize::new(0);
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..seeders.max(1) {
+            s.spawn(|| {
+                let mut seeder = Seeder::login(url);
+                loop {
+                    let from = next.fetch_add(per_push, Ordering::SeqCst);
+                    if from >= n {
+                        break;
+                    }
+                    let to = (from + per_push).min(n);
+                    seeder.push((from..to).map(|i| seeder.new_case(i)).collect());
+                    let total = done.fetch_add(to - from, Ordering::SeqCst) + (to - from);
+                    // Progress about every tenth of the way (and at the end).
+                    let step = (n / 10).max(per_push);
+                    if total / step != (total - (to - from)) / step || total == n {
+                        let secs = started.elapsed().as_secs_f64();
+                        eprintln!(
+                            "  seeded {total}/{n} in {secs:.1}s ({:.0} records/s)",
+                            total as f64 / secs
+                        );
+                    }
+                }
+            });
+        }
+    });
+}
+
+/// A loopback TCP relay in front of the server that counts the bytes each way (HTTP headers
+/// included), since the device SDK does not report what it sent or received.
+struct CountingProxy {
+    url: String,
+    up: Arc<AtomicU64>,
+    down: Arc<AtomicU64>,
+}
+
+impl CountingProxy {
+    fn start(upstream: &str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        let url = format!("http://{}", listener.local_addr().expect("proxy address"));
+        let upstream = upstream.trim_start_matches("http://").to_string();
+        let (up, down) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let (up2, down2) = (up.clone(), down.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming().map_while(Result::ok) {
+                let Ok(server) = TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                let _ = client.set_nodelay(true);
+                let _ = server.set_nodelay(true);
+                let (Ok(c_read), Ok(s_read)) = (client.try_clone(), server.try_clone()) else {
+                    continue;
+                };
+                let up = up2.clone();
+                std::thread::spawn(move || relay(c_read, server, &up));
+                let down = down2.clone();
+                std::thread::spawn(move || relay(s_read, client, &down));
+            }
+        });
+        Self { url, up, down }
+    }
+}
+
+fn relay(mut from: TcpStream, mut to: TcpStream, count: &AtomicU64) {
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                count.fetch_add(n as u64, Ordering::Relaxed);
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = to.shutdown(Shutdown::Write);
+}
+
+/// A line of `/proc/PID/status` in KiB (e.g. `VmHWM`, the peak resident memory).
+fn proc_status_kib(pid: u32, key: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.split(':').next() == Some(key))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn file_len(path: &Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+/// Total size of the regular files under `dir`.
+fn dir_size(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_size(&e.path()),
+            Ok(t) if t.is_file() => e.metadata().map(|m| m.len()).unwrap_or(0),
+            _ => 0,
+        })
+        .sum()
+}
+
+/// What the server's `records` table holds: rows, and the summed lengths of the saved Automerge
+/// documents (the record part, and the personal part where there is one).
+fn saved_docs(db: &Path) -> (u64, u64, u64) {
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("open the server's database read-only");
+    conn.query_row(
+        "SELECT COUNT(*), COALESCE(SUM(LENGTH(doc)), 0), \
+         COALESCE(SUM(LENGTH(personal_doc)), 0) FROM records",
+        [],
+        |r| {
+            let (rows, doc, personal): (i64, i64, i64) = (r.get(0)?, r.get(1)?, r.get(2)?);
+            Ok((rows as u64, doc as u64, personal as u64))
+        },
+    )
+    .expect("sum the saved documents")
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+fn kib_as_mib(k: Option<u64>) -> String {
+    k.map(|k| mib(k * 1024)).unwrap_or_else(|| "n/a".into())
+}
+
+fn main() {
+    let args = Args::parse();
+    let n = args.records;
+    let per_push = args.per_push.clamp(1, MAX_CHANGES_PER_PUSH);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = match &args.server_bin {
+        Some(bin) => ServerProcess::start_bin(bin, dir.path(), NO_RATE_LIMITS),
+        None => ServerProcess::start_with_env(dir.path(), NO_RATE_LIMITS),
+    };
+    let pid = server.pid().expect("server pid");
+
+    eprintln!("seeding {n} records with {} seeders", args.seeders);
+    let seeding = Instant::now();
+    seed(&server.url, n, args.seeders, per_push);
+    let seed_secs = seeding.elapsed().as_secs_f64();
+    let hwm_seeded = proc_status_kib(pid, "VmHWM");
+
+    // The new phone: the real SDK with its own store, talking through the counting relay.
+    eprintln!("a new phone catches up");
+    let proxy = CountingProxy::start(&server.url);
+    let home = tempfile::tempdir().expect("phone home");
+    let phone =
+        linli_ffi::FieldClient::new(home.path().to_string_lossy().into_owned(), None, None, None)
+            .expect("phone store opens");
+    phone
+        .login("bus2".into(), DEMO_PASSWORD.into(), Some(proxy.url.clone()))
+        .expect("bus2 logs in");
+    let (up_login, down_login) = (
+        proxy.up.load(Ordering::SeqCst),
+        proxy.down.load(Ordering::SeqCst),
+    );
+    let started = Instant::now();
+    let (mut calls, mut rounds, mut pulled, mut skipped) = (0u32, 0u64, 0u64, 0u64);
+    loop {
+        let report = phone.sync().expect("sync");
+        calls += 1;
+        rounds += u64::from(report.rounds);
+        pulled += u64::from(report.pulled);
+        skipped += u64::from(report.skipped);
+        eprintln!(
+            "  sync call {calls}: {} rounds, {pulled} changes pulled so far, {:.1}s",
+            report.rounds,
+            started.elapsed().as_secs_f64()
+        );
+        if !report.more_pending {
+            break;
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let up = proxy.up.load(Ordering::SeqCst) - up_login;
+    let down = proxy.down.load(Ordering::SeqCst) - down_login;
+    let on_phone = phone.list().expect("list").len();
+    assert_eq!(skipped, 0, "the phone could not apply {skipped} changes");
+    assert_eq!(
+        on_phone, n,
+        "the phone holds {on_phone} records after catching up"
+    );
+
+    let hwm = proc_status_kib(pid, "VmHWM");
+    let rss = proc_status_kib(pid, "VmRSS");
+    let db = dir.path().join(SERVER_DB);
+    let (db_len, wal_len) = (file_len(&db), file_len(&db.with_extension("db-wal")));
+    let data_dir = dir_size(dir.path());
+    let (rows, doc_bytes, personal_bytes) = saved_docs(&db);
+    let phone_db = home.path().join(linli_ffi::DB_FILE);
+    let (phone_db_len, phone_wal_len) = (
+        file_len(&phone_db),
+        file_len(&phone_db.with_extension("db-wal")),
+    );
+    drop(phone);
+    drop(server);
+
+    let cores = std::thread::available_parallelism()
+        .map(|c| c.get())
+        .unwrap_or(1);
+    let server_bin = args
+        .server_bin
+        .as_ref()
+        .map(|p| format!("`{}`", p.display()))
+        .unwrap_or_else(|| "this workspace's `linli-server`".into());
+    println!("## Bootstrap: a new phone catches up with {n} records\n");
+    println!(
+        "Command: `linli-bootstrap-bench --records {n} --seeders {}{}` on {cores} cores; server: {server_bin} with its SQLite store on local disk; the phone is the real device SDK (`FieldClient`, own store in a temp dir) on loopback, through a byte-counting relay.\n",
+        args.seeders,
+        args.server_bin
+            .as_ref()
+            .map(|p| format!(" --server-bin {}", p.display()))
+            .unwrap_or_default()
+    );
+    println!("| figure | value |\n|---|---|");
+    println!("| records | {n} |");
+    println!(
+        "| seeding ({} devices, {per_push} per push) | {seed_secs:.1} s ({:.0} records/s) |",
+        args.seeders,
+        n as f64 / seed_secs
+    );
+    println!("| catch-up time (login excluded) | {secs:.2} s |");
+    println!("| catch-up records per second | {:.0} |", n as f64 / secs);
+    println!(
+        "| sync requests (round trips) | {rounds} (in {calls} `sync()` call{}) |",
+        if calls == 1 { "" } else { "s" }
+    );
+    println!("| changes pulled | {pulled} |");
+    println!(
+        "| bytes down (HTTP, headers included) | {down} ({}, {:.0} per record) |",
+        mib(down),
+        down as f64 / n as f64
+    );
+    println!("| bytes up (HTTP, headers included) | {up} |");
+    println!(
+        "| server peak memory (VmHWM) after seeding | {} |",
+        kib_as_mib(hwm_seeded)
+    );
+    println!(
+        "| server peak memory (VmHWM) after catch-up | {} |",
+        kib_as_mib(hwm)
+    );
+    println!(
+        "| server resident memory (VmRSS) at the end | {} |",
+        kib_as_mib(rss)
+    );
+    println!(
+        "| server data dir on disk | {} (`linli.db` {}, WAL {}) |",
+        mib(data_dir),
+        mib(db_len),
+        mib(wal_len)
+    );
+    println!(
+        "| server disk per record (whole data dir / records) | {:.0} bytes |",
+        data_dir as f64 / n as f64
+    );
+    println!(
+        "| saved Automerge documents (sum of `length(doc)` over {rows} rows) | {doc_bytes} ({:.0} per record) |",
+        doc_bytes as f64 / n as f64
+    );
+    if personal_bytes > 0 {
+        println!("| saved personal documents (sum of `length(personal_doc)`) | {personal_bytes} |");
+    }
+    println!(
+        "| disk per record ÷ saved document per record | {:.2} |",
+        data_dir as f64 / (doc_bytes + personal_bytes).max(1) as f64
+    );
+    println!(
+        "| phone store after catch-up | {} (db {}, WAL {}) |",
+        mib(phone_db_len + phone_wal_len),
+        mib(phone_db_len),
+        mib(phone_wal_len)
+    );
+}
