@@ -21,7 +21,7 @@ use linli_sync_core::{EditContext, PersonalDoc, PlaceId, RecordDoc, RecordId, Re
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::error::ApiError;
-use crate::listener::SyncListener;
+use crate::listener::{LiveListener, SyncListener};
 use crate::schema::kind_label;
 use crate::secrets::{self, SecretStore, SqliteSecrets};
 use crate::store::{self, Attribution, Identity, keys};
@@ -35,6 +35,9 @@ use crate::types::{
 
 /// Most round trips one [`FieldClient::sync`] makes before it reports `more_pending`.
 pub const MAX_SYNC_ROUNDS: u32 = 200;
+/// A live stream silent for this long is taken as broken (the server sends a keep-alive every
+/// 15 s).
+const LIVE_IDLE: std::time::Duration = std::time::Duration::from_secs(45);
 
 /// Who a change is attributed to when it is this phone's own and not yet accepted.
 pub const ME_UNSYNCED: &str = "me (unsynced)";
@@ -65,6 +68,8 @@ pub struct FieldClient {
     secrets: Arc<dyn SecretStore>,
     sync_lock: Mutex<()>,
     listener: Mutex<Option<Arc<dyn SyncListener>>>,
+    /// Set by `stop_listening`: the open `listen` returns at its next frame.
+    live_stop: std::sync::atomic::AtomicBool,
     /// Test hooks (clock skew, crash points): inert unless the `chaos` feature arms them.
     chaos: crate::chaos::Hooks,
 }
@@ -434,6 +439,7 @@ impl FieldClient {
             transport_options,
             secrets,
             sync_lock: Mutex::new(()),
+            live_stop: Default::default(),
             listener: Mutex::new(None),
             chaos: crate::chaos::Hooks::default(),
         })
@@ -1001,6 +1007,91 @@ impl FieldClient {
     /// so post to the main thread before touching the UI.
     pub fn set_sync_listener(&self, listener: Option<Arc<dyn SyncListener>>) {
         *self.listener.lock().unwrap_or_else(|p| p.into_inner()) = listener;
+    }
+
+    /// Listens for the server's word that records in this user's places changed on another
+    /// device, so the app syncs when told rather than polling. Blocks: call it on a background
+    /// thread, and call `sync` (on another thread) whenever `listener.on_changes` is called.
+    /// The first call comes as soon as the stream is open (changes made before it were not
+    /// heard: sync once then).
+    ///
+    /// Returns normally when the server ends the stream (the access token expired: call again,
+    /// the login is refreshed) or after `stop_listening`. Throws `Offline` when the connection
+    /// cannot be made or breaks (wait, then call again), `Unauthorized` when the login no longer
+    /// holds, and `DeviceRevoked` (after erasing this phone's data) when an admin revoked it.
+    pub fn listen(&self, listener: Arc<dyn LiveListener>) -> Result<(), ApiError> {
+        use std::sync::atomic::Ordering;
+        self.live_stop.store(false, Ordering::SeqCst);
+        let token = self.secrets.get(secrets::keys::ACCESS_TOKEN.into())?;
+        let (base, mut token) = {
+            let conn = self.lock();
+            match (store::kv_get(&conn, keys::SERVER_URL)?, token) {
+                (Some(b), Some(t)) => (b, t),
+                _ => return Err(ApiError::not_logged_in()),
+            }
+        };
+        let transport = Transport::new(&self.agent, &base);
+        let mut refreshed = false;
+        loop {
+            let mut ended = None;
+            let outcome = transport.live(&token, LIVE_IDLE, |frame| {
+                if self.live_stop.load(Ordering::SeqCst) {
+                    return false;
+                }
+                match frame {
+                    transport::LiveFrame::Alive => {}
+                    transport::LiveFrame::Event { name, data } => match name.as_str() {
+                        "hello" => listener.on_changes(Vec::new()),
+                        "changes" => {
+                            let ids = serde_json::from_str::<serde_json::Value>(&data)
+                                .ok()
+                                .and_then(|v| {
+                                    v["records"].as_array().map(|a| {
+                                        a.iter()
+                                            .filter_map(|id| id.as_str().map(str::to_owned))
+                                            .collect()
+                                    })
+                                })
+                                .unwrap_or_default();
+                            listener.on_changes(ids);
+                        }
+                        "ended" => {
+                            ended = serde_json::from_str::<serde_json::Value>(&data)
+                                .ok()
+                                .and_then(|v| v["reason"].as_str().map(str::to_owned));
+                            return false;
+                        }
+                        _ => {}
+                    },
+                }
+                true
+            });
+            match self.checked(outcome) {
+                Err(ApiError::Unauthorized { .. }) if !refreshed => {
+                    refreshed = true;
+                    token = self.refresh_login(&transport)?;
+                    continue;
+                }
+                Err(e) => return Err(e),
+                Ok(()) => {}
+            }
+            return match ended.as_deref() {
+                // The next call finds out what happened through the server's answer.
+                Some("device_revoked") | Some("unauthorized") => {
+                    match self.checked(transport.live(&token, LIVE_IDLE, |_| false)) {
+                        Err(e) => Err(e),
+                        Ok(()) => Ok(()),
+                    }
+                }
+                _ => Ok(()),
+            };
+        }
+    }
+
+    /// Makes an open `listen` return (within the server's keep-alive interval, 15 s).
+    pub fn stop_listening(&self) {
+        self.live_stop
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 }
 

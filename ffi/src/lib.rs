@@ -36,7 +36,7 @@ pub mod types;
 
 pub use client::{FieldClient, MAX_SYNC_ROUNDS, ME_REJECTED, ME_UNSYNCED};
 pub use error::ApiError;
-pub use listener::SyncListener;
+pub use listener::{LiveListener, SyncListener};
 pub use logging::{AppLogger, LogLevel, install_logger};
 pub use schema::record_kinds;
 pub use secrets::{SecretStore, SecretStoreError};

@@ -1,4 +1,5 @@
-//! [`SyncListener`]: how an app hears, during [`crate::FieldClient::sync`], how far the sync has
+//! [`LiveListener`]: how an app hears, while [`crate::FieldClient::listen`] runs, that it should
+//! sync. [`SyncListener`]: how an app hears, during [`crate::FieldClient::sync`], how far the sync has
 //! got and which records changed by others have arrived. Implemented in Kotlin or Swift (or in
 //! Rust) and registered with [`crate::FieldClient::set_sync_listener`].
 
@@ -23,4 +24,13 @@ pub trait SyncListener: Send + Sync {
     /// this call returns (the call that heard it then fails with `DeviceRevoked`). Tell the user;
     /// `unsent_changes` of theirs never reached the server.
     fn on_device_revoked(&self, unsent_changes: u32);
+}
+
+/// Implemented by the app to hear, while `listen` runs, that records in the user's places
+/// changed on another device (or the server): call `sync` then, on another thread.
+#[uniffi::export(foreign)]
+pub trait LiveListener: Send + Sync {
+    /// Sync now. `record_ids` are the records that changed, when the server could say; empty
+    /// on the first call (the stream just opened) or when it could not (sync anyway).
+    fn on_changes(&self, record_ids: Vec<String>);
 }

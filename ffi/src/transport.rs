@@ -297,6 +297,149 @@ impl<'a> Transport<'a> {
     }
 }
 
+/// What a live stream said, one event at a time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum LiveFrame {
+    /// An event: its name and data.
+    Event { name: String, data: String },
+    /// A keep-alive (a comment line).
+    Alive,
+}
+
+impl Transport<'_> {
+    /// Opens `GET /v1/live` and hands every frame to `on_frame` until the server ends the
+    /// stream (`Ok`), `on_frame` returns false (`Ok`), or the connection fails. The stream has no
+    /// overall timeout (the server ends it when the token expires); a silence longer than
+    /// `idle` (the server sends keep-alives more often) counts as a lost connection.
+    pub fn live(
+        &self,
+        token: &str,
+        idle: std::time::Duration,
+        mut on_frame: impl FnMut(LiveFrame) -> bool,
+    ) -> Result<(), ApiError> {
+        use std::io::BufRead;
+        let mut resp = self
+            .agent
+            .get(format!("{}/v1/live", self.base))
+            .header("authorization", format!("Bearer {token}"))
+            .header("accept", "text/event-stream")
+            .config()
+            .timeout_global(None)
+            .timeout_recv_body(None)
+            .build()
+            .call()
+            .map_err(network_error)?;
+        match resp.status().as_u16() {
+            200 => {}
+            401 => {
+                return Err(ApiError::Unauthorized {
+                    reason: "the server no longer accepts this login: log in again".into(),
+                });
+            }
+            status => return Err(error_reply(status, &mut resp)),
+        }
+        let reader = IdleReader::new(resp.into_body().into_reader(), idle);
+        let lines = std::io::BufReader::new(reader).lines();
+        let (mut name, mut data) = (String::new(), String::new());
+        for line in lines {
+            let line = line.map_err(|e| ApiError::Offline {
+                reason: format!("the live stream broke off: {e}"),
+            })?;
+            let go_on = if line.is_empty() {
+                if name.is_empty() && data.is_empty() {
+                    true
+                } else {
+                    on_frame(LiveFrame::Event {
+                        name: std::mem::take(&mut name),
+                        data: std::mem::take(&mut data),
+                    })
+                }
+            } else if line.starts_with(':') {
+                on_frame(LiveFrame::Alive)
+            } else if let Some(v) = line.strip_prefix("event:") {
+                name = v.trim().to_string();
+                true
+            } else if let Some(v) = line.strip_prefix("data:") {
+                if !data.is_empty() {
+                    data.push('\n');
+                }
+                data.push_str(v.trim_start());
+                true
+            } else {
+                true
+            };
+            if !go_on {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A reader that fails once nothing arrived for `idle`: a live stream whose server vanished
+/// (no FIN, e.g. a phone that changed networks) must not block its thread forever. The read
+/// itself runs on a helper thread, as the body reader has no read timeout of its own.
+struct IdleReader {
+    rx: std::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>,
+    idle: std::time::Duration,
+    pending: Vec<u8>,
+    at: usize,
+}
+
+impl IdleReader {
+    fn new(mut inner: impl std::io::Read + Send + 'static, idle: std::time::Duration) -> Self {
+        let (tx, rx) = std::sync::mpsc::sync_channel(4);
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 8192];
+            loop {
+                match inner.read(&mut buf) {
+                    Ok(0) => return,
+                    Ok(n) => {
+                        if tx.send(Ok(buf[..n].to_vec())).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                }
+            }
+        });
+        Self {
+            rx,
+            idle,
+            pending: Vec::new(),
+            at: 0,
+        }
+    }
+}
+
+impl std::io::Read for IdleReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.at == self.pending.len() {
+            match self.rx.recv_timeout(self.idle) {
+                Ok(Ok(bytes)) => {
+                    self.pending = bytes;
+                    self.at = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return Ok(0),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "the server sent nothing for too long",
+                    ));
+                }
+            }
+        }
+        let n = buf.len().min(self.pending.len() - self.at);
+        buf[..n].copy_from_slice(&self.pending[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
 /// Maps an error reply: 403 to Forbidden, the rest to Server with the server's message.
 fn error_reply(status: u16, resp: &mut Response<Body>) -> ApiError {
     let body = resp

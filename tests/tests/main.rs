@@ -12,6 +12,7 @@ mod hostile_auth;
 mod hostile_input;
 mod hostile_steward;
 mod idempotent_push;
+mod live;
 mod no_skip;
 mod ops;
 mod personal_data;

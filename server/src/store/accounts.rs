@@ -461,15 +461,25 @@ impl Store {
 
     /// Records that a device was just seen.
     pub async fn touch_device(&self, device: DeviceId, now: i64) -> Result<()> {
-        // Only when stale by a minute: an idle sync should not cost a disk write (and an fsync).
-        sqlx::query(
-            "UPDATE devices SET last_seen = ? WHERE id = ? AND (last_seen IS NULL OR last_seen < ?)",
+        // Only when stale by a minute: an idle sync should not cost a disk write (and an fsync);
+        // and through the committer, so it shares a group with the changes being committed.
+        let stale: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM devices
+                            WHERE id = ? AND (last_seen IS NULL OR last_seen < ?))",
         )
-        .bind(now)
         .bind(device.to_string())
         .bind(now - 60_000)
-            .execute(&self.pool)
-            .await?;
+        .fetch_one(&self.pool)
+        .await?;
+        if stale {
+            self.group
+                .commit(super::group::Work::Touch {
+                    device: device.to_string(),
+                    now,
+                })
+                .await?
+                .map_err(|_| Error::Internal("touching a device cannot conflict".into()))?;
+        }
         Ok(())
     }
 }

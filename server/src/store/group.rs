@@ -20,8 +20,23 @@ const QUEUE: usize = 4096;
 
 type Outcome = Result<std::result::Result<i64, CommitConflict>>;
 
+/// A write the committer makes for its sender.
+#[derive(Debug)]
+pub(super) enum Work {
+    /// A change to the log and its record.
+    Commit(Box<Commit>),
+    /// A device's `last_seen`, when stale by a minute. Every sync request may write it: queued
+    /// here, it joins a group instead of waiting for SQLite's write lock on its own.
+    Touch {
+        /// The device id.
+        device: String,
+        /// Now (ms).
+        now: i64,
+    },
+}
+
 struct Pending {
-    commit: Commit,
+    work: Work,
     reply: oneshot::Sender<Outcome>,
 }
 
@@ -39,11 +54,11 @@ impl GroupCommit {
         Self { queue }
     }
 
-    /// Commits one change in the next group and waits for the outcome.
-    pub(super) async fn commit(&self, commit: Commit) -> Outcome {
+    /// Does one write in the next group and waits for the outcome (a touch answers `Ok(Ok(0))`).
+    pub(super) async fn commit(&self, work: Work) -> Outcome {
         let (reply, outcome) = oneshot::channel();
         self.queue
-            .send(Pending { commit, reply })
+            .send(Pending { work, reply })
             .await
             .map_err(|_| Error::Internal("the committer has stopped".into()))?;
         outcome
@@ -55,8 +70,8 @@ impl GroupCommit {
 async fn run(pool: SqlitePool, mut rx: mpsc::Receiver<Pending>) {
     let mut group = Vec::with_capacity(MAX_GROUP);
     while rx.recv_many(&mut group, MAX_GROUP).await > 0 {
-        let commits: Vec<&Commit> = group.iter().map(|p| &p.commit).collect();
-        match commit_group(&pool, &commits).await {
+        let works: Vec<&Work> = group.iter().map(|p| &p.work).collect();
+        match commit_group(&pool, &works).await {
             Ok(outcomes) => {
                 for (pending, outcome) in group.drain(..).zip(outcomes) {
                     let _ = pending.reply.send(outcome);
@@ -75,13 +90,26 @@ async fn run(pool: SqlitePool, mut rx: mpsc::Receiver<Pending>) {
 }
 
 /// One transaction for the whole group, one savepoint per change.
-async fn commit_group(pool: &SqlitePool, commits: &[&Commit]) -> Result<Vec<Outcome>> {
+async fn commit_group(pool: &SqlitePool, works: &[&Work]) -> Result<Vec<Outcome>> {
     // BEGIN IMMEDIATE: take SQLite's write lock up front (see `Store::write_tx`).
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    let mut outcomes = Vec::with_capacity(commits.len());
-    for commit in commits {
+    let mut outcomes = Vec::with_capacity(works.len());
+    for work in works {
         let mut savepoint = sqlx::Connection::begin(&mut *tx).await?;
-        let outcome = commit_in(&mut savepoint, commit).await;
+        let outcome = match work {
+            Work::Commit(commit) => commit_in(&mut savepoint, commit).await,
+            Work::Touch { device, now } => sqlx::query(
+                "UPDATE devices SET last_seen = ?
+                 WHERE id = ? AND (last_seen IS NULL OR last_seen < ?)",
+            )
+            .bind(now)
+            .bind(device)
+            .bind(now - 60_000)
+            .execute(&mut *savepoint)
+            .await
+            .map(|_| Ok(0))
+            .map_err(Error::from),
+        };
         if matches!(outcome, Ok(Ok(_))) {
             savepoint.commit().await?;
         } else {

@@ -337,7 +337,9 @@ impl Store {
         &self,
         commit: Commit,
     ) -> Result<std::result::Result<i64, CommitConflict>> {
-        self.group.commit(commit).await
+        self.group
+            .commit(super::group::Work::Commit(Box::new(commit)))
+            .await
     }
 
     /// Remembers refused pushes (a bounded sample of one push, in one transaction), and now and
@@ -449,11 +451,11 @@ impl Store {
     ) -> Result<Vec<(String, Vec<u8>, Option<Vec<u8>>)>> {
         let mut qb = QueryBuilder::<Sqlite>::new(if personal {
             "SELECT id, doc, doc_seq, doc_tail, personal_doc, personal_seq, personal_tail
-             FROM records WHERE "
+             FROM records INDEXED BY records_bootstrap WHERE "
         } else {
             "SELECT id, doc, doc_seq, doc_tail, NULL AS personal_doc, 0 AS personal_seq,
                     0 AS personal_tail
-             FROM records WHERE "
+             FROM records INDEXED BY records_bootstrap WHERE "
         });
         push_within(&mut qb, "place", scopes);
         if let Some(a) = after {

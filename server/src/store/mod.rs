@@ -107,6 +107,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "incremental_docs",
         include_str!("../../migrations/sqlite/0013_incremental_docs.sql"),
     ),
+    (
+        14,
+        "bootstrap_order",
+        include_str!("../../migrations/sqlite/0014_bootstrap_order.sql"),
+    ),
 ];
 
 fn sqlite_migrator() -> Migrator {
@@ -163,7 +168,11 @@ impl Store {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
+            .busy_timeout(Duration::from_secs(10))
+            // Reads through a memory map rather than a read() per page, and a larger page cache
+            // per connection: bootstrap pages and pulls read many pages.
+            .pragma("mmap_size", "1073741824")
+            .pragma("cache_size", "-16384");
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .connect_with(options)

@@ -1,0 +1,85 @@
+//! Issue 10, live updates: a phone that listens (`GET /v1/live` through the SDK) hears at once that
+//! another phone changed a case in its places, and syncs when told; it is not told of its own
+//! changes; the stream ends when the access token expires, and listening again refreshes the
+//! login and goes on.
+
+use std::sync::mpsc::{Sender, channel};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use linli_ffi::LiveListener;
+
+use crate::common::*;
+
+struct Heard(Mutex<Sender<Vec<String>>>);
+
+impl LiveListener for Heard {
+    fn on_changes(&self, record_ids: Vec<String>) {
+        let _ = self.0.lock().unwrap().send(record_ids);
+    }
+}
+
+#[test]
+fn a_listening_phone_hears_of_others_changes_and_syncs_when_told() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start_with_env(dir.path(), &[("LINLI_ACCESS_TOKEN_TTL", "8")]);
+    let a = Phone::login(&server, "bus1");
+    let b = Phone::login(&server, "bus2");
+    b.sync();
+    let (tx, rx) = channel();
+    let wait = Duration::from_secs(5);
+
+    std::thread::scope(|s| {
+        let listening = s.spawn(|| {
+            let heard = Arc::new(Heard(Mutex::new(tx.clone())));
+            // The app's loop: listen again whenever the stream ends (the token expired).
+            let mut streams = 0;
+            while streams < 2 {
+                b.client.listen(heard.clone()).expect("listen");
+                streams += 1;
+            }
+        });
+
+        // Step 1: the stream opens and says "sync once now".
+        assert_eq!(rx.recv_timeout(wait).expect("hello"), Vec::<String>::new());
+
+        // Step 2: bus1 records a case elsewhere; bus2's phone is told which record changed.
+        let case = a.create(
+            "case",
+            HAITIANCHENG,
+            &[("summary", "8幢地下室积水"), ("category", "facilities")],
+        );
+        let pushed = Instant::now();
+        assert_eq!(a.sync().accepted, 1);
+        let ids = rx.recv_timeout(wait).expect("bus2 hears of the case");
+        eprintln!("heard {:?} after the push", pushed.elapsed());
+        assert_eq!(ids, vec![case.clone()]);
+        assert_eq!(b.sync().pulled, 1, "synced when told");
+        assert!(b.client.get(case.clone()).is_ok());
+
+        // Step 3: bus2's own change is not announced back to it.
+        b.note(&case, "已联系物业抽水");
+        assert_eq!(b.sync().accepted, 1);
+        assert!(
+            rx.recv_timeout(Duration::from_millis(1500)).is_err(),
+            "a phone is not told of its own change"
+        );
+
+        // Step 4: the token expires (8 s): the stream ends, the app listens again with a
+        // refreshed login, is told to sync once, and hears bus1's next change.
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(15))
+                .expect("hello again"),
+            Vec::<String>::new()
+        );
+        a.set(&case, &[("status", "assigned")]);
+        assert_eq!(a.sync().accepted, 1);
+        assert_eq!(
+            rx.recv_timeout(wait).expect("heard again"),
+            vec![case.clone()]
+        );
+        b.client.stop_listening();
+        listening.join().expect("the listening thread ends");
+    });
+    assert_eq!(b.sync().pulled, 1);
+}
