@@ -156,7 +156,14 @@ async fn live(
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let expires = Instant::now() + Duration::from_secs(claims.exp.saturating_sub(now));
+    // A token past its expiry may still verify (within the verifier's leeway for clock skew):
+    // a stream would end at once, and a phone would reconnect in a loop. Refused, it refreshes.
+    if claims.exp <= now {
+        return Err(Error::Unauthorized(
+            "the access token has expired: refresh it".into(),
+        ));
+    }
+    let expires = Instant::now() + Duration::from_secs(claims.exp - now);
     let listener = Listener {
         rx: state.live.subscribe(),
         _open: state.metrics.live_stream_opened(),

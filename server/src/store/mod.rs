@@ -169,10 +169,9 @@ impl Store {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10))
-            // Reads through a memory map rather than a read() per page, and a larger page cache
-            // per connection: bootstrap pages and pulls read many pages.
-            .pragma("mmap_size", "1073741824")
-            .pragma("cache_size", "-16384");
+            // A larger page cache per connection (8 MiB, bounded whatever the database's size;
+            // a memory map would make the resident size grow with the file).
+            .pragma("cache_size", "-8192");
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .connect_with(options)
