@@ -415,3 +415,52 @@ pub fn hand_made_case(
     };
     (doc, change, push)
 }
+
+/// The case the sync benchmarks push: five fields with Chinese text, at 海天城, made under
+/// `ctx`; its document and its push.
+pub fn bench_case(
+    ctx: &linli_sync_core::EditContext,
+    n: usize,
+) -> (
+    linli_sync_core::RecordDoc,
+    linli_sync_core::protocol::PushChange,
+) {
+    use linli_sync_core::{RecordDoc, RecordId, RecordKind};
+    let fields = vec![
+        (
+            "summary".to_string(),
+            format!("{n}号问题：楼道堆放杂物，影响消防通道"),
+        ),
+        ("category".to_string(), "fire_safety".to_string()),
+        ("source".to_string(), "bus_session".to_string()),
+        ("building".to_string(), "3幢".to_string()),
+        ("room".to_string(), format!("{}", 100 + n % 600)),
+    ];
+    let (doc, change) = RecordDoc::create(
+        RecordId::new(),
+        RecordKind::Case,
+        &HAITIANCHENG.parse().expect("place"),
+        ctx,
+        &fields,
+    )
+    .expect("valid case");
+    let push = linli_sync_core::protocol::PushChange {
+        record: *doc.id().as_bytes(),
+        kind: RecordKind::Case,
+        part: linli_sync_core::protocol::Part::Record,
+        change: change.raw_bytes().to_vec(),
+    };
+    (doc, push)
+}
+
+/// Posts an encoded sync request with a bearer token through `agent`: the reply's status and
+/// bytes (panics when the request cannot be sent).
+pub fn post_sync(agent: &ureq::Agent, url: &str, token: &str, body: &[u8]) -> (u16, Vec<u8>) {
+    let mut resp = agent
+        .post(format!("{url}/v1/sync"))
+        .header("content-type", linli_sync_core::protocol::CONTENT_TYPE)
+        .header("authorization", &format!("Bearer {token}"))
+        .send(body)
+        .expect("sync request");
+    status_and_bytes(&mut resp)
+}

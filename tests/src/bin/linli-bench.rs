@@ -18,10 +18,10 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use linli_sync_core::automerge::ActorId;
-use linli_sync_core::protocol::{CONTENT_TYPE, Cursor, PushChange, SyncRequest, SyncResponse};
-use linli_sync_core::{EditContext, RecordDoc, RecordId, RecordKind};
+use linli_sync_core::protocol::{Cursor, PushChange, SyncRequest, SyncResponse};
+use linli_sync_core::{EditContext, RecordDoc, RecordId};
 use linli_tests::{
-    DEMO_PASSWORD, HAITIANCHENG, ServerProcess, admin_cli_bin, login_token, workspace_bin,
+    DEMO_PASSWORD, ServerProcess, admin_cli_bin, bench_case, login_token, post_sync, workspace_bin,
 };
 
 /// The benchmark measures the sync path, not the per-user rate limiter (its simulated phones
@@ -136,31 +136,7 @@ impl SimPhone {
     }
 
     fn new_case(&self, n: usize) -> (RecordDoc, PushChange) {
-        let fields = vec![
-            (
-                "summary".to_string(),
-                format!("{n}号问题：楼道堆放杂物，影响消防通道"),
-            ),
-            ("category".to_string(), "fire_safety".to_string()),
-            ("source".to_string(), "bus_session".to_string()),
-            ("building".to_string(), "3幢".to_string()),
-            ("room".to_string(), format!("{}", 100 + n % 600)),
-        ];
-        let (doc, change) = RecordDoc::create(
-            RecordId::new(),
-            RecordKind::Case,
-            &HAITIANCHENG.parse().expect("place"),
-            &self.ctx(),
-            &fields,
-        )
-        .expect("valid case");
-        let push = PushChange {
-            record: *doc.id().as_bytes(),
-            kind: RecordKind::Case,
-            part: linli_sync_core::protocol::Part::Record,
-            change: change.raw_bytes().to_vec(),
-        };
-        (doc, push)
+        bench_case(&self.ctx(), n)
     }
 
     fn sync(&mut self, changes: Vec<PushChange>, max_pull: u32) -> Exchange {
@@ -171,20 +147,7 @@ impl SimPhone {
         }
         .encode();
         let started = Instant::now();
-        let mut resp = self
-            .agent
-            .post(format!("{}/v1/sync", self.url))
-            .header("content-type", CONTENT_TYPE)
-            .header("authorization", &format!("Bearer {}", self.token))
-            .send(&body[..])
-            .expect("sync request");
-        let status = resp.status().as_u16();
-        let bytes = resp
-            .body_mut()
-            .with_config()
-            .limit(64 << 20)
-            .read_to_vec()
-            .expect("reply");
+        let (status, bytes) = post_sync(&self.agent, &self.url, &self.token, &body);
         let elapsed = started.elapsed();
         assert!(status == 200, "sync answered {status}");
         let reply = SyncResponse::decode(&bytes).expect("reply decodes");

@@ -20,10 +20,10 @@ use std::time::Instant;
 use clap::Parser;
 use linli_sync_core::automerge::ActorId;
 use linli_sync_core::protocol::{
-    CONTENT_TYPE, Cursor, MAX_CHANGES_PER_PUSH, Part, PushChange, SyncRequest, SyncResponse,
+    Cursor, MAX_CHANGES_PER_PUSH, PushChange, SyncRequest, SyncResponse,
 };
-use linli_sync_core::{EditContext, RecordDoc, RecordId, RecordKind};
-use linli_tests::{DEMO_PASSWORD, HAITIANCHENG, ServerProcess, login_token};
+use linli_sync_core::{EditContext, RecordId};
+use linli_tests::{DEMO_PASSWORD, ServerProcess, bench_case, login_token, post_sync};
 
 /// Seeders share one user name and push as fast as they can: the per-user rate limit is not what
 /// is measured.
@@ -80,30 +80,7 @@ impl Seeder {
             user: "bus1".into(),
             now_ms: now_ms(),
         };
-        let fields = vec![
-            (
-                "summary".to_string(),
-                format!("{n}号问题：楼道堆放杂物，影响消防通道"),
-            ),
-            ("category".to_string(), "fire_safety".to_string()),
-            ("source".to_string(), "bus_session".to_string()),
-            ("building".to_string(), "3幢".to_string()),
-            ("room".to_string(), format!("{}", 100 + n % 600)),
-        ];
-        let (doc, change) = RecordDoc::create(
-            RecordId::new(),
-            RecordKind::Case,
-            &HAITIANCHENG.parse().expect("place"),
-            &ctx,
-            &fields,
-        )
-        .expect("valid case");
-        PushChange {
-            record: *doc.id().as_bytes(),
-            kind: RecordKind::Case,
-            part: Part::Record,
-            change: change.raw_bytes().to_vec(),
-        }
+        bench_case(&ctx, n).1
     }
 
     fn push(&mut self, changes: Vec<PushChange>) {
@@ -114,20 +91,7 @@ impl Seeder {
             max_pull: 1,
         }
         .encode();
-        let mut resp = self
-            .agent
-            .post(format!("{}/v1/sync", self.url))
-            .header("content-type", CONTENT_TYPE)
-            .header("authorization", &format!("Bearer {}", self.token))
-            .send(&body[..])
-            .expect("sync request");
-        let status = resp.status().as_u16();
-        let bytes = resp
-            .body_mut()
-            .with_config()
-            .limit(64 << 20)
-            .read_to_vec()
-            .expect("reply");
+        let (status, bytes) = post_sync(&self.agent, &self.url, &self.token, &body);
         assert!(status == 200, "sync answered {status}");
         let reply = SyncResponse::decode(&bytes).expect("reply decodes");
         assert!(

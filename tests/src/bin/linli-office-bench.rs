@@ -19,11 +19,9 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use linli_sync_core::automerge::ActorId;
-use linli_sync_core::protocol::{
-    CONTENT_TYPE, Cursor, Part, PushChange, SyncRequest, SyncResponse,
-};
+use linli_sync_core::protocol::{Cursor, Part, PushChange, SyncRequest, SyncResponse};
 use linli_sync_core::{EditContext, PlaceId, RecordDoc, RecordId, RecordKind};
-use linli_tests::{DEMO_PASSWORD, ServerProcess, login_token};
+use linli_tests::{DEMO_PASSWORD, ServerProcess, login_token, post_sync};
 
 /// Many phones share three user names, and the load signs in several times: the per-user
 /// limits would measure themselves, not the pages.
@@ -378,20 +376,7 @@ impl Phone {
             max_pull: 1,
         }
         .encode();
-        let mut resp = self
-            .agent
-            .post(format!("{}/v1/sync", self.url))
-            .header("content-type", CONTENT_TYPE)
-            .header("authorization", &format!("Bearer {}", self.token))
-            .send(&body[..])
-            .expect("sync request");
-        let status = resp.status().as_u16();
-        let bytes = resp
-            .body_mut()
-            .with_config()
-            .limit(64 << 20)
-            .read_to_vec()
-            .expect("sync reply");
+        let (status, bytes) = post_sync(&self.agent, &self.url, &self.token, &body);
         assert!(
             status == 200,
             "sync answered {status}: {}",
