@@ -730,19 +730,15 @@ async fn accept(
     // The record's turn first: a second change to it (from this push or another) then reads the
     // version the first one committed.
     let _turn = state.docs.lock(record).await;
-    let meta = store
-        .record_meta(record)
+    let actor = change.actor_id().to_hex_string();
+    let (meta, held, binding) = store
+        .accept_facts(record, &hash, &actor)
         .await
         .map_err(|e| server_error(e, hash))?;
     let visible = meta.as_ref().is_some_and(|m| user.can_access(&m.place));
     // A retried push, or a relay of a change the server holds, is answered from the log without
     // touching the document — only for a record within the pusher's grants.
-    if visible
-        && let Some(at) = store
-            .held_change(record, &hash)
-            .await
-            .map_err(|e| server_error(e, hash))?
-    {
+    if visible && let Some(at) = held {
         return Ok(Accepted {
             hash,
             received_at: at,
@@ -751,19 +747,16 @@ async fn accept(
     // A new change under an actor bound to another device is refused before any document work
     // (the commit checks the binding again, atomically with making it). Asked for every record,
     // visible or not, so the answer says nothing about whether the record exists.
-    let actor = change.actor_id().to_hex_string();
-    match store.actor_binding(&actor).await {
-        Ok(ActorBinding::Device(d)) if d != user.device_id.to_string() => {
-            let mut r = Refusal::new(
-                RejectCode::ForeignActor,
-                "this change was made under another device's actor",
-                hash,
-            );
-            r.place = meta.as_ref().map(|m| m.place.clone());
-            return Err(r);
-        }
-        Ok(_) => {}
-        Err(e) => return Err(server_error(e, hash)),
+    if let ActorBinding::Device(d) = binding
+        && d != user.device_id.to_string()
+    {
+        let mut r = Refusal::new(
+            RejectCode::ForeignActor,
+            "this change was made under another device's actor",
+            hash,
+        );
+        r.place = meta.as_ref().map(|m| m.place.clone());
+        return Err(r);
     }
     let meta = match meta {
         Some(m) if visible => Some(m),

@@ -253,6 +253,57 @@ impl Store {
         .transpose()
     }
 
+    /// In one query, what accepting a change first needs to know: the record's facts (`None`
+    /// if it does not exist), when the server first received this change (if it holds it), and
+    /// which device the change's actor is bound to.
+    pub async fn accept_facts(
+        &self,
+        record: RecordId,
+        hash: &[u8; 32],
+        actor: &str,
+    ) -> Result<(Option<RecordMeta>, Option<i64>, ActorBinding)> {
+        type Row = (
+            Option<String>,
+            Option<String>,
+            Option<i64>,
+            Option<i64>,
+            Option<i64>,
+            Option<i64>,
+            Option<i64>,
+            Option<i64>,
+            Option<String>,
+        );
+        let id = record.to_string();
+        let row: Row = sqlx::query_as(
+            "SELECT r.place, r.kind, r.version, r.bytes, r.personal_bytes, r.doc_tail,
+                    r.personal_tail,
+                    (SELECT received_at FROM changes WHERE record_id = ?1 AND hash = ?2),
+                    (SELECT device_id FROM actors WHERE actor = ?3)
+             FROM (SELECT 1) LEFT JOIN records r ON r.id = ?1",
+        )
+        .bind(&id)
+        .bind(&hash[..])
+        .bind(actor)
+        .fetch_one(&self.pool)
+        .await?;
+        let (place, kind, version, bytes, personal_bytes, doc_tail, personal_tail, held, bound) =
+            row;
+        let meta = match (place, kind) {
+            (Some(place), Some(kind)) => Some(RecordMeta {
+                place: place_from_db(&place)?,
+                kind: kind.parse().map_err(Error::internal)?,
+                version: version.unwrap_or(0),
+                bytes: bytes.unwrap_or(0),
+                personal_bytes: personal_bytes.unwrap_or(0),
+                doc_tail: doc_tail.unwrap_or(0),
+                personal_tail: personal_tail.unwrap_or(0),
+            }),
+            _ => None,
+        };
+        let binding = bound.map_or(ActorBinding::Unknown, ActorBinding::Device);
+        Ok((meta, held, binding))
+    }
+
     /// When the server first received this change of this record, if it holds it.
     pub async fn change_received_at(
         &self,
@@ -317,16 +368,6 @@ impl Store {
             .await?;
         }
         Ok(Some(doc))
-    }
-
-    /// Which device an actor belongs to.
-    pub async fn actor_binding(&self, actor: &str) -> Result<ActorBinding> {
-        let device: Option<String> =
-            sqlx::query_scalar("SELECT device_id FROM actors WHERE actor = ?")
-                .bind(actor)
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(device.map_or(ActorBinding::Unknown, ActorBinding::Device))
     }
 
     /// Commits one change (see [`commit_in`]) together with whatever other changes are waiting
@@ -430,11 +471,6 @@ impl Store {
                 })
             })
             .collect()
-    }
-
-    /// Whether the server holds this change of this record, and when it first received it.
-    pub async fn held_change(&self, record: RecordId, hash: &[u8; 32]) -> Result<Option<i64>> {
-        self.change_received_at(record, hash).await
     }
 
     /// Saved documents of the records within `scopes`, by record id after `after`, at most
