@@ -356,17 +356,18 @@ async fn push_all(
         .collect();
     // Changes to one record in push order; records side by side, so that their commits share
     // groups. The replies keep the push's order.
-    let mut order: Vec<(RecordId, Vec<usize>)> = Vec::new();
+    let mut order: Vec<Vec<usize>> = Vec::new();
+    let mut run_of: std::collections::HashMap<[u8; 16], usize> = Default::default();
     for (i, push) in changes.iter().enumerate() {
-        let record = RecordId::from_bytes(push.record);
-        match order.iter_mut().find(|(r, _)| *r == record) {
-            Some((_, indexes)) => indexes.push(i),
-            None => order.push((record, vec![i])),
-        }
+        let run = *run_of.entry(push.record).or_insert_with(|| {
+            order.push(Vec::new());
+            order.len() - 1
+        });
+        order[run].push(i);
     }
     let mut parsed: Vec<Option<std::result::Result<Change, Refusal>>> =
         parsed.into_iter().map(Some).collect();
-    let runs = order.into_iter().map(|(_, indexes)| {
+    let runs = order.into_iter().map(|indexes| {
         let run: Vec<_> = indexes
             .into_iter()
             .filter_map(|i| parsed[i].take().map(|p| (i, p)))

@@ -501,7 +501,8 @@ impl Store {
         // One read transaction: the tails are read from the log as of the rows' snapshot.
         let mut tx = self.pool.begin().await?;
         let mut out = Vec::new();
-        let mut tails = Vec::new();
+        // Rows whose saved documents have a tail in the log: all their tails come in one query.
+        let mut with_tail: std::collections::HashMap<String, usize> = Default::default();
         let mut bytes = 0usize;
         {
             let query = qb.build();
@@ -514,11 +515,7 @@ impl Store {
                 let (doc_tail, personal_tail): (i64, i64) =
                     (row.try_get("doc_tail")?, row.try_get("personal_tail")?);
                 if doc_tail > 0 || (personal_tail > 0 && personal_doc.is_some()) {
-                    tails.push((
-                        out.len(),
-                        (doc_tail > 0).then_some(row.try_get::<i64, _>("doc_seq")?),
-                        (personal_tail > 0).then_some(row.try_get::<i64, _>("personal_seq")?),
-                    ));
+                    with_tail.insert(id.clone(), out.len());
                 }
                 out.push((id, doc, personal_doc));
                 if bytes >= max_bytes {
@@ -526,13 +523,40 @@ impl Store {
                 }
             }
         }
-        for (i, doc_after, personal_after) in tails {
-            let (id, doc, personal_doc) = &mut out[i];
-            if let Some(after) = doc_after {
-                append_tail(&mut tx, id, Part::Record, after, doc).await?;
+        if !with_tail.is_empty() {
+            // In log order, so every change follows its dependencies.
+            let mut qb = QueryBuilder::<Sqlite>::new(
+                "SELECT c.record_id, c.part, c.bytes
+                 FROM changes c JOIN records r ON r.id = c.record_id
+                 WHERE c.record_id IN (",
+            );
+            let mut ids = qb.separated(", ");
+            for id in with_tail.keys() {
+                ids.push_bind(id.clone());
             }
-            if let (Some(after), Some(personal_doc)) = (personal_after, personal_doc.as_mut()) {
-                append_tail(&mut tx, id, Part::Personal, after, personal_doc).await?;
+            qb.push(") AND ((c.part = 'record' AND c.seq > r.doc_seq)");
+            if personal {
+                qb.push(" OR (c.part = 'personal' AND c.seq > r.personal_seq)");
+            }
+            qb.push(") ORDER BY c.seq");
+            let query = qb.build();
+            let mut rows = query.fetch(&mut *tx);
+            while let Some(row) = rows.try_next().await? {
+                let id: String = row.try_get("record_id")?;
+                let part: String = row.try_get("part")?;
+                let change: Vec<u8> = row.try_get("bytes")?;
+                let Some(&i) = with_tail.get(&id) else {
+                    continue;
+                };
+                let (_, doc, personal_doc) = &mut out[i];
+                match part.parse().map_err(Error::Internal)? {
+                    Part::Record => doc.extend_from_slice(&change),
+                    Part::Personal => {
+                        if let Some(p) = personal_doc.as_mut() {
+                            p.extend_from_slice(&change);
+                        }
+                    }
+                }
             }
         }
         tx.commit().await?;
