@@ -49,4 +49,13 @@ impl AppState {
             metrics,
         }
     }
+
+    /// The accept path over this server's store.
+    pub(crate) fn sync(&self) -> crate::sync::SyncService<'_, Store> {
+        crate::sync::SyncService {
+            store: &self.store,
+            docs: &self.docs,
+            live: &self.live,
+        }
+    }
 }

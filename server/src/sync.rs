@@ -54,8 +54,9 @@ use crate::model::now_ms;
 use crate::state::AppState;
 use crate::store::{
     ActorBinding, Commit, CommitConflict, NewChange, ProjectionUpdate, RecordMeta, RejectionRow,
-    Store,
+    SyncStore,
 };
+use crate::web::live::LiveHub;
 
 /// Changes per reply when the phone asks for 0 (no preference).
 pub const DEFAULT_PAGE: u32 = 500;
@@ -163,9 +164,9 @@ impl DocCache {
     /// [`lock`](Self::lock), and puts them back only once they match what is committed, so a
     /// failure (or a cancelled request) between ingest and commit never leaves an uncommitted
     /// state cached.
-    async fn take(
+    async fn take<S: SyncStore>(
         &self,
-        store: &Store,
+        store: &S,
         id: RecordId,
         version: i64,
         personal: bool,
@@ -376,7 +377,12 @@ async fn push_all(
             let mut outcomes = Vec::with_capacity(run.len());
             for (i, parsed) in run {
                 let outcome = match parsed {
-                    Ok(change) => accept(state, user, &changes[i], change, received_at).await,
+                    Ok(change) => {
+                        state
+                            .sync()
+                            .accept(user, &changes[i], change, received_at)
+                            .await
+                    }
                     Err(refusal) => Err(refusal),
                 };
                 outcomes.push((i, outcome));
@@ -467,7 +473,7 @@ pub async fn submit(
         message: r.message,
     };
     let outcome = match parse_change(&push.change, &mut InflateBudget::per_push()) {
-        Ok(change) => accept(state, user, push, change, now_ms()).await,
+        Ok(change) => state.sync().accept(user, push, change, now_ms()).await,
         Err(refusal) => Err(refusal),
     };
     match &outcome {
@@ -658,7 +664,7 @@ fn out_of_scope(hash: [u8; 32]) -> Refusal {
     )
 }
 
-fn server_error(e: Error, hash: [u8; 32]) -> Refusal {
+fn server_error(e: impl std::fmt::Display, hash: [u8; 32]) -> Refusal {
     tracing::error!(error = %e, "accepting a change failed");
     Refusal::new(
         RejectCode::ServerError,
@@ -712,262 +718,267 @@ fn as_if_absent(
     }
 }
 
-/// Accepts or refuses one parsed change.
-async fn accept(
-    state: &AppState,
-    user: &AuthUser,
-    push: &PushChange,
-    change: Change,
-    received_at: i64,
-) -> std::result::Result<Accepted, Refusal> {
-    let store = &state.store;
-    let record = RecordId::from_bytes(push.record);
-    let hash = change.hash().0;
-    let pusher = Pusher {
-        role: user.role,
-        user: &user.username,
-        received_at,
-    };
-    // The record's turn first: a second change to it (from this push or another) then reads the
-    // version the first one committed.
-    let _turn = state.docs.lock(record).await;
-    let actor = change.actor_id().to_hex_string();
-    let (meta, held, binding) = store
-        .accept_facts(record, &hash, &actor)
-        .await
-        .map_err(|e| server_error(e, hash))?;
-    let visible = meta.as_ref().is_some_and(|m| user.can_access(&m.place));
-    // A retried push, or a relay of a change the server holds, is answered from the log without
-    // touching the document — only for a record within the pusher's grants.
-    if visible && let Some(at) = held {
-        return Ok(Accepted {
-            hash,
-            received_at: at,
-        });
-    }
-    // A new change under an actor bound to another device is refused before any document work
-    // (the commit checks the binding again, atomically with making it). Asked for every record,
-    // visible or not, so the answer says nothing about whether the record exists.
-    if let ActorBinding::Device(d) = binding
-        && d != user.device_id.to_string()
-    {
-        let mut r = Refusal::new(
-            RejectCode::ForeignActor,
-            "this change was made under another device's actor",
-            hash,
-        );
-        r.place = meta.as_ref().map(|m| m.place.clone());
-        return Err(r);
-    }
-    let meta = match meta {
-        Some(m) if visible => Some(m),
-        Some(m) => {
-            let mut r = as_if_absent(user, push, &change, &pusher, true);
-            // Stored for the back-office of the record's own place.
-            r.place = Some(m.place);
-            return Err(r);
-        }
-        None if push.part == Part::Personal => {
-            return Err(as_if_absent(user, push, &change, &pusher, false));
-        }
-        None => None,
-    };
-
-    let mut meta = meta;
-    for attempt in 0..COMMIT_RETRIES {
-        if attempt > 0 {
-            // Another process keeps committing to this record: step aside for a random while
-            // (up to 2^attempt ms), so that the racers spread out instead of colliding again.
-            let ms = rand::random::<u64>() % (1 << attempt.min(7)) + 1;
-            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
-        }
-        match accept_at(
-            state,
-            &state.docs,
-            user,
-            push,
-            &change,
-            &pusher,
-            meta.as_ref(),
-        )
-        .await?
-        {
-            Some(accepted) => return Ok(accepted),
-            // Another process committed to this record meanwhile: read its new version, retry.
-            None => {
-                meta = store
-                    .record_meta(record)
-                    .await
-                    .map_err(|e| server_error(e, hash))?;
-            }
-        }
-    }
-    Err(server_error(
-        Error::Internal(format!("record {record}: the commit kept losing races")),
-        hash,
-    ))
+/// The accept decision over any [`SyncStore`]: what the push handler runs for each change, and
+/// what tests step directly against SQLite, PostgreSQL or two processes on one database.
+pub(crate) struct SyncService<'a, S> {
+    /// The sync log.
+    pub store: &'a S,
+    /// Hot documents and the records' turns.
+    pub docs: &'a DocCache,
+    /// Where accepted changes are announced.
+    pub live: &'a LiveHub,
 }
 
-/// Ingests and commits one change at the record's version in `meta`; `Ok(None)` when the commit
-/// lost a race and must be retried with a fresh version.
-async fn accept_at(
-    state: &AppState,
-    cache: &DocCache,
-    user: &AuthUser,
-    push: &PushChange,
-    change: &Change,
-    pusher: &Pusher<'_>,
-    meta: Option<&RecordMeta>,
-) -> std::result::Result<Option<Accepted>, Refusal> {
-    let store = &state.store;
-    let record = RecordId::from_bytes(push.record);
-    let hash = change.hash().0;
-    let version = meta.map_or(0, |m| m.version);
-    let mut cached = cache
-        .take(store, record, version, push.part == Part::Personal)
-        .await
-        .map_err(|e| server_error(e, hash))?;
-    let authorize = |place: &PlaceId, _: RecordKind| {
-        if user.can_access(place) {
-            Ok(())
-        } else {
-            Err(out_of_scope(hash))
-        }
-    };
-    let outcome = match (push.part, meta) {
-        (Part::Record, _) => ingest(
-            &mut cached.doc,
-            change,
-            push.kind,
-            pusher,
-            meta.map_or(0, |m| m.bytes as usize),
-            authorize,
-        ),
-        (Part::Personal, Some(m)) => rules::may_write_kind(user.role, m.kind)
-            .map_err(|v| {
-                let mut r = Refusal::new(RejectCode::Forbidden, v.to_string(), hash);
-                r.place = Some(m.place.clone());
-                r
-            })
-            .and_then(|()| {
-                let personal = cached
-                    .personal
-                    .get_or_insert_with(|| PersonalDoc::empty(record));
-                ingest_personal(personal, change, m.kind, pusher, m.personal_bytes as usize)
-            }),
-        (Part::Personal, None) => unreachable!("a personal change to an absent record waits"),
-    };
-    let applied = match outcome {
-        Ok(Ingested::Duplicate { hash }) => {
-            // The document is unchanged: keep it hot.
-            cache.put(cached);
-            let at = store
-                .change_received_at(record, &hash)
-                .await
-                .map_err(|e| server_error(e, hash))?;
-            return Ok(Some(Accepted {
+impl<S: SyncStore> SyncService<'_, S> {
+    /// Accepts or refuses one parsed change.
+    pub(crate) async fn accept(
+        &self,
+        user: &AuthUser,
+        push: &PushChange,
+        change: Change,
+        received_at: i64,
+    ) -> std::result::Result<Accepted, Refusal> {
+        let store = self.store;
+        let record = RecordId::from_bytes(push.record);
+        let hash = change.hash().0;
+        let pusher = Pusher {
+            role: user.role,
+            user: &user.username,
+            received_at,
+        };
+        // The record's turn first: a second change to it (from this push or another) then reads the
+        // version the first one committed.
+        let _turn = self.docs.lock(record).await;
+        let actor = change.actor_id().to_hex_string();
+        let (meta, held, binding) = store
+            .accept_facts(record, &hash, &actor)
+            .await
+            .map_err(|e| server_error(e, hash))?;
+        let visible = meta.as_ref().is_some_and(|m| user.can_access(&m.place));
+        // A retried push, or a relay of a change the server holds, is answered from the log without
+        // touching the document — only for a record within the pusher's grants.
+        if visible && let Some(at) = held {
+            return Ok(Accepted {
                 hash,
-                received_at: at.unwrap_or(pusher.received_at),
-            }));
+                received_at: at,
+            });
         }
-        Ok(Ingested::Applied(applied)) => applied,
-        Err(refusal) => {
-            // A refusal leaves the documents as they were.
-            cache.put(cached);
-            return Err(refusal);
-        }
-    };
-
-    // From here on the cached documents hold an uncommitted change: on any failure they are
-    // dropped (the next push reloads what is committed).
-    let value = cached
-        .doc
-        .record()
-        .map_err(|e| Refusal::new(RejectCode::InvalidRecord, e.to_string(), hash))?;
-    let place: PlaceId = value
-        .place()
-        .parse()
-        .map_err(|e: linli_sync_core::IdError| {
-            Refusal::new(RejectCode::InvalidRecord, e.to_string(), hash)
-        })?;
-    let kind = value.kind();
-    // Saved whole when new and once a tail has grown; otherwise the change extends the tail.
-    let whole = |tail: i64| tail + 1 >= SAVE_WHOLE_AFTER;
-    let projection = match push.part {
-        Part::Record => ProjectionUpdate::Record {
-            status: value.status().map(str::to_owned),
-            category: value.category().map(str::to_owned),
-            value: value.to_json(),
-            doc: meta
-                .is_none_or(|m| whole(m.doc_tail))
-                .then(|| cached.doc.save()),
-            has_conflicts: !cached.doc.conflicts().is_empty(),
-        },
-        Part::Personal => {
-            let personal = cached
-                .personal
-                .as_mut()
-                .expect("the personal part was loaded for a personal change");
-            ProjectionUpdate::Personal {
-                values: Value::Object(
-                    personal
-                        .values()
-                        .into_iter()
-                        .map(|(k, v)| (k, Value::String(v)))
-                        .collect(),
-                ),
-                doc: meta
-                    .is_none_or(|m| m.personal_bytes == 0 || whole(m.personal_tail))
-                    .then(|| personal.save()),
-            }
-        }
-    };
-    let change = NewChange {
-        hash,
-        record,
-        part: push.part,
-        place: place.clone(),
-        kind,
-        bytes: change.raw_bytes().to_vec(),
-        actor: applied.actor,
-        device: user.device_id,
-        user_id: user.user_id.clone(),
-        claimed_at: applied.claimed_at,
-        received_at: pusher.received_at,
-        touched: applied.touched,
-        message: change.message().map(str::to_owned),
-    };
-    let commit = Commit {
-        change,
-        projection,
-        expected_version: version,
-    };
-    match store.commit_change(commit).await {
-        Ok(Ok(_seq)) => {
-            cached.version = version + 1;
-            cache.put(cached);
-            state.live.record_changed(
-                record.to_string(),
-                place.clone(),
-                kind.as_str(),
-                user.device_id.to_string(),
-            );
-            Ok(Some(Accepted {
-                hash,
-                received_at: pusher.received_at,
-            }))
-        }
-        Ok(Err(CommitConflict::Version)) => Ok(None),
-        Ok(Err(CommitConflict::ForeignActor)) => {
+        // A new change under an actor bound to another device is refused before any document work
+        // (the commit checks the binding again, atomically with making it). Asked for every record,
+        // visible or not, so the answer says nothing about whether the record exists.
+        if let ActorBinding::Device(d) = binding
+            && d != user.device_id.to_string()
+        {
             let mut r = Refusal::new(
                 RejectCode::ForeignActor,
                 "this change was made under another device's actor",
                 hash,
             );
-            r.place = Some(place);
-            Err(r)
+            r.place = meta.as_ref().map(|m| m.place.clone());
+            return Err(r);
         }
-        Err(e) => Err(server_error(e, hash)),
+        let meta = match meta {
+            Some(m) if visible => Some(m),
+            Some(m) => {
+                let mut r = as_if_absent(user, push, &change, &pusher, true);
+                // Stored for the back-office of the record's own place.
+                r.place = Some(m.place);
+                return Err(r);
+            }
+            None if push.part == Part::Personal => {
+                return Err(as_if_absent(user, push, &change, &pusher, false));
+            }
+            None => None,
+        };
+
+        let mut meta = meta;
+        for attempt in 0..COMMIT_RETRIES {
+            if attempt > 0 {
+                // Another process keeps committing to this record: step aside for a random while
+                // (up to 2^attempt ms), so that the racers spread out instead of colliding again.
+                let ms = rand::random::<u64>() % (1 << attempt.min(7)) + 1;
+                tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+            }
+            match self
+                .accept_at(user, push, &change, &pusher, meta.as_ref())
+                .await?
+            {
+                Some(accepted) => return Ok(accepted),
+                // Another process committed to this record meanwhile: read its new version, retry.
+                None => {
+                    meta = store
+                        .record_meta(record)
+                        .await
+                        .map_err(|e| server_error(e, hash))?;
+                }
+            }
+        }
+        Err(server_error(
+            Error::Internal(format!("record {record}: the commit kept losing races")),
+            hash,
+        ))
+    }
+
+    /// Ingests and commits one change at the record's version in `meta`; `Ok(None)` when the commit
+    /// lost a race and must be retried with a fresh version.
+    async fn accept_at(
+        &self,
+        user: &AuthUser,
+        push: &PushChange,
+        change: &Change,
+        pusher: &Pusher<'_>,
+        meta: Option<&RecordMeta>,
+    ) -> std::result::Result<Option<Accepted>, Refusal> {
+        let (store, cache) = (self.store, self.docs);
+        let record = RecordId::from_bytes(push.record);
+        let hash = change.hash().0;
+        let version = meta.map_or(0, |m| m.version);
+        let mut cached = cache
+            .take(store, record, version, push.part == Part::Personal)
+            .await
+            .map_err(|e| server_error(e, hash))?;
+        let authorize = |place: &PlaceId, _: RecordKind| {
+            if user.can_access(place) {
+                Ok(())
+            } else {
+                Err(out_of_scope(hash))
+            }
+        };
+        let outcome = match (push.part, meta) {
+            (Part::Record, _) => ingest(
+                &mut cached.doc,
+                change,
+                push.kind,
+                pusher,
+                meta.map_or(0, |m| m.bytes as usize),
+                authorize,
+            ),
+            (Part::Personal, Some(m)) => rules::may_write_kind(user.role, m.kind)
+                .map_err(|v| {
+                    let mut r = Refusal::new(RejectCode::Forbidden, v.to_string(), hash);
+                    r.place = Some(m.place.clone());
+                    r
+                })
+                .and_then(|()| {
+                    let personal = cached
+                        .personal
+                        .get_or_insert_with(|| PersonalDoc::empty(record));
+                    ingest_personal(personal, change, m.kind, pusher, m.personal_bytes as usize)
+                }),
+            (Part::Personal, None) => unreachable!("a personal change to an absent record waits"),
+        };
+        let applied = match outcome {
+            Ok(Ingested::Duplicate { hash }) => {
+                // The document is unchanged: keep it hot.
+                cache.put(cached);
+                let at = store
+                    .change_received_at(record, &hash)
+                    .await
+                    .map_err(|e| server_error(e, hash))?;
+                return Ok(Some(Accepted {
+                    hash,
+                    received_at: at.unwrap_or(pusher.received_at),
+                }));
+            }
+            Ok(Ingested::Applied(applied)) => applied,
+            Err(refusal) => {
+                // A refusal leaves the documents as they were.
+                cache.put(cached);
+                return Err(refusal);
+            }
+        };
+
+        // From here on the cached documents hold an uncommitted change: on any failure they are
+        // dropped (the next push reloads what is committed).
+        let value = cached
+            .doc
+            .record()
+            .map_err(|e| Refusal::new(RejectCode::InvalidRecord, e.to_string(), hash))?;
+        let place: PlaceId = value
+            .place()
+            .parse()
+            .map_err(|e: linli_sync_core::IdError| {
+                Refusal::new(RejectCode::InvalidRecord, e.to_string(), hash)
+            })?;
+        let kind = value.kind();
+        // Saved whole when new and once a tail has grown; otherwise the change extends the tail.
+        let whole = |tail: i64| tail + 1 >= SAVE_WHOLE_AFTER;
+        let projection = match push.part {
+            Part::Record => ProjectionUpdate::Record {
+                status: value.status().map(str::to_owned),
+                category: value.category().map(str::to_owned),
+                value: value.to_json(),
+                doc: meta
+                    .is_none_or(|m| whole(m.doc_tail))
+                    .then(|| cached.doc.save()),
+                has_conflicts: !cached.doc.conflicts().is_empty(),
+            },
+            Part::Personal => {
+                let personal = cached
+                    .personal
+                    .as_mut()
+                    .expect("the personal part was loaded for a personal change");
+                ProjectionUpdate::Personal {
+                    values: Value::Object(
+                        personal
+                            .values()
+                            .into_iter()
+                            .map(|(k, v)| (k, Value::String(v)))
+                            .collect(),
+                    ),
+                    doc: meta
+                        .is_none_or(|m| m.personal_bytes == 0 || whole(m.personal_tail))
+                        .then(|| personal.save()),
+                }
+            }
+        };
+        let change = NewChange {
+            hash,
+            record,
+            part: push.part,
+            place: place.clone(),
+            kind,
+            bytes: change.raw_bytes().to_vec(),
+            actor: applied.actor,
+            device: user.device_id,
+            user_id: user.user_id.clone(),
+            claimed_at: applied.claimed_at,
+            received_at: pusher.received_at,
+            touched: applied.touched,
+            message: change.message().map(str::to_owned),
+        };
+        let commit = Commit {
+            change,
+            projection,
+            expected_version: version,
+        };
+        match store.commit(commit).await {
+            Ok(Ok(_seq)) => {
+                cached.version = version + 1;
+                cache.put(cached);
+                self.live.record_changed(
+                    record.to_string(),
+                    place.clone(),
+                    kind.as_str(),
+                    user.device_id.to_string(),
+                );
+                Ok(Some(Accepted {
+                    hash,
+                    received_at: pusher.received_at,
+                }))
+            }
+            Ok(Err(CommitConflict::Version)) => Ok(None),
+            Ok(Err(CommitConflict::ForeignActor)) => {
+                let mut r = Refusal::new(
+                    RejectCode::ForeignActor,
+                    "this change was made under another device's actor",
+                    hash,
+                );
+                r.place = Some(place);
+                Err(r)
+            }
+            Err(e) => Err(server_error(e, hash)),
+        }
     }
 }
 

@@ -7,6 +7,8 @@
 //! disk". The task is independent of the requests: a phone that hangs up mid-commit does not
 //! abort the others' commits (its change is committed, and its retry is answered from the log).
 
+use std::future::Future;
+
 use sqlx::SqlitePool;
 use tokio::sync::{mpsc, oneshot};
 
@@ -18,7 +20,7 @@ const MAX_GROUP: usize = 256;
 /// Changes waiting for the committer before senders wait for room.
 const QUEUE: usize = 4096;
 
-type Outcome = Result<std::result::Result<i64, CommitConflict>>;
+pub(super) type Outcome = Result<std::result::Result<i64, CommitConflict>>;
 
 /// A write the committer makes for its sender.
 #[derive(Debug)]
@@ -35,6 +37,19 @@ pub(super) enum Work {
     },
 }
 
+/// A database the committer writes groups to: one transaction per group, one savepoint per
+/// work, outcomes in the works' order.
+pub(super) trait Writer: Send + Sync + 'static {
+    /// Writes the group; `Err` when the transaction as a whole failed.
+    fn commit_group(&self, works: &[&Work]) -> impl Future<Output = Result<Vec<Outcome>>> + Send;
+}
+
+impl Writer for SqlitePool {
+    fn commit_group(&self, works: &[&Work]) -> impl Future<Output = Result<Vec<Outcome>>> + Send {
+        commit_group(self, works)
+    }
+}
+
 struct Pending {
     work: Work,
     reply: oneshot::Sender<Outcome>,
@@ -48,9 +63,9 @@ pub(super) struct GroupCommit {
 
 impl GroupCommit {
     /// Starts the committer task on the current runtime. It ends when every sender is dropped.
-    pub(super) fn start(pool: SqlitePool) -> Self {
+    pub(super) fn start(writer: impl Writer) -> Self {
         let (queue, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run(pool, rx));
+        tokio::spawn(run(writer, rx));
         Self { queue }
     }
 
@@ -67,11 +82,11 @@ impl GroupCommit {
     }
 }
 
-async fn run(pool: SqlitePool, mut rx: mpsc::Receiver<Pending>) {
+async fn run(writer: impl Writer, mut rx: mpsc::Receiver<Pending>) {
     let mut group = Vec::with_capacity(MAX_GROUP);
     while rx.recv_many(&mut group, MAX_GROUP).await > 0 {
         let works: Vec<&Work> = group.iter().map(|p| &p.work).collect();
-        match commit_group(&pool, &works).await {
+        match writer.commit_group(&works).await {
             Ok(outcomes) => {
                 for (pending, outcome) in group.drain(..).zip(outcomes) {
                     let _ = pending.reply.send(outcome);

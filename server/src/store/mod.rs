@@ -4,12 +4,21 @@
 //! The SQLite file is opened in WAL mode with `synchronous = FULL`: when a method that writes
 //! returns, the write is on disk, so an acknowledgement sent after it is a promise kept.
 
+#[cfg(test)]
+mod account_conformance;
+mod account_seam;
 mod accounts;
+#[cfg(test)]
+mod conformance;
 mod group;
+mod key_seam;
 mod keys;
 mod log;
 pub mod office;
+pub mod pg;
+mod pg_accounts;
 mod projection;
+mod seam;
 mod tokens;
 mod web_sessions;
 
@@ -25,7 +34,9 @@ use sqlx::sqlite::{
 };
 use sqlx::{QueryBuilder, SqlSafeStr, Sqlite};
 
+pub use account_seam::AccountStore;
 pub use accounts::{DeviceRow, Principal};
+pub use key_seam::KeyStore;
 pub use keys::SigningKeyRow;
 pub use log::{
     ActorBinding, ChangeMeta, Commit, CommitConflict, NewChange, ProjectionUpdate, PulledPage,
@@ -35,7 +46,9 @@ pub use office::{
     BuildingCount, CodeCount, MonthCount, OfficeFilter, OfficeStats, SessionStat, Share, Sort,
     StatsFilter, VolunteerStat,
 };
+pub use pg::PgStore;
 pub use projection::{RecordFilter, RecordRow};
+pub use seam::{AcceptFacts, Snapshot, StoreError, StoreResult, SyncStore};
 pub use tokens::{NewRefreshToken, RefreshAttempt, RefreshOutcome};
 pub use web_sessions::{NewWebSession, WebSessionRow};
 
@@ -181,7 +194,7 @@ impl Store {
         Ok(store)
     }
 
-    fn over(pool: SqlitePool) -> Store {
+    pub(crate) fn over(pool: SqlitePool) -> Store {
         Store {
             group: group::GroupCommit::start(pool.clone()),
             pool,
@@ -247,6 +260,15 @@ impl Store {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+
+    /// The database file's path.
+    pub async fn path(&self) -> Result<PathBuf> {
+        let path: String =
+            sqlx::query_scalar("SELECT file FROM pragma_database_list WHERE name = 'main'")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(PathBuf::from(path))
+    }
 }
 
 /// Makes the database file readable by its owner only, creating it so when missing (SQLite then
@@ -278,10 +300,14 @@ fn owner_only(path: &Path) -> Result<()> {
 /// Appends `(column within any of scopes)` to a query. "Within" means the place itself or any
 /// place below it; the subtree test is a range on the path (`p/` ≤ x < `p0`, since `0` follows
 /// `/` in byte order), exact and able to use the column's index (unlike `LIKE`, where `_` in a
-/// path would be a wildcard). No scopes means nothing matches.
-fn push_within(qb: &mut QueryBuilder<Sqlite>, column: &str, scopes: &[PlaceId]) {
+/// path would be a wildcard). No scopes means nothing matches. PostgreSQL columns compared this
+/// way are `COLLATE "C"`, so the order is bytes there too.
+fn push_within<DB: sqlx::Database>(qb: &mut QueryBuilder<DB>, column: &str, scopes: &[PlaceId])
+where
+    for<'a> String: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
     if scopes.is_empty() {
-        qb.push("(0)");
+        qb.push("(1 = 0)");
         return;
     }
     qb.push("(");

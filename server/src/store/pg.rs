@@ -1,0 +1,908 @@
+//! The PostgreSQL backend of the sync path ([`SyncStore`]), for several server processes on one
+//! database.
+//!
+//! What differs from SQLite, and why:
+//! - Writers run concurrently, so a sequence cannot give log positions (a transaction can take
+//!   7, stay open while 8 commits, and commit after a reader moved past 8). A commit group writes
+//!   its changes with no position, then, as its last statements, takes a range of positions
+//!   from the one-row `log_head` (whose row lock is held until commit) and stamps them. Commits
+//!   therefore take their ranges in commit order, and a reader that sees `log_head` at *n* sees
+//!   every change up to *n* (see docs/PROTOCOL.md).
+//! - Two processes may accept changes to one record at once: the version compare-and-set in
+//!   the `UPDATE` (which waits for the other's row lock, then re-reads the version) makes one of
+//!   them reload and ingest again.
+//! - A group that deadlocks with another process's group (they lock records in different
+//!   orders) is rolled back by PostgreSQL and written again.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::TryStreamExt;
+use linli_sync_core::protocol::Part;
+use linli_sync_core::{DeviceId, PlaceId, RecordId, RecordKind};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
+use sqlx::{Postgres, QueryBuilder, Row, SqlSafeStr};
+
+use super::group::{GroupCommit, Outcome, Work, Writer};
+use super::log::{
+    ActorBinding, Commit, CommitConflict, ProjectionUpdate, PulledPage, PulledRow, RecordMeta,
+};
+use super::seam::{AcceptFacts, Snapshot, StoreError, StoreResult, SyncStore};
+use super::{place_from_db, push_within};
+use crate::error::{Error, Result};
+use crate::web::live::LiveHub;
+
+/// The numbered migrations of the PostgreSQL backend (its own series, beside SQLite's).
+const PG_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "sync",
+        include_str!("../../migrations/postgres/0001_sync.sql"),
+    ),
+    (
+        2,
+        "accounts",
+        include_str!("../../migrations/postgres/0002_accounts.sql"),
+    ),
+    (
+        3,
+        "signing_keys",
+        include_str!("../../migrations/postgres/0003_signing_keys.sql"),
+    ),
+];
+
+fn pg_migrator() -> Migrator {
+    Migrator::with_migrations(
+        PG_MIGRATIONS
+            .iter()
+            .map(|(version, description, sql)| {
+                Migration::new(
+                    *version,
+                    Cow::Borrowed(*description),
+                    MigrationType::Simple,
+                    sql.into_sql_str(),
+                    false,
+                )
+            })
+            .collect(),
+    )
+}
+
+/// How often a group that PostgreSQL rolled back (deadlock, serialization) is written again.
+const GROUP_RETRIES: usize = 5;
+
+/// The sync log on PostgreSQL.
+#[derive(Clone, Debug)]
+pub struct PgStore {
+    pool: PgPool,
+    group: GroupCommit,
+    /// This process's name in change notifications, so it skips its own.
+    node: Arc<str>,
+}
+
+impl PgStore {
+    /// Connects to `url` (`postgres://user@host:port/db`) and runs pending migrations.
+    pub async fn open(url: &str) -> Result<PgStore> {
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|e| Error::BadRequest(format!("bad database url: {e}")))?
+            .application_name("linli-server");
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await?;
+        pg_migrator().run(&pool).await?;
+        let node: Arc<str> = uuid::Uuid::new_v4().simple().to_string().into();
+        Ok(PgStore {
+            group: GroupCommit::start(PgWriter {
+                pool: pool.clone(),
+                node: node.clone(),
+            }),
+            pool,
+            node,
+        })
+    }
+
+    /// Announces on `hub` the changes other processes on this database commit, as PostgreSQL
+    /// delivers their notifications (this process announces its own as it commits them).
+    /// Returns once listening, so nothing committed after it returns is missed while the
+    /// connection holds; after a lost connection the listener reconnects, and what was committed
+    /// meanwhile is not announced (an announcement is only a hint to sync: phones and pages
+    /// still find the changes by pulling).
+    pub async fn forward_changes(&self, hub: Arc<LiveHub>) -> Result<tokio::task::JoinHandle<()>> {
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen(CHANNEL).await?;
+        let node = self.node.clone();
+        Ok(tokio::spawn(async move {
+            loop {
+                match listener.recv().await {
+                    Ok(n) => announce(&hub, &node, n.payload()),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the change listener lost its connection");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        }))
+    }
+
+    /// The pool (for the parts of the server not yet behind the seam, and for tests).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Closes the pool (waits for connections to be returned).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+type MetaRow = (
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+);
+
+fn meta_from_row(row: MetaRow) -> StoreResult<Option<RecordMeta>> {
+    let (place, kind, version, bytes, personal_bytes, doc_tail, personal_tail) = row;
+    let (Some(place), Some(kind)) = (place, kind) else {
+        return Ok(None);
+    };
+    Ok(Some(RecordMeta {
+        place: place_from_db(&place).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        kind: kind
+            .parse()
+            .map_err(|e| StoreError::Corrupt(format!("{e}")))?,
+        version: version.unwrap_or(0),
+        bytes: bytes.unwrap_or(0),
+        personal_bytes: personal_bytes.unwrap_or(0),
+        doc_tail: doc_tail.unwrap_or(0),
+        personal_tail: personal_tail.unwrap_or(0),
+    }))
+}
+
+/// One statement (one snapshot) reading a saved document and the tail of changes after it.
+const DOC_WITH_TAIL: &str = "SELECT CASE WHEN r.doc_tail > 0 THEN r.doc || COALESCE((
+            SELECT string_agg(c.bytes, ''::bytea ORDER BY c.seq) FROM changes c
+            WHERE c.record_id = r.id AND c.part = 'record' AND c.seq > r.doc_seq), ''::bytea)
+        ELSE r.doc END
+     FROM records r WHERE r.id = $1";
+
+const PERSONAL_WITH_TAIL: &str =
+    "SELECT CASE WHEN r.personal_tail > 0 THEN r.personal_doc || COALESCE((
+            SELECT string_agg(c.bytes, ''::bytea ORDER BY c.seq) FROM changes c
+            WHERE c.record_id = r.id AND c.part = 'personal' AND c.seq > r.personal_seq),
+            ''::bytea)
+        ELSE r.personal_doc END
+     FROM records r WHERE r.id = $1";
+
+impl SyncStore for PgStore {
+    async fn accept_facts(
+        &self,
+        record: RecordId,
+        hash: &[u8; 32],
+        actor: &str,
+    ) -> StoreResult<AcceptFacts> {
+        let row = sqlx::query(
+            "SELECT r.place, r.kind, r.version, r.bytes, r.personal_bytes, r.doc_tail,
+                    r.personal_tail,
+                    (SELECT received_at FROM changes WHERE record_id = $1 AND hash = $2) AS held,
+                    (SELECT device_id FROM actors WHERE actor = $3) AS bound
+             FROM (SELECT 1) AS one LEFT JOIN records r ON r.id = $1",
+        )
+        .bind(record.to_string())
+        .bind(&hash[..])
+        .bind(actor)
+        .fetch_one(&self.pool)
+        .await?;
+        let meta = meta_from_row((
+            row.try_get("place")?,
+            row.try_get("kind")?,
+            row.try_get("version")?,
+            row.try_get("bytes")?,
+            row.try_get("personal_bytes")?,
+            row.try_get("doc_tail")?,
+            row.try_get("personal_tail")?,
+        ))?;
+        let held: Option<i64> = row.try_get("held")?;
+        let bound: Option<String> = row.try_get("bound")?;
+        Ok((
+            meta,
+            held,
+            bound.map_or(ActorBinding::Unknown, ActorBinding::Device),
+        ))
+    }
+
+    async fn record_meta(&self, record: RecordId) -> StoreResult<Option<RecordMeta>> {
+        let row: Option<MetaRow> = sqlx::query_as(
+            "SELECT place, kind, version, bytes, personal_bytes, doc_tail, personal_tail
+             FROM records WHERE id = $1",
+        )
+        .bind(record.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(row) => meta_from_row(row),
+            None => Ok(None),
+        }
+    }
+
+    async fn change_received_at(
+        &self,
+        record: RecordId,
+        hash: &[u8; 32],
+    ) -> StoreResult<Option<i64>> {
+        Ok(
+            sqlx::query_scalar(
+                "SELECT received_at FROM changes WHERE record_id = $1 AND hash = $2",
+            )
+            .bind(record.to_string())
+            .bind(&hash[..])
+            .fetch_optional(&self.pool)
+            .await?,
+        )
+    }
+
+    async fn record_doc(&self, record: RecordId) -> StoreResult<Option<Vec<u8>>> {
+        Ok(sqlx::query_scalar(DOC_WITH_TAIL)
+            .bind(record.to_string())
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    async fn personal_doc(&self, record: RecordId) -> StoreResult<Option<Vec<u8>>> {
+        let doc: Option<Option<Vec<u8>>> = sqlx::query_scalar(PERSONAL_WITH_TAIL)
+            .bind(record.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(doc.flatten())
+    }
+
+    async fn commit(
+        &self,
+        commit: Commit,
+    ) -> StoreResult<std::result::Result<i64, CommitConflict>> {
+        Ok(self.group.commit(Work::Commit(Box::new(commit))).await?)
+    }
+
+    async fn log_end(&self) -> StoreResult<i64> {
+        Ok(sqlx::query_scalar("SELECT seq FROM log_head")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    async fn pull(
+        &self,
+        cursor: i64,
+        me: DeviceId,
+        scopes: &[PlaceId],
+        personal: bool,
+        limit: u32,
+        max_bytes: usize,
+    ) -> StoreResult<PulledPage> {
+        // One snapshot for the end and the page: the end it reads covers what it can see.
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await?;
+        let end: i64 = sqlx::query_scalar("SELECT seq FROM log_head")
+            .fetch_one(&mut *tx)
+            .await?;
+        let mut page = PulledPage {
+            rows: Vec::new(),
+            end,
+            full: false,
+        };
+        if end > cursor && !scopes.is_empty() {
+            let mut qb = QueryBuilder::<Postgres>::new(
+                "SELECT c.seq, c.record_id, c.part, c.replaces, c.bytes, c.received_at,
+                        c.device_id, u.username
+                 FROM changes c JOIN users u ON u.id = c.user_id
+                 WHERE c.seq > ",
+            );
+            qb.push_bind(cursor);
+            qb.push(" AND c.seq <= ");
+            qb.push_bind(end);
+            qb.push(" AND c.device_id <> ");
+            qb.push_bind(me.to_string());
+            if !personal {
+                qb.push(" AND c.part = 'record'");
+            }
+            qb.push(" AND ");
+            push_within(&mut qb, "c.place", scopes);
+            qb.push(" ORDER BY c.seq LIMIT ");
+            qb.push_bind(i64::from(limit) + 1);
+            let query = qb.build();
+            let mut rows = query.fetch(&mut *tx);
+            let mut bytes = 0usize;
+            while let Some(row) = rows.try_next().await? {
+                let data: Vec<u8> = row.try_get("bytes")?;
+                let over_bytes = !page.rows.is_empty() && bytes + data.len() > max_bytes;
+                if page.rows.len() == limit as usize || over_bytes {
+                    page.full = true;
+                    break;
+                }
+                bytes += data.len();
+                let part: String = row.try_get("part")?;
+                page.rows.push(PulledRow {
+                    seq: row.try_get("seq")?,
+                    record_id: row.try_get("record_id")?,
+                    part: part.parse().map_err(StoreError::Corrupt)?,
+                    replaces: row.try_get("replaces")?,
+                    bytes: data,
+                    received_at: row.try_get("received_at")?,
+                    username: row.try_get("username")?,
+                    device_id: row.try_get("device_id")?,
+                });
+            }
+        }
+        tx.commit().await?;
+        Ok(page)
+    }
+
+    async fn snapshots_within(
+        &self,
+        scopes: &[PlaceId],
+        after: Option<&str>,
+        limit: u32,
+        max_bytes: usize,
+        personal: bool,
+    ) -> StoreResult<Vec<Snapshot>> {
+        // Each row carries its document with its tail appended, all in the statement's snapshot.
+        let mut qb = QueryBuilder::<Postgres>::new(
+            "SELECT r.id,
+                    CASE WHEN r.doc_tail > 0 THEN r.doc || COALESCE((
+                        SELECT string_agg(c.bytes, ''::bytea ORDER BY c.seq) FROM changes c
+                        WHERE c.record_id = r.id AND c.part = 'record' AND c.seq > r.doc_seq),
+                        ''::bytea) ELSE r.doc END AS doc, ",
+        );
+        qb.push(if personal {
+            "CASE WHEN r.personal_tail > 0 THEN r.personal_doc || COALESCE((
+                 SELECT string_agg(c.bytes, ''::bytea ORDER BY c.seq) FROM changes c
+                 WHERE c.record_id = r.id AND c.part = 'personal' AND c.seq > r.personal_seq),
+                 ''::bytea) ELSE r.personal_doc END AS personal_doc"
+        } else {
+            "NULL::bytea AS personal_doc"
+        });
+        qb.push(" FROM records r WHERE ");
+        push_within(&mut qb, "r.place", scopes);
+        if let Some(a) = after {
+            qb.push(" AND r.id > ").push_bind(a.to_string());
+        }
+        qb.push(" ORDER BY r.id LIMIT ").push_bind(i64::from(limit));
+        let query = qb.build();
+        let mut rows = query.fetch(&self.pool);
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        while let Some(row) = rows.try_next().await? {
+            let id: String = row.try_get("id")?;
+            let doc: Vec<u8> = row.try_get("doc")?;
+            let personal_doc: Option<Vec<u8>> = row.try_get("personal_doc")?;
+            bytes += doc.len() + personal_doc.as_ref().map_or(0, Vec::len);
+            out.push((id, doc, personal_doc));
+            if bytes >= max_bytes {
+                break;
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The notification channel of committed changes.
+const CHANNEL: &str = "linli_changes";
+/// PostgreSQL refuses payloads of 8,000 bytes and more; a group's announcements are split below.
+const MAX_PAYLOAD: usize = 7_000;
+
+/// A group's committed changes as notifications: `{"node": …, "changes": [[record, place, kind,
+/// device], …]}`, each under [`MAX_PAYLOAD`].
+fn notifications(node: &str, logged: &[Logged]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut batch: Vec<[&str; 4]> = Vec::new();
+    let mut size = 0;
+    for l in logged {
+        let entry = [
+            l.record.as_str(),
+            l.place.as_str(),
+            l.kind.as_str(),
+            l.device.as_str(),
+        ];
+        let len: usize = entry.iter().map(|s| s.len() + 8).sum();
+        if size + len > MAX_PAYLOAD - 100 && !batch.is_empty() {
+            out.push(serde_json::json!({ "node": node, "changes": batch }).to_string());
+            batch.clear();
+            size = 0;
+        }
+        batch.push(entry);
+        size += len;
+    }
+    if !batch.is_empty() {
+        out.push(serde_json::json!({ "node": node, "changes": batch }).to_string());
+    }
+    out
+}
+
+/// Announces another process's notification on the hub (its own are skipped; a payload that does
+/// not parse is logged and dropped).
+fn announce(hub: &LiveHub, me: &str, payload: &str) {
+    #[derive(serde::Deserialize)]
+    struct Payload {
+        node: String,
+        changes: Vec<[String; 4]>,
+    }
+    let parsed: Payload = match serde_json::from_str(payload) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(error = %e, "a change notification did not parse");
+            return;
+        }
+    };
+    if parsed.node == me {
+        return;
+    }
+    for [record, place, kind, device] in parsed.changes {
+        let (Ok(place), Ok(kind)) = (place.parse::<PlaceId>(), kind.parse::<RecordKind>()) else {
+            continue;
+        };
+        hub.record_changed(record, place, kind.as_str(), device);
+    }
+}
+
+/// The committer's side: writes groups to PostgreSQL.
+#[derive(Debug)]
+struct PgWriter {
+    pool: PgPool,
+    node: Arc<str>,
+}
+
+impl Writer for PgWriter {
+    async fn commit_group(&self, works: &[&Work]) -> Result<Vec<Outcome>> {
+        let mut attempt = 0;
+        loop {
+            match commit_group(&self.pool, &self.node, works).await {
+                Err(Error::Database(e)) if attempt < GROUP_RETRIES && is_retryable(&e) => {
+                    attempt += 1;
+                    tracing::warn!(error = %e, attempt, "a commit group was rolled back; writing it again");
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+/// Deadlock or serialization failure: PostgreSQL rolled the transaction back, and writing it
+/// again may succeed.
+fn is_retryable(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .is_some_and(|code| code == "40P01" || code == "40001")
+}
+
+/// What a change written in the group still needs once positions are handed out.
+struct Logged {
+    /// Index of its work in the group.
+    work: usize,
+    /// Its row in `changes`.
+    row: i64,
+    record: String,
+    place: String,
+    kind: RecordKind,
+    device: String,
+    /// The part saved whole by this commit, if any.
+    whole: Option<Part>,
+}
+
+async fn commit_group(pool: &PgPool, node: &str, works: &[&Work]) -> Result<Vec<Outcome>> {
+    // Records are written in id order (a change's commits keep their order within a record), so
+    // two processes' groups lock the records they share in the same order and rarely deadlock.
+    let mut order: Vec<usize> = (0..works.len()).collect();
+    order.sort_by(|&a, &b| group_key(works[a]).cmp(&group_key(works[b])));
+    let mut tx = pool.begin().await?;
+    let mut outcomes: Vec<Option<Outcome>> = (0..works.len()).map(|_| None).collect();
+    let mut logged = Vec::new();
+    for i in order {
+        let mut savepoint = sqlx::Connection::begin(&mut *tx).await?;
+        let outcome = match works[i] {
+            Work::Commit(commit) => match commit_in(&mut savepoint, commit).await {
+                Ok(Ok((row, whole))) => {
+                    logged.push(Logged {
+                        work: i,
+                        row,
+                        record: commit.change.record.to_string(),
+                        place: commit.change.place.as_str().to_string(),
+                        kind: commit.change.kind,
+                        device: commit.change.device.to_string(),
+                        whole,
+                    });
+                    Ok(Ok(0))
+                }
+                Ok(Err(conflict)) => Ok(Err(conflict)),
+                Err(e) => Err(e),
+            },
+            Work::Touch { device, now } => {
+                sqlx::query("UPDATE devices SET last_seen = $1 WHERE id = $2 AND last_seen < $3")
+                    .bind(now)
+                    .bind(device)
+                    .bind(now - 60_000)
+                    .execute(&mut *savepoint)
+                    .await
+                    .map(|_| Ok(0))
+                    .map_err(Error::from)
+            }
+        };
+        if matches!(outcome, Ok(Ok(_))) {
+            savepoint.commit().await?;
+        } else {
+            savepoint.rollback().await?;
+        }
+        outcomes[i] = Some(outcome);
+    }
+    if !logged.is_empty() {
+        stamp_positions(&mut tx, &mut logged).await?;
+        for l in &logged {
+            outcomes[l.work] = Some(Ok(Ok(l.row)));
+        }
+        // Delivered by PostgreSQL only if and when the transaction commits.
+        for payload in notifications(node, &logged) {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(CHANNEL)
+                .bind(payload)
+                .execute(&mut *tx)
+                .await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(outcomes
+        .into_iter()
+        .map(|o| o.unwrap_or_else(|| Err(Error::Internal("a work was not written".into()))))
+        .collect())
+}
+
+fn group_key(work: &Work) -> Option<String> {
+    match work {
+        Work::Commit(c) => Some(c.change.record.to_string()),
+        Work::Touch { .. } => None,
+    }
+}
+
+/// The group's last statements: takes a range of log positions from `log_head` (its row lock,
+/// held until commit, puts the ranges in commit order) and writes them into the group's changes
+/// and their records. Replaces each `Logged::row` with the change's position.
+async fn stamp_positions(tx: &mut PgConnection, logged: &mut [Logged]) -> Result<()> {
+    let n = logged.len() as i64;
+    let base: i64 = sqlx::query_scalar("UPDATE log_head SET seq = seq + $1 RETURNING seq - $1")
+        .bind(n)
+        .fetch_one(&mut *tx)
+        .await?;
+    // Positions follow the order the changes were written in, so a record's changes keep their
+    // order in the log (every change after its dependencies).
+    let mut rows = Vec::with_capacity(logged.len());
+    let mut seqs = Vec::with_capacity(logged.len());
+    // Record → (last position, position of its last whole save of each part, or 0).
+    let mut records: HashMap<&str, (i64, i64, i64)> = HashMap::new();
+    for (k, l) in logged.iter().enumerate() {
+        let seq = base + 1 + k as i64;
+        rows.push(l.row);
+        seqs.push(seq);
+        let r = records.entry(l.record.as_str()).or_insert((0, 0, 0));
+        r.0 = seq;
+        match l.whole {
+            Some(Part::Record) => r.1 = seq,
+            Some(Part::Personal) => r.2 = seq,
+            None => {}
+        }
+    }
+    sqlx::query(
+        "UPDATE changes SET seq = v.seq
+         FROM UNNEST($1::bigint[], $2::bigint[]) AS v(id, seq) WHERE changes.id = v.id",
+    )
+    .bind(&rows)
+    .bind(&seqs)
+    .execute(&mut *tx)
+    .await?;
+    let (mut ids, mut last, mut doc, mut personal) = (vec![], vec![], vec![], vec![]);
+    for (id, (l, d, p)) in records {
+        ids.push(id.to_string());
+        last.push(l);
+        doc.push(d);
+        personal.push(p);
+    }
+    sqlx::query(
+        "UPDATE records r SET last_seq = v.last,
+                doc_seq = CASE WHEN v.doc > 0 THEN v.doc ELSE r.doc_seq END,
+                personal_seq = CASE WHEN v.personal > 0 THEN v.personal ELSE r.personal_seq END
+         FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::bigint[])
+              AS v(id, last, doc, personal)
+         WHERE r.id = v.id",
+    )
+    .bind(&ids)
+    .bind(&last)
+    .bind(&doc)
+    .bind(&personal)
+    .execute(&mut *tx)
+    .await?;
+    for (l, seq) in logged.iter_mut().zip(seqs) {
+        l.row = seq;
+    }
+    Ok(())
+}
+
+/// Within the group's transaction: binds the actor, compares and bumps the record's version
+/// (writing its new state), and writes the change without a position. Returns the change's row
+/// and the part this commit saved whole.
+async fn commit_in(
+    conn: &mut PgConnection,
+    commit: &Commit,
+) -> Result<std::result::Result<(i64, Option<Part>), CommitConflict>> {
+    let Commit {
+        change,
+        projection,
+        expected_version,
+    } = commit;
+    let device = change.device.to_string();
+    let record = change.record.to_string();
+    let size = i64::try_from(change.bytes.len()).unwrap_or(i64::MAX);
+    // Bound here or by another process's committed (or, waited for, committing) transaction.
+    let bound: Option<String> = sqlx::query_scalar(
+        "INSERT INTO actors (actor, device_id, first_seen) VALUES ($1, $2, $3)
+         ON CONFLICT (actor) DO NOTHING RETURNING device_id",
+    )
+    .bind(&change.actor)
+    .bind(&device)
+    .bind(change.received_at)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if bound.is_none() {
+        let owner: String = sqlx::query_scalar("SELECT device_id FROM actors WHERE actor = $1")
+            .bind(&change.actor)
+            .fetch_one(&mut *conn)
+            .await?;
+        if owner != device {
+            return Ok(Err(CommitConflict::ForeignActor));
+        }
+    }
+    let whole = match projection {
+        ProjectionUpdate::Record { doc: Some(_), .. } => Some(Part::Record),
+        ProjectionUpdate::Personal { doc: Some(_), .. } => Some(Part::Personal),
+        _ => None,
+    };
+    let updated = match projection {
+        ProjectionUpdate::Record {
+            status,
+            category,
+            value,
+            doc,
+            has_conflicts,
+        } if *expected_version == 0 => sqlx::query(
+            "INSERT INTO records (id, kind, place, status, category, created_at, updated_at,
+                                  last_seq, value, has_conflicts, doc, bytes, version)
+             VALUES ($1, $2, $3, $4, $5, $6, $6, 0, $7::jsonb, $8, $9, $10, 1)
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&record)
+        .bind(change.kind.as_str())
+        .bind(change.place.as_str())
+        .bind(status.as_deref())
+        .bind(category.as_deref())
+        .bind(change.received_at)
+        .bind(value.to_string())
+        .bind(has_conflicts)
+        .bind(
+            doc.as_deref()
+                .ok_or_else(|| Error::Internal("a new record is saved whole".into()))?,
+        )
+        .bind(size)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected(),
+        ProjectionUpdate::Record {
+            status,
+            category,
+            value,
+            doc,
+            has_conflicts,
+        } => sqlx::query(
+            "UPDATE records SET status = $1, category = $2, updated_at = $3, value = $4::jsonb,
+                    has_conflicts = $5, bytes = bytes + $6, version = version + 1,
+                    doc = COALESCE($7, doc),
+                    doc_tail = CASE WHEN $7::bytea IS NULL THEN doc_tail + 1 ELSE 0 END
+             WHERE id = $8 AND version = $9",
+        )
+        .bind(status.as_deref())
+        .bind(category.as_deref())
+        .bind(change.received_at)
+        .bind(value.to_string())
+        .bind(has_conflicts)
+        .bind(size)
+        .bind(doc.as_deref())
+        .bind(&record)
+        .bind(expected_version)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected(),
+        ProjectionUpdate::Personal { doc, values } => sqlx::query(
+            "UPDATE records SET personal = $1::jsonb, updated_at = $2,
+                    personal_bytes = personal_bytes + $3, version = version + 1,
+                    personal_doc = COALESCE($4, personal_doc),
+                    personal_tail = CASE WHEN $4::bytea IS NULL THEN personal_tail + 1 ELSE 0 END
+             WHERE id = $5 AND version = $6",
+        )
+        .bind(values.to_string())
+        .bind(change.received_at)
+        .bind(size)
+        .bind(doc.as_deref())
+        .bind(&record)
+        .bind(expected_version)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected(),
+    };
+    if updated != 1 {
+        return Ok(Err(CommitConflict::Version));
+    }
+    let touched = serde_json::to_string(&change.touched).unwrap_or_else(|_| "[]".into());
+    let row: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO changes (hash, record_id, place, kind, part, bytes, actor, device_id,
+                              user_id, claimed_at, received_at, touched, message)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb, $13)
+         ON CONFLICT (record_id, hash) DO NOTHING RETURNING id",
+    )
+    .bind(&change.hash[..])
+    .bind(&record)
+    .bind(change.place.as_str())
+    .bind(change.kind.as_str())
+    .bind(change.part.as_str())
+    .bind(&change.bytes)
+    .bind(&change.actor)
+    .bind(&device)
+    .bind(&change.user_id)
+    .bind(change.claimed_at)
+    .bind(change.received_at)
+    .bind(touched)
+    .bind(change.message.as_deref())
+    .fetch_optional(&mut *conn)
+    .await?;
+    // Another process committed this very change first: the caller reloads and finds it held.
+    Ok(row.map(|row| (row, whole)).ok_or(CommitConflict::Version))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use linli_sync_core::automerge::transaction::Transactable;
+    use linli_sync_core::automerge::{ActorId, AutoCommit, ROOT};
+    use serde_json::json;
+
+    use super::*;
+    use crate::store::NewChange;
+    use crate::store::conformance::{Fixture, PgTest};
+    use crate::web::live::LiveEvent;
+
+    fn new_case(device: DeviceId, place: &str) -> Commit {
+        let mut doc = AutoCommit::new().with_actor(ActorId::random());
+        doc.put(ROOT, "summary", "漏水").unwrap();
+        let change = doc.get_last_local_change().unwrap().clone();
+        Commit {
+            change: NewChange {
+                hash: change.hash().0,
+                record: RecordId::new(),
+                part: Part::Record,
+                place: place.parse().unwrap(),
+                kind: RecordKind::Case,
+                bytes: change.raw_bytes().to_vec(),
+                actor: doc.get_actor().to_hex_string(),
+                device,
+                user_id: "u1".into(),
+                claimed_at: 1,
+                received_at: 2,
+                touched: vec!["summary".into()],
+                message: None,
+            },
+            projection: ProjectionUpdate::Record {
+                status: None,
+                category: None,
+                value: json!({}),
+                doc: Some(doc.save()),
+                has_conflicts: false,
+            },
+            expected_version: 0,
+        }
+    }
+
+    async fn next_record(rx: &mut tokio::sync::broadcast::Receiver<LiveEvent>) -> (String, String) {
+        match tokio::time::timeout(Duration::from_secs(1), rx.recv()).await {
+            Ok(Ok(LiveEvent::Record { id, device, .. })) => (id, device),
+            other => panic!("no record event within a second: {other:?}"),
+        }
+    }
+
+    /// A process hears, within a second, of the changes another process on the same database
+    /// commits; not of its own (it announces those itself), nor of a commit that wrote nothing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn another_process_hears_of_committed_changes_within_a_second() {
+        let a = PgTest::create().await;
+        let b = a.another_node().await;
+        let (da, db) = (DeviceId::new(), DeviceId::new());
+        a.seed(&[da, db]).await;
+        let hub = Arc::new(LiveHub::default());
+        let mut rx = hub.subscribe();
+        let listening = b.store().forward_changes(hub.clone()).await.unwrap();
+
+        // B's own commit and A's conflicting one announce nothing through the listener.
+        b.store()
+            .commit(new_case(db, "hz/a"))
+            .await
+            .unwrap()
+            .unwrap();
+        let mut stale = new_case(da, "hz/a");
+        stale.expected_version = 3;
+        assert_eq!(
+            a.store().commit(stale).await.unwrap(),
+            Err(CommitConflict::Version)
+        );
+        let first = new_case(da, "hz/a");
+        let id = first.change.record.to_string();
+        a.store().commit(first).await.unwrap().unwrap();
+        assert_eq!(next_record(&mut rx).await, (id, da.to_string()));
+
+        // A group larger than one notification's payload arrives whole, in several.
+        let mut ids = std::collections::BTreeSet::new();
+        let commits: Vec<_> = (0..120).map(|_| new_case(da, "hz/b")).collect();
+        let mut tasks = Vec::new();
+        for c in commits {
+            ids.insert(c.change.record.to_string());
+            let store = a.store().clone();
+            tasks.push(tokio::spawn(async move { store.commit(c).await }));
+        }
+        for t in tasks {
+            t.await.unwrap().unwrap().unwrap();
+        }
+        let mut heard = std::collections::BTreeSet::new();
+        while heard.len() < ids.len() {
+            heard.insert(next_record(&mut rx).await.0);
+        }
+        assert_eq!(heard, ids);
+        listening.abort();
+        b.finish().await;
+        a.finish().await;
+    }
+
+    #[test]
+    fn notifications_stay_under_postgres_payload_limit() {
+        let logged: Vec<Logged> = (0..256)
+            .map(|i| Logged {
+                work: i,
+                row: i as i64,
+                record: RecordId::new().to_string(),
+                place: "hz/bai_yang/hai_tian_cheng/b3".into(),
+                kind: RecordKind::Case,
+                device: DeviceId::new().to_string(),
+                whole: None,
+            })
+            .collect();
+        let payloads = notifications("node", &logged);
+        assert!(payloads.len() > 1);
+        assert!(payloads.iter().all(|p| p.len() < MAX_PAYLOAD));
+        let hub = LiveHub::default();
+        let mut rx = hub.subscribe();
+        for p in &payloads {
+            announce(&hub, "me", p);
+        }
+        let mut n = 0;
+        while let Ok(LiveEvent::Record { .. }) = rx.try_recv() {
+            n += 1;
+        }
+        assert_eq!(n, 256);
+        // Its own node's announcements are skipped.
+        announce(&hub, "node", &payloads[0]);
+        assert!(rx.try_recv().is_err());
+    }
+}
