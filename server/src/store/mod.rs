@@ -15,8 +15,12 @@ mod key_seam;
 mod keys;
 mod log;
 pub mod office;
+#[cfg(test)]
+mod office_conformance;
+mod office_seam;
 pub mod pg;
 mod pg_accounts;
+mod pg_office;
 mod projection;
 mod seam;
 mod tokens;
@@ -46,6 +50,7 @@ pub use office::{
     BuildingCount, CodeCount, MonthCount, OfficeFilter, OfficeStats, SessionStat, Share, Sort,
     StatsFilter, VolunteerStat,
 };
+pub use office_seam::OfficeStore;
 pub use pg::PgStore;
 pub use projection::{RecordFilter, RecordRow};
 pub use seam::{AcceptFacts, Snapshot, StoreError, StoreResult, SyncStore};

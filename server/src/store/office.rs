@@ -389,14 +389,14 @@ pub struct OfficeStats {
 
 /// Where a page ends, to continue after it.
 #[derive(Debug, Clone, PartialEq)]
-enum Cursor {
+pub(super) enum Cursor {
     Updated(i64, String),
     Created(i64, String),
     Deadline(Option<String>, String),
 }
 
 impl Cursor {
-    fn of(sort: Sort, row: &RecordRow) -> Cursor {
+    pub(super) fn of(sort: Sort, row: &RecordRow) -> Cursor {
         match sort {
             Sort::Updated => Cursor::Updated(row.updated_at, row.id.clone()),
             Sort::Created => Cursor::Created(row.created_at, row.id.clone()),
@@ -404,7 +404,7 @@ impl Cursor {
         }
     }
 
-    fn encode(&self) -> String {
+    pub(super) fn encode(&self) -> String {
         match self {
             Cursor::Updated(t, id) => format!("u.{t}.{id}"),
             Cursor::Created(t, id) => format!("c.{t}.{id}"),
@@ -412,7 +412,7 @@ impl Cursor {
         }
     }
 
-    fn parse(s: &str, sort: Sort) -> Result<Cursor> {
+    pub(super) fn parse(s: &str, sort: Sort) -> Result<Cursor> {
         let bad = || Error::BadRequest(format!("'{s}' is not a cursor of this list's order"));
         let mut parts = s.splitn(3, '.');
         let (Some(tag), Some(key), Some(id)) = (parts.next(), parts.next(), parts.next()) else {
@@ -633,7 +633,7 @@ async fn search_is_narrow(pool: &sqlx::SqlitePool, f: &OfficeFilter) -> Result<b
 /// The place tests a filter needs: a place within one of the scopes is the only test (testing
 /// the scopes too costs a string comparison per index entry, about a sixth of a statistics
 /// page over a street); otherwise both.
-fn narrowest<'a>(
+pub(super) fn narrowest<'a>(
     scopes: &'a [PlaceId],
     place: Option<&'a PlaceId>,
 ) -> (&'a [PlaceId], Option<&'a PlaceId>) {
@@ -742,7 +742,7 @@ fn walk(sort: Sort) -> Plan {
     })
 }
 
-fn order_by(sort: Sort) -> &'static str {
+pub(super) fn order_by(sort: Sort) -> &'static str {
     match sort {
         Sort::Updated => " ORDER BY r.updated_at DESC, r.id DESC",
         Sort::Created => " ORDER BY r.created_at DESC, r.id DESC",
@@ -770,7 +770,7 @@ fn push_stats(qb: &mut QueryBuilder<Sqlite>, alias: &str, f: &StatsFilter) {
 }
 
 /// Cases counted by (day, status, has a resolution, satisfaction).
-type CaseGroup = (
+pub(super) type CaseGroup = (
     Option<String>,
     Option<String>,
     Option<i64>,
@@ -779,17 +779,17 @@ type CaseGroup = (
 );
 
 /// The case figures of one statistics filter.
-struct CaseFigures {
-    resolved: Share,
-    replied: Share,
-    per_month: Vec<MonthCount>,
-    satisfaction: Vec<CodeCount>,
+pub(super) struct CaseFigures {
+    pub(super) resolved: Share,
+    pub(super) replied: Share,
+    pub(super) per_month: Vec<MonthCount>,
+    pub(super) satisfaction: Vec<CodeCount>,
 }
 
 impl CaseFigures {
     /// Sums the figures from the groups. A case without a status counts in no share, as SQL's
     /// `status != 'withdrawn'` leaves it out.
-    fn of(groups: Vec<CaseGroup>) -> CaseFigures {
+    pub(super) fn of(groups: Vec<CaseGroup>) -> CaseFigures {
         let mut resolved = Share { part: 0, total: 0 };
         let mut replied = Share { part: 0, total: 0 };
         let mut months: std::collections::BTreeMap<String, i64> = Default::default();

@@ -31,6 +31,7 @@ use super::group::{GroupCommit, Outcome, Work, Writer};
 use super::log::{
     ActorBinding, Commit, CommitConflict, ProjectionUpdate, PulledPage, PulledRow, RecordMeta,
 };
+use super::pg_office::write_office_columns_pg;
 use super::seam::{AcceptFacts, Snapshot, StoreError, StoreResult, SyncStore};
 use super::{place_from_db, push_within};
 use crate::error::{Error, Result};
@@ -52,6 +53,11 @@ const PG_MIGRATIONS: &[(i64, &str, &str)] = &[
         3,
         "signing_keys",
         include_str!("../../migrations/postgres/0003_signing_keys.sql"),
+    ),
+    (
+        4,
+        "office",
+        include_str!("../../migrations/postgres/0004_office.sql"),
     ),
 ];
 
@@ -746,6 +752,14 @@ async fn commit_in(
     };
     if updated != 1 {
         return Ok(Err(CommitConflict::Version));
+    }
+    if let ProjectionUpdate::Record {
+        value,
+        has_conflicts,
+        ..
+    } = projection
+    {
+        write_office_columns_pg(conn, &record, &change.place, value, *has_conflicts).await?;
     }
     let touched = serde_json::to_string(&change.touched).unwrap_or_else(|_| "[]".into());
     let row: Option<i64> = sqlx::query_scalar(

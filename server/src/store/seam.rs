@@ -20,8 +20,8 @@ pub type Snapshot = (String, Vec<u8>, Option<Vec<u8>>);
 /// bound to.
 pub type AcceptFacts = (Option<RecordMeta>, Option<i64>, ActorBinding);
 
-/// Why a storage call failed. None of these is the caller's fault; all are logged and answered
-/// with a generic 500.
+/// Why a storage call failed. `Invalid` and `Conflict` are the caller's to fix (400, 409); the
+/// others are logged and answered with a generic 500.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The database refused or could not be reached.
@@ -33,6 +33,12 @@ pub enum StoreError {
     /// The store's own machinery failed (its committer stopped, say).
     #[error("store: {0}")]
     Internal(String),
+    /// The caller's input does not fit (a cursor of another list, say): a 400.
+    #[error("{0}")]
+    Invalid(String),
+    /// What is stored changed under the caller (run it again): a 409.
+    #[error("{0}")]
+    Conflict(String),
 }
 
 /// A storage call's result.
@@ -42,6 +48,8 @@ impl From<Error> for StoreError {
     fn from(e: Error) -> Self {
         match e {
             Error::Database(e) => Self::Database(e),
+            Error::BadRequest(m) => Self::Invalid(m),
+            Error::Conflict(m) => Self::Conflict(m),
             other => Self::Internal(other.to_string()),
         }
     }
@@ -51,6 +59,8 @@ impl From<StoreError> for Error {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Database(e) => Error::Database(e),
+            StoreError::Invalid(m) => Error::BadRequest(m),
+            StoreError::Conflict(m) => Error::Conflict(m),
             other => Error::Internal(other.to_string()),
         }
     }
