@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::extract::{JsonBody, PathParams, QueryParams};
 use crate::model::{Place, PlaceLevel, Role, User, now_ms};
 use crate::state::AppState;
+use crate::store::prelude::*;
 use crate::store::{DeviceRow, Store};
 
 // ---------------------------------------------------------------------------------------------
@@ -187,9 +188,9 @@ pub async fn list_devices(store: &Store, username: Option<&str>) -> Result<Vec<D
         Some(u) => Some(user_named(store, u).await?),
         None => None,
     };
-    store
+    Ok(store
         .list_devices(user.as_ref().map(|u| u.id.as_str()))
-        .await
+        .await?)
 }
 
 /// Every user with their grants.
@@ -489,6 +490,9 @@ pub mod cli {
         /// Directory holding the SQLite database and the token signing keys.
         #[arg(long, env = "LINLI_DATA_DIR", default_value = "./data")]
         pub data_dir: PathBuf,
+        /// The PostgreSQL database the server uses instead of the SQLite file, if it does.
+        #[arg(long, env = "LINLI_DATABASE_URL")]
+        pub database_url: Option<String>,
     }
 
     /// `linli-server user …`
@@ -607,6 +611,9 @@ pub mod cli {
     }
 
     async fn open(data: &DataDir) -> Result<Store> {
+        if let Some(url) = &data.database_url {
+            return Store::open_postgres(url).await;
+        }
         let config = Config::new(&data.data_dir);
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| Error::Internal(format!("{}: {e}", config.data_dir.display())))?;

@@ -63,6 +63,10 @@ pub struct ServeArgs {
     /// Directory holding the SQLite database and the token signing keys.
     #[arg(long, env = "LINLI_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
+    /// A PostgreSQL database to use instead of the SQLite file (`postgres://user@host:port/db`):
+    /// any number of server processes can share it.
+    #[arg(long, env = "LINLI_DATABASE_URL")]
+    pub database_url: Option<String>,
     /// Create the demo district and users (idempotent) and print them at start-up; into a
     /// database without records, also demo records (a bus run, a problem list of 707 cases,
     /// contacts and volunteer activities).
@@ -169,6 +173,7 @@ impl ServeArgs {
     pub fn config(&self) -> Config {
         Config {
             data_dir: self.data_dir.clone(),
+            database_url: self.database_url.clone(),
             demo: self.demo,
             demo_records: self.demo && self.demo_records,
             doc_cache: self.doc_cache,
@@ -196,6 +201,8 @@ impl ServeArgs {
 pub struct Config {
     /// Directory of `linli.db` (created if missing).
     pub data_dir: PathBuf,
+    /// PostgreSQL instead of `linli.db`, when set.
+    pub database_url: Option<String>,
     /// Seed the demo district and users.
     pub demo: bool,
     /// Also seed demo records (only into a database without records; implies `demo`).
@@ -238,6 +245,7 @@ impl Config {
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         Self {
             data_dir: data_dir.into(),
+            database_url: None,
             demo: false,
             demo_records: false,
             doc_cache: 512,

@@ -7,6 +7,7 @@ use crate::auth::hash_password;
 use crate::error::{Error, Result};
 use crate::model::{Place, PlaceLevel, Role, User, now_ms};
 use crate::store::Store;
+use crate::store::prelude::*;
 
 /// The password of every demo user.
 pub const DEMO_PASSWORD: &str = "linli-demo";

@@ -24,6 +24,7 @@ use crate::auth::AuthUser;
 use crate::error::{Error, Result};
 use crate::model::now_ms;
 use crate::state::AppState;
+use crate::store::prelude::*;
 
 /// Cases in the problem list, all kinds of source.
 pub const PROBLEM_LIST_CASES: usize = 707;

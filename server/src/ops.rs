@@ -43,7 +43,8 @@ async fn readyz(State(state): State<AppState>) -> Response {
     match state.store.unapplied_migrations().await {
         Ok(unapplied) if unapplied.is_empty() => Json(json!({
             "status": "ready",
-            "migrations": crate::store::embedded_migrations(),
+            "database": state.store.backend(),
+            "migrations": state.store.embedded_migrations(),
         }))
         .into_response(),
         Ok(unapplied) => {

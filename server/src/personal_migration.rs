@@ -27,6 +27,7 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::model::now_ms;
+use crate::store::prelude::*;
 use crate::store::{RebuiltRecord, Store};
 
 /// What a migration did.

@@ -12,6 +12,7 @@ use crate::auth::AuthUser;
 use crate::error::{Result, error_body};
 use crate::model::Place;
 use crate::state::AppState;
+use crate::store::prelude::*;
 
 /// The routes of this module.
 pub fn router() -> Router<AppState> {

@@ -21,6 +21,7 @@ use crate::error::{Error, Result};
 use crate::extract::{PathParams, QueryParams};
 use crate::model::{Role, hex};
 use crate::state::AppState;
+use crate::store::prelude::*;
 use crate::store::{ChangeMeta, RecordFilter, RecordRow};
 
 /// Default page size of lists.

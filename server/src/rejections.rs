@@ -14,6 +14,7 @@ use crate::error::Result;
 use crate::extract::QueryParams;
 use crate::state::AppState;
 use crate::store::RejectionView;
+use crate::store::prelude::*;
 
 /// Default page size.
 pub const DEFAULT_LIMIT: u32 = 50;

@@ -15,19 +15,28 @@ use crate::error::{Error, Result};
 use crate::state::AppState;
 use crate::store::Store;
 
-/// Opens a server's state: creates the data directory, opens and migrates `linli.db`, loads the
+/// Opens a server's state: creates the data directory, opens and migrates `linli.db` (or the
+/// PostgreSQL database of `config.database_url`), loads the
 /// signing keys from it (importing a legacy `jwt-keys.json`, or making the first key), and seeds
 /// the demo data when `config.demo` is set (and demo records when `config.demo_records` is).
 pub async fn open(config: Config) -> Result<AppState> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| Error::Internal(format!("{}: {e}", config.data_dir.display())))?;
-    let store = Store::open_sqlite(&config.database_path()).await?;
+    let store = match &config.database_url {
+        Some(url) => Store::open_postgres(url).await?,
+        None => Store::open_sqlite(&config.database_path()).await?,
+    };
     let keys = JwtKeys::open(store.clone(), &config.legacy_keys_path()).await?;
     if config.demo || config.demo_records {
         crate::demo::seed(&store).await?;
     }
     let seed_records = config.demo_records;
     let state = AppState::new(store, keys, config);
+    if let Store::Postgres(pg) = &state.store {
+        // Other processes on the database announce their commits through it: relay them to this
+        // process's live streams.
+        pg.forward_changes(state.live.clone()).await?;
+    }
     if seed_records {
         let n = crate::demo_records::seed_records(&state).await?;
         if n > 0 {

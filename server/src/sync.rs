@@ -52,6 +52,7 @@ use crate::auth::AuthUser;
 use crate::error::{Error, Result};
 use crate::model::now_ms;
 use crate::state::AppState;
+use crate::store::prelude::*;
 use crate::store::{
     ActorBinding, Commit, CommitConflict, NewChange, ProjectionUpdate, RecordMeta, RejectionRow,
     SyncStore,

@@ -91,6 +91,116 @@ fn target_dir() -> PathBuf {
     }
 }
 
+/// The PostgreSQL server the stories' servers run on instead of SQLite, when
+/// `LINLI_STORIES_POSTGRES` names one (`postgres://user@host:port/db`; `scripts/test` runs the
+/// stories once on each backend).
+pub fn stories_postgres() -> Option<String> {
+    std::env::var("LINLI_STORIES_POSTGRES")
+        .ok()
+        .filter(|s| !s.is_empty())
+}
+
+/// The `--database-url` of a data directory: the one [`use_database`] or [`share_database`] gave
+/// it, else, when the stories run on PostgreSQL, a database of its own per directory, made on
+/// first use and shared by every process started on that directory (so a restart finds its
+/// data).
+pub fn database_url_for(data_dir: &Path) -> Option<String> {
+    use std::hash::{Hash, Hasher};
+    if let Ok(shared) = std::fs::read_to_string(data_dir.join(SHARED_DATABASE)) {
+        return Some(shared.trim().to_string());
+    }
+    let admin = stories_postgres()?;
+    std::fs::create_dir_all(data_dir).expect("the data directory can be made");
+    let path = data_dir
+        .canonicalize()
+        .unwrap_or_else(|_| data_dir.to_path_buf());
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    path.hash(&mut h);
+    let name = format!("linli_story_{:016x}", h.finish());
+    let psql = |sql: &str| {
+        Command::new("psql")
+            .arg(&admin)
+            .args(["-qtAc", sql])
+            .output()
+            .expect("psql runs")
+    };
+    let exists = |name: &str| {
+        String::from_utf8_lossy(
+            &psql(&format!(
+                "SELECT 1 FROM pg_database WHERE datname = '{name}'"
+            ))
+            .stdout,
+        )
+        .trim()
+            == "1"
+    };
+    if !exists(&name) {
+        // Two processes starting on one directory may both try: one of them makes it.
+        let made = psql(&format!("CREATE DATABASE {name}"));
+        assert!(
+            made.status.success() || exists(&name),
+            "could not make {name}: {}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+    }
+    let (base, _) = admin.rsplit_once('/').expect("a postgres url has a path");
+    Some(format!("{base}/{name}"))
+}
+
+/// `Some(message)` when the stories run on PostgreSQL and the story is about SQLite alone (what
+/// it tests has no PostgreSQL counterpart): the caller prints the message and returns.
+pub fn sqlite_only(what: &str) -> Option<String> {
+    stories_postgres().map(|_| format!("on SQLite only: {what}"))
+}
+
+/// In a data directory, names the database of another directory it shares (PostgreSQL stories).
+const SHARED_DATABASE: &str = "shared-database-url";
+
+/// Makes a server started on `to` use the database of the server on `from`: a second node. On
+/// SQLite `to/linli.db` becomes a link to `from/linli.db` (SQLite follows it, WAL included); on
+/// PostgreSQL both directories name one database.
+pub fn share_database(from: &Path, to: &Path) {
+    match database_url_for(from) {
+        Some(url) => std::fs::write(to.join(SHARED_DATABASE), url).expect("write the shared url"),
+        None => std::os::unix::fs::symlink(from.join("linli.db"), to.join("linli.db"))
+            .expect("link the database"),
+    }
+}
+
+/// A fresh PostgreSQL database for a story that needs one whatever the stories' backend (several
+/// nodes on one database): its URL. The server is `LINLI_TEST_POSTGRES` (by default the local
+/// one, as `scripts/test` starts it).
+pub fn fresh_postgres_database() -> String {
+    let admin = std::env::var("LINLI_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let name = format!(
+        "linli_story_{:016x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("a clock after 1970")
+            .as_nanos() as u64
+            ^ u64::from(std::process::id())
+    );
+    let made = Command::new("psql")
+        .arg(&admin)
+        .args(["-qtAc", &format!("CREATE DATABASE {name}")])
+        .output()
+        .expect("psql runs");
+    assert!(
+        made.status.success(),
+        "could not make {name}: {}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let (base, _) = admin.rsplit_once('/').expect("a postgres url has a path");
+    format!("{base}/{name}")
+}
+
+/// Makes every server started on `data_dir` use the PostgreSQL database at `url`.
+pub fn use_database(data_dir: &Path, url: &str) {
+    std::fs::create_dir_all(data_dir).expect("the data directory can be made");
+    std::fs::write(data_dir.join(SHARED_DATABASE), url).expect("write the database url");
+}
+
 /// A running `linli-server serve --demo` process on a free loopback port.
 pub struct ServerProcess {
     child: Option<Child>,
@@ -128,8 +238,14 @@ impl ServerProcess {
     }
 
     fn start_bin_on(bin: &Path, data_dir: &Path, bind: &str, env: &[(&str, &str)]) -> Self {
-        let mut child = Command::new(bin)
-            .args(["serve", "--demo", "--bind", bind, "--data-dir"])
+        let mut cmd = Command::new(bin);
+        if let Some(url) = database_url_for(data_dir) {
+            cmd.arg("serve").arg("--database-url").arg(url);
+        } else {
+            cmd.arg("serve");
+        }
+        let mut child = cmd
+            .args(["--demo", "--bind", bind, "--data-dir"])
             .arg(data_dir)
             .env("RUST_LOG", "warn")
             // The demo places and users only; a test may ask for the records with
@@ -238,8 +354,12 @@ pub fn admin_cli(data_dir: &Path, args: &[&str], stdin: &str) -> String {
 /// [`admin_cli`] with another build of the server (the one a benchmark runs).
 pub fn admin_cli_bin(bin: &Path, data_dir: &Path, args: &[&str], stdin: &str) -> String {
     use std::io::Write;
-    let mut child = Command::new(bin)
-        .args(args)
+    let mut cmd = Command::new(bin);
+    cmd.args(args);
+    if let Some(url) = database_url_for(data_dir) {
+        cmd.arg("--database-url").arg(url);
+    }
+    let mut child = cmd
         .arg("--data-dir")
         .arg(data_dir)
         .env("RUST_LOG", "warn")

@@ -6,6 +6,11 @@
 //! `linli_tests::chaos` (and `linli-chaos` for soaks); the second test proves it can fail.
 
 use linli_tests::chaos::{self, Config, Faults, Plant};
+use linli_tests::sqlite_only;
+
+/// Why the harness runs on SQLite only for now.
+const CHAOS_ON_SQLITE: &str = "the chaos harness reads the server's log and checks its file \
+     from SQLite; its PostgreSQL half (two nodes, the database restarted) is still to come";
 
 /// Set `LINLI_CHAOS_SEED` to replay another seed.
 fn seed(default: u64) -> u64 {
@@ -17,6 +22,10 @@ fn seed(default: u64) -> u64 {
 
 #[test]
 fn under_every_fault_nothing_acknowledged_is_lost_and_every_phone_converges() {
+    if let Some(why) = sqlite_only(CHAOS_ON_SQLITE) {
+        eprintln!("{why}");
+        return;
+    }
     let cfg = Config::bounded(seed(20_251_111), 700);
     let out = chaos::run(&cfg);
     eprintln!("{}", out.figures);
@@ -53,6 +62,10 @@ fn under_every_fault_nothing_acknowledged_is_lost_and_every_phone_converges() {
 
 #[test]
 fn the_harness_catches_a_server_that_acknowledges_without_committing() {
+    if let Some(why) = sqlite_only(CHAOS_ON_SQLITE) {
+        eprintln!("{why}");
+        return;
+    }
     let mut cfg = Config::bounded(seed(7), 150);
     cfg.faults = Faults {
         kill: false,

@@ -23,5 +23,6 @@ mod story_bus_run;
 mod tls;
 mod token_expiry;
 mod two_nodes_keys;
+mod two_nodes_pg;
 mod web_office;
 mod web_office_more;

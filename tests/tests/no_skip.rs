@@ -64,7 +64,7 @@ fn concurrent_pushers_on_two_nodes_never_make_a_reader_skip_or_repeat_a_change()
     let dir = tempfile::tempdir().unwrap();
     let a = ServerProcess::start_with_env(dir.path(), &[("LINLI_RATE_LIMIT", "0")]);
     let dir_b = tempfile::tempdir().unwrap();
-    std::os::unix::fs::symlink(dir.path().join("linli.db"), dir_b.path().join("linli.db")).unwrap();
+    share_database(dir.path(), dir_b.path());
     let b = ServerProcess::start_with_env(dir_b.path(), &[("LINLI_RATE_LIMIT", "0")]);
     let nodes = [a.url.clone(), b.url.clone()];
 

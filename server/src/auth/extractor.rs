@@ -11,6 +11,7 @@ use super::keys::BAD_TOKEN;
 use crate::error::{Error, Result};
 use crate::model::Role;
 use crate::state::AppState;
+use crate::store::prelude::*;
 
 /// The caller of an authenticated request: a valid token of an enabled user on a device that is
 /// still theirs, with their grants.

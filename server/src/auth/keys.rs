@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::model::{hex, now_ms, unhex};
+use crate::store::prelude::*;
 use crate::store::{SigningKeyRow, Store};
 
 /// The token audience.

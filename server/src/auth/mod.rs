@@ -41,6 +41,7 @@ use crate::extract::{JsonBody, Peer};
 use crate::model::{User, hex, now_ms};
 use crate::state::AppState;
 use crate::store::RefreshOutcome;
+use crate::store::prelude::*;
 
 const BAD_LOGIN: &str = "wrong username or password";
 

@@ -12,9 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
-use linli_server::store::{
-    Commit, NewChange, PgStore, ProjectionUpdate, Store, StoreResult, SyncStore,
-};
+use linli_server::store::{Commit, NewChange, ProjectionUpdate, SqliteStore, Store, SyncStore};
 use linli_sync_core::automerge::ActorId;
 use linli_sync_core::protocol::Part;
 use linli_sync_core::{DeviceId, EditContext, RecordDoc, RecordId, RecordKind};
@@ -43,23 +41,6 @@ struct Args {
     /// PostgreSQL server (a fresh database is made on it and dropped after).
     #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
     url: String,
-}
-
-enum Node {
-    Sqlite(Store),
-    Postgres(PgStore),
-}
-
-impl Node {
-    async fn commit(
-        &self,
-        c: Commit,
-    ) -> StoreResult<Result<i64, linli_server::store::CommitConflict>> {
-        match self {
-            Node::Sqlite(s) => SyncStore::commit(s, c).await,
-            Node::Postgres(s) => SyncStore::commit(s, c).await,
-        }
-    }
 }
 
 const SEED: &[&str] = &[
@@ -125,17 +106,15 @@ async fn main() {
     let devices: Vec<DeviceId> = (0..args.tasks).map(|_| DeviceId::new()).collect();
     let mut cleanup: Option<(String, String)> = None;
     let _dir;
-    let nodes: Vec<Arc<Node>> = match args.backend {
+    let nodes: Vec<Arc<Store>> = match args.backend {
         Backend::Sqlite => {
             let dir = tempfile::tempdir().expect("a temporary directory");
             let path = dir.path().join("linli.db");
             _dir = dir;
             let first = Store::open_sqlite(&path).await.expect("open");
-            let mut nodes = vec![Arc::new(Node::Sqlite(first))];
+            let mut nodes = vec![Arc::new(first)];
             for _ in 1..args.nodes {
-                nodes.push(Arc::new(Node::Sqlite(
-                    Store::open_sqlite(&path).await.expect("open"),
-                )));
+                nodes.push(Arc::new(Store::open_sqlite(&path).await.expect("open")));
             }
             nodes
         }
@@ -153,16 +132,14 @@ async fn main() {
             cleanup = Some((args.url.clone(), name));
             let mut nodes = Vec::new();
             for _ in 0..args.nodes {
-                nodes.push(Arc::new(Node::Postgres(
-                    PgStore::open(&url).await.expect("open"),
-                )));
+                nodes.push(Arc::new(Store::open_postgres(&url).await.expect("open")));
             }
             nodes
         }
     };
     // Seed through the first handle, in its dialect.
     match &*nodes[0] {
-        Node::Sqlite(s) => {
+        Store::Sqlite(s) => {
             let pool = sqlite_pool(s).await;
             for sql in SEED {
                 sqlx::query(*sql).execute(&pool).await.expect("seed");
@@ -175,7 +152,7 @@ async fn main() {
                     .expect("seed a device");
             }
         }
-        Node::Postgres(s) => {
+        Store::Postgres(s) => {
             for sql in SEED {
                 sqlx::query(*sql).execute(s.pool()).await.expect("seed");
             }
@@ -202,7 +179,7 @@ async fn main() {
             let mut latencies = Vec::with_capacity(commits.len());
             for c in commits {
                 let t = Instant::now();
-                node.commit(c)
+                SyncStore::commit(&*node, c)
                     .await
                     .expect("the store answers")
                     .expect("a new record commits");
@@ -244,7 +221,7 @@ async fn main() {
 }
 
 /// A second pool on the SQLite file, for seeding (the store keeps its own private).
-async fn sqlite_pool(store: &Store) -> sqlx::SqlitePool {
+async fn sqlite_pool(store: &SqliteStore) -> sqlx::SqlitePool {
     let path = store.path().await.expect("the database's path");
     sqlx::sqlite::SqlitePoolOptions::new()
         .max_connections(1)

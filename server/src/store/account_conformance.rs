@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use linli_sync_core::{DeviceId, PlaceId, RecordId};
 
-use super::Store;
+use super::SqliteStore;
 use super::account_seam::AccountStore;
 use super::accounts::{DeviceRow, Principal};
 use super::conformance::{Fixture, PgTest};
@@ -1054,19 +1054,21 @@ macro_rules! account_store_conformance {
 }
 
 /// A SQLite store in a temporary directory, removed by [`Fixture::finish`].
-async fn sqlite_store() -> Store {
+async fn sqlite_store() -> SqliteStore {
     let dir = tempfile::tempdir().unwrap().keep();
-    Store::open_sqlite(&dir.join("linli.db")).await.unwrap()
+    SqliteStore::open_sqlite(&dir.join("linli.db"))
+        .await
+        .unwrap()
 }
 
 /// A second SQLite handle on the same file: its own pool and committer, as a second process.
-async fn sqlite_again(store: &Store) -> Store {
+async fn sqlite_again(store: &SqliteStore) -> SqliteStore {
     let path: String =
         sqlx::query_scalar("SELECT file FROM pragma_database_list WHERE name = 'main'")
             .fetch_one(&store.pool)
             .await
             .unwrap();
-    Store::open_sqlite(std::path::Path::new(&path))
+    SqliteStore::open_sqlite(std::path::Path::new(&path))
         .await
         .unwrap()
 }

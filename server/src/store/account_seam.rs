@@ -1,5 +1,5 @@
 //! The storage seam of accounts ([`AccountStore`]): the place tree, users, grants, devices,
-//! refresh tokens, browser sessions, refused pushes and server-wide secrets. SQLite ([`Store`])
+//! refresh tokens, browser sessions, refused pushes and server-wide secrets. SQLite ([`SqliteStore`])
 //! and PostgreSQL ([`PgStore`](super::pg::PgStore), in `pg_accounts.rs`) implement it; one
 //! conformance suite (`account_conformance.rs`) runs against both.
 
@@ -8,7 +8,7 @@ use std::future::Future;
 
 use linli_sync_core::{DeviceId, PlaceId};
 
-use super::Store;
+use super::SqliteStore;
 use super::accounts::{DeviceRow, Principal};
 use super::log::{RejectionRow, RejectionView};
 use super::seam::StoreResult;
@@ -159,7 +159,7 @@ pub trait AccountStore: Send + Sync + 'static {
         t: &NewRefreshToken<'_>,
     ) -> impl Future<Output = StoreResult<()>> + Send;
 
-    /// Spends a refresh token and stores its successor (see [`Store::rotate_refresh_token`]).
+    /// Spends a refresh token and stores its successor (see [`SqliteStore::rotate_refresh_token`]).
     fn rotate_refresh_token(
         &self,
         a: &RefreshAttempt<'_>,
@@ -219,51 +219,51 @@ pub trait AccountStore: Send + Sync + 'static {
     ) -> impl Future<Output = StoreResult<Option<String>>> + Send;
 }
 
-impl AccountStore for Store {
+impl AccountStore for SqliteStore {
     async fn upsert_place(&self, place: &Place) -> StoreResult<()> {
-        Ok(Store::upsert_place(self, place).await?)
+        Ok(SqliteStore::upsert_place(self, place).await?)
     }
     async fn place(&self, id: &PlaceId) -> StoreResult<Option<Place>> {
-        Ok(Store::place(self, id).await?)
+        Ok(SqliteStore::place(self, id).await?)
     }
     async fn places_within(&self, scopes: &[PlaceId]) -> StoreResult<Vec<Place>> {
-        Ok(Store::places_within(self, scopes).await?)
+        Ok(SqliteStore::places_within(self, scopes).await?)
     }
     async fn all_places(&self) -> StoreResult<Vec<Place>> {
-        Ok(Store::all_places(self).await?)
+        Ok(SqliteStore::all_places(self).await?)
     }
     async fn insert_user(&self, user: &User, now: i64) -> StoreResult<()> {
-        Ok(Store::insert_user(self, user, now).await?)
+        Ok(SqliteStore::insert_user(self, user, now).await?)
     }
     async fn user_by_username(&self, username: &str) -> StoreResult<Option<User>> {
-        Ok(Store::user_by_username(self, username).await?)
+        Ok(SqliteStore::user_by_username(self, username).await?)
     }
     async fn user_by_id(&self, id: &str) -> StoreResult<Option<User>> {
-        Ok(Store::user_by_id(self, id).await?)
+        Ok(SqliteStore::user_by_id(self, id).await?)
     }
     async fn set_user_disabled(&self, id: &str, disabled: bool) -> StoreResult<()> {
-        Ok(Store::set_user_disabled(self, id, disabled).await?)
+        Ok(SqliteStore::set_user_disabled(self, id, disabled).await?)
     }
     async fn list_users(&self) -> StoreResult<Vec<User>> {
-        Ok(Store::list_users(self).await?)
+        Ok(SqliteStore::list_users(self).await?)
     }
     async fn set_password_hash(&self, id: &str, hash: &str) -> StoreResult<()> {
-        Ok(Store::set_password_hash(self, id, hash).await?)
+        Ok(SqliteStore::set_password_hash(self, id, hash).await?)
     }
     async fn grant(&self, user_id: &str, place: &PlaceId) -> StoreResult<bool> {
-        Ok(Store::grant(self, user_id, place).await?)
+        Ok(SqliteStore::grant(self, user_id, place).await?)
     }
     async fn revoke_grant(&self, user_id: &str, place: &PlaceId) -> StoreResult<bool> {
-        Ok(Store::revoke_grant(self, user_id, place).await?)
+        Ok(SqliteStore::revoke_grant(self, user_id, place).await?)
     }
     async fn grants_with_epoch(&self, user_id: &str) -> StoreResult<Vec<(PlaceId, i64)>> {
-        Ok(Store::grants_with_epoch(self, user_id).await?)
+        Ok(SqliteStore::grants_with_epoch(self, user_id).await?)
     }
     async fn grant_epoch(&self) -> StoreResult<i64> {
-        Ok(Store::grant_epoch(self).await?)
+        Ok(SqliteStore::grant_epoch(self).await?)
     }
     async fn grants_of(&self, user_id: &str) -> StoreResult<Vec<PlaceId>> {
-        Ok(Store::grants_of(self, user_id).await?)
+        Ok(SqliteStore::grants_of(self, user_id).await?)
     }
     async fn register_device(
         &self,
@@ -272,47 +272,47 @@ impl AccountStore for Store {
         name: &str,
         now: i64,
     ) -> StoreResult<bool> {
-        Ok(Store::register_device(self, device, user_id, name, now).await?)
+        Ok(SqliteStore::register_device(self, device, user_id, name, now).await?)
     }
     async fn list_devices(&self, user_id: Option<&str>) -> StoreResult<Vec<DeviceRow>> {
-        Ok(Store::list_devices(self, user_id).await?)
+        Ok(SqliteStore::list_devices(self, user_id).await?)
     }
     async fn revoke_device(&self, device: DeviceId, now: i64) -> StoreResult<bool> {
-        Ok(Store::revoke_device(self, device, now).await?)
+        Ok(SqliteStore::revoke_device(self, device, now).await?)
     }
     async fn device_revoked(&self, device: DeviceId) -> StoreResult<bool> {
-        Ok(Store::device_revoked(self, device).await?)
+        Ok(SqliteStore::device_revoked(self, device).await?)
     }
     async fn principal(&self, user_id: &str, device: DeviceId) -> StoreResult<Option<Principal>> {
-        Ok(Store::principal(self, user_id, device).await?)
+        Ok(SqliteStore::principal(self, user_id, device).await?)
     }
     async fn device_names(&self, ids: &[&str]) -> StoreResult<HashMap<String, String>> {
-        Ok(Store::device_names(self, ids).await?)
+        Ok(SqliteStore::device_names(self, ids).await?)
     }
     async fn device_owner(&self, device: DeviceId) -> StoreResult<Option<String>> {
-        Ok(Store::device_owner(self, device).await?)
+        Ok(SqliteStore::device_owner(self, device).await?)
     }
     async fn touch_device(&self, device: DeviceId, now: i64) -> StoreResult<()> {
-        Ok(Store::touch_device(self, device, now).await?)
+        Ok(SqliteStore::touch_device(self, device, now).await?)
     }
     async fn server_secret(&self, name: &str) -> StoreResult<Vec<u8>> {
-        Ok(Store::server_secret(self, name).await?)
+        Ok(SqliteStore::server_secret(self, name).await?)
     }
     async fn insert_refresh_token(&self, t: &NewRefreshToken<'_>) -> StoreResult<()> {
-        Ok(Store::insert_refresh_token(self, t).await?)
+        Ok(SqliteStore::insert_refresh_token(self, t).await?)
     }
     async fn rotate_refresh_token(&self, a: &RefreshAttempt<'_>) -> StoreResult<RefreshOutcome> {
-        Ok(Store::rotate_refresh_token(self, a).await?)
+        Ok(SqliteStore::rotate_refresh_token(self, a).await?)
     }
     async fn revoke_refresh_tokens_of_user(&self, user_id: &str, now: i64) -> StoreResult<u64> {
-        Ok(Store::revoke_refresh_tokens_of_user(self, user_id, now).await?)
+        Ok(SqliteStore::revoke_refresh_tokens_of_user(self, user_id, now).await?)
     }
     async fn record_rejections(
         &self,
         rows: &[RejectionRow<'_>],
         retain_ms: i64,
     ) -> StoreResult<()> {
-        Ok(Store::record_rejections(self, rows, retain_ms).await?)
+        Ok(SqliteStore::record_rejections(self, rows, retain_ms).await?)
     }
     async fn list_rejections(
         &self,
@@ -320,25 +320,25 @@ impl AccountStore for Store {
         before: Option<i64>,
         limit: u32,
     ) -> StoreResult<Vec<RejectionView>> {
-        Ok(Store::list_rejections(self, scopes, before, limit).await?)
+        Ok(SqliteStore::list_rejections(self, scopes, before, limit).await?)
     }
     async fn rejection_count(&self) -> StoreResult<i64> {
-        Ok(Store::rejection_count(self).await?)
+        Ok(SqliteStore::rejection_count(self).await?)
     }
     async fn insert_web_session(&self, s: &NewWebSession<'_>) -> StoreResult<()> {
-        Ok(Store::insert_web_session(self, s).await?)
+        Ok(SqliteStore::insert_web_session(self, s).await?)
     }
     async fn web_session(
         &self,
         hash: &[u8; 32],
         idle_since: i64,
     ) -> StoreResult<Option<WebSessionRow>> {
-        Ok(Store::web_session(self, hash, idle_since).await?)
+        Ok(SqliteStore::web_session(self, hash, idle_since).await?)
     }
     async fn touch_web_session(&self, hash: &[u8; 32], now: i64) -> StoreResult<()> {
-        Ok(Store::touch_web_session(self, hash, now).await?)
+        Ok(SqliteStore::touch_web_session(self, hash, now).await?)
     }
     async fn end_web_session(&self, hash: &[u8; 32], now: i64) -> StoreResult<Option<String>> {
-        Ok(Store::end_web_session(self, hash, now).await?)
+        Ok(SqliteStore::end_web_session(self, hash, now).await?)
     }
 }

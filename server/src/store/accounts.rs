@@ -4,7 +4,7 @@ use linli_sync_core::{DeviceId, PlaceId};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, Sqlite};
 
-use super::{Store, place_from_db, push_within};
+use super::{SqliteStore, place_from_db, push_within};
 use crate::error::{Error, Result};
 use crate::model::{Place, User};
 
@@ -66,7 +66,7 @@ pub struct Principal {
 const USER_COLUMNS: &str =
     "id, username, password_hash, role, display_name, disabled, session_epoch";
 
-impl Store {
+impl SqliteStore {
     /// Creates or renames a place.
     pub async fn upsert_place(&self, place: &Place) -> Result<()> {
         sqlx::query(
@@ -248,7 +248,7 @@ impl Store {
             .collect()
     }
 
-    /// The latest grant epoch (0 before any grant was made through [`Store::grant`]).
+    /// The latest grant epoch (0 before any grant was made through [`SqliteStore::grant`]).
     pub async fn grant_epoch(&self) -> Result<i64> {
         Ok(
             sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM grant_events")

@@ -12,7 +12,7 @@ use linli_sync_core::{DeviceId, PlaceId, RecordId, RecordKind};
 use serde_json::json;
 
 use super::log::{Commit, CommitConflict, NewChange, ProjectionUpdate};
-use super::{PgStore, Store, SyncStore};
+use super::{PgStore, SqliteStore, SyncStore};
 
 /// Creates what the log's rows refer to (places, a user, devices), in the backend's own SQL:
 /// account storage is not behind the seam yet.
@@ -23,7 +23,7 @@ pub(crate) trait Fixture: SyncStore + Clone {
     async fn finish(self);
 }
 
-impl Fixture for Store {
+impl Fixture for SqliteStore {
     async fn seed(&self, devices: &[DeviceId]) {
         for (id, parent, level) in [
             ("hz", None, "district"),
@@ -733,19 +733,21 @@ macro_rules! sync_store_conformance {
 }
 
 /// A SQLite store in a temporary directory that lives as long as the store.
-pub(crate) async fn sqlite_store() -> Store {
+pub(crate) async fn sqlite_store() -> SqliteStore {
     let dir = tempfile::tempdir().unwrap().keep();
-    Store::open_sqlite(&dir.join("linli.db")).await.unwrap()
+    SqliteStore::open_sqlite(&dir.join("linli.db"))
+        .await
+        .unwrap()
 }
 
 /// A second SQLite handle on the same file: its own pool and committer, as a second process.
-pub(crate) async fn sqlite_again(store: &Store) -> Store {
+pub(crate) async fn sqlite_again(store: &SqliteStore) -> SqliteStore {
     let path: String =
         sqlx::query_scalar("SELECT file FROM pragma_database_list WHERE name = 'main'")
             .fetch_one(&store.pool)
             .await
             .unwrap();
-    Store::open_sqlite(std::path::Path::new(&path))
+    SqliteStore::open_sqlite(std::path::Path::new(&path))
         .await
         .unwrap()
 }

@@ -106,7 +106,7 @@ async fn run(writer: impl Writer, mut rx: mpsc::Receiver<Pending>) {
 
 /// One transaction for the whole group, one savepoint per change.
 async fn commit_group(pool: &SqlitePool, works: &[&Work]) -> Result<Vec<Outcome>> {
-    // BEGIN IMMEDIATE: take SQLite's write lock up front (see `Store::write_tx`).
+    // BEGIN IMMEDIATE: take SQLite's write lock up front (see `SqliteStore::write_tx`).
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     let mut outcomes = Vec::with_capacity(works.len());
     for work in works {

@@ -9,7 +9,7 @@ use sqlx::Row;
 
 use super::keys::SigningKeyRow;
 use super::seam::StoreResult;
-use super::{PgStore, Store};
+use super::{PgStore, SqliteStore};
 
 /// The signing keys.
 pub trait KeyStore: Send + Sync + 'static {
@@ -47,18 +47,18 @@ pub trait KeyStore: Send + Sync + 'static {
     fn retire_signing_keys(&self, now: i64) -> impl Future<Output = StoreResult<u64>> + Send;
 }
 
-impl KeyStore for Store {
+impl KeyStore for SqliteStore {
     async fn signing_keys(&self) -> StoreResult<Vec<SigningKeyRow>> {
-        Ok(Store::signing_keys(self).await?)
+        Ok(SqliteStore::signing_keys(self).await?)
     }
     async fn import_signing_keys(&self, keys: &[SigningKeyRow]) -> StoreResult<bool> {
-        Ok(Store::import_signing_keys(self, keys).await?)
+        Ok(SqliteStore::import_signing_keys(self, keys).await?)
     }
     async fn ensure_signing_key(&self, fresh: &SigningKeyRow) -> StoreResult<bool> {
-        Ok(Store::ensure_signing_key(self, fresh).await?)
+        Ok(SqliteStore::ensure_signing_key(self, fresh).await?)
     }
     async fn insert_signing_key(&self, key: &SigningKeyRow) -> StoreResult<()> {
-        Ok(Store::insert_signing_key(self, key).await?)
+        Ok(SqliteStore::insert_signing_key(self, key).await?)
     }
     async fn rotate_signing_keys(
         &self,
@@ -66,10 +66,10 @@ impl KeyStore for Store {
         overlap_ms: i64,
         now: i64,
     ) -> StoreResult<()> {
-        Ok(Store::rotate_signing_keys(self, fresh, overlap_ms, now).await?)
+        Ok(SqliteStore::rotate_signing_keys(self, fresh, overlap_ms, now).await?)
     }
     async fn retire_signing_keys(&self, now: i64) -> StoreResult<u64> {
-        Ok(Store::retire_signing_keys(self, now).await?)
+        Ok(SqliteStore::retire_signing_keys(self, now).await?)
     }
 }
 
@@ -216,7 +216,7 @@ mod conformance {
         async fn retired_secrets(&self) -> Vec<String>;
     }
 
-    impl RetiredSecrets for Store {
+    impl RetiredSecrets for SqliteStore {
         async fn retired_secrets(&self) -> Vec<String> {
             sqlx::query_scalar("SELECT secret FROM signing_keys WHERE retired = 1")
                 .fetch_all(&self.pool)

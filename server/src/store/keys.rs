@@ -5,7 +5,7 @@
 
 use sqlx::Row;
 
-use super::Store;
+use super::SqliteStore;
 use crate::error::Result;
 
 /// A signing key as stored. Its `Debug` output leaves the secret out.
@@ -62,7 +62,7 @@ async fn retire(conn: &mut sqlx::SqliteConnection, now: i64) -> Result<u64> {
     .rows_affected())
 }
 
-impl Store {
+impl SqliteStore {
     /// The keys not retired, the signing key first (the newest without `retire_at`), then the
     /// others newest first. Keys past `retire_at` but not yet marked retired are included: the
     /// caller compares with its clock.

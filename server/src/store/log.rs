@@ -6,7 +6,7 @@ use linli_sync_core::{DeviceId, PlaceId, RecordId, RecordKind};
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 
 use super::office::write_office_columns;
-use super::{Store, place_from_db, push_within};
+use super::{SqliteStore, place_from_db, push_within};
 use crate::error::{Error, Result};
 
 /// A change to append to the log (owned: it crosses to the group committer's task).
@@ -226,7 +226,7 @@ pub struct RejectionView {
     pub more: i64,
 }
 
-impl Store {
+impl SqliteStore {
     /// The stored facts about a record the sync path decides on, `None` if it does not exist.
     pub async fn record_meta(&self, record: RecordId) -> Result<Option<RecordMeta>> {
         type Row = (String, String, i64, i64, i64, i64, i64);
@@ -740,7 +740,7 @@ pub struct RebuiltRecord<'a> {
     pub personal_values: &'a serde_json::Value,
 }
 
-impl Store {
+impl SqliteStore {
     /// Ids of records whose shared document holds a full (unmasked) personal value.
     pub async fn records_with_unmasked_personal_values(&self) -> Result<Vec<RecordId>> {
         let mut out = Vec::new();

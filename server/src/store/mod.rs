@@ -1,4 +1,4 @@
-//! Persistence. All SQL of the server lives under this module, behind [`Store`]'s methods, so a
+//! Persistence. All SQL of the server lives under this module, behind [`SqliteStore`]'s methods, so a
 //! PostgreSQL backend can later implement the same surface.
 //!
 //! The SQLite file is opened in WAL mode with `synchronous = FULL`: when a method that writes
@@ -10,6 +10,7 @@ mod account_seam;
 mod accounts;
 #[cfg(test)]
 mod conformance;
+mod facade;
 mod group;
 mod key_seam;
 mod keys;
@@ -40,6 +41,7 @@ use sqlx::{QueryBuilder, SqlSafeStr, Sqlite};
 
 pub use account_seam::AccountStore;
 pub use accounts::{DeviceRow, Principal};
+pub use facade::Store;
 pub use key_seam::KeyStore;
 pub use keys::SigningKeyRow;
 pub use log::{
@@ -56,6 +58,11 @@ pub use projection::{RecordFilter, RecordRow};
 pub use seam::{AcceptFacts, Snapshot, StoreError, StoreResult, SyncStore};
 pub use tokens::{NewRefreshToken, RefreshAttempt, RefreshOutcome};
 pub use web_sessions::{NewWebSession, WebSessionRow};
+
+/// The seams, to call a [`Store`]'s methods: `use crate::store::prelude::*;`.
+pub mod prelude {
+    pub use super::{AccountStore, KeyStore, OfficeStore, SyncStore};
+}
 
 use crate::error::{Error, Result};
 
@@ -168,7 +175,7 @@ pub struct UnappliedMigration {
 
 /// The server's database.
 #[derive(Clone, Debug)]
-pub struct Store {
+pub struct SqliteStore {
     pool: SqlitePool,
     /// The sync log's committer (see [`group`]).
     group: group::GroupCommit,
@@ -176,9 +183,9 @@ pub struct Store {
     last_retention: std::sync::Arc<std::sync::Mutex<i64>>,
 }
 
-impl Store {
+impl SqliteStore {
     /// Opens (creating if missing) the SQLite database at `path` and runs pending migrations.
-    pub async fn open_sqlite(path: &Path) -> Result<Store> {
+    pub async fn open_sqlite(path: &Path) -> Result<SqliteStore> {
         owner_only(path)?;
         let options = SqliteConnectOptions::new()
             .filename(path)
@@ -194,13 +201,13 @@ impl Store {
             .max_connections(8)
             .connect_with(options)
             .await?;
-        let store = Store::over(pool);
+        let store = SqliteStore::over(pool);
         store.migrate().await?;
         Ok(store)
     }
 
-    pub(crate) fn over(pool: SqlitePool) -> Store {
-        Store {
+    pub(crate) fn over(pool: SqlitePool) -> SqliteStore {
+        SqliteStore {
             group: group::GroupCommit::start(pool.clone()),
             pool,
             last_retention: Default::default(),
@@ -243,22 +250,7 @@ impl Store {
         } else {
             Vec::new()
         };
-        Ok(sqlite_migrator()
-            .iter()
-            .filter_map(|m| {
-                let problem = match applied.iter().find(|(v, _, _)| *v == m.version) {
-                    None => "absent",
-                    Some((_, false, _)) => "failed",
-                    Some((_, true, sum)) if sum.as_slice() != &*m.checksum => "changed",
-                    Some(_) => return None,
-                };
-                Some(UnappliedMigration {
-                    version: m.version,
-                    description: m.description.to_string(),
-                    problem,
-                })
-            })
-            .collect())
+        Ok(unapplied(&sqlite_migrator(), &applied))
     }
 
     /// Closes the pool (waits for connections to be returned).
@@ -274,6 +266,27 @@ impl Store {
                 .await?;
         Ok(PathBuf::from(path))
     }
+}
+
+/// The migrations of `migrator` that `applied` (version, success, checksum rows of
+/// `_sqlx_migrations`) does not show applied with the same text, in version order.
+fn unapplied(migrator: &Migrator, applied: &[(i64, bool, Vec<u8>)]) -> Vec<UnappliedMigration> {
+    migrator
+        .iter()
+        .filter_map(|m| {
+            let problem = match applied.iter().find(|(v, _, _)| *v == m.version) {
+                None => "absent",
+                Some((_, false, _)) => "failed",
+                Some((_, true, sum)) if sum.as_slice() != &*m.checksum => "changed",
+                Some(_) => return None,
+            };
+            Some(UnappliedMigration {
+                version: m.version,
+                description: m.description.to_string(),
+                problem,
+            })
+        })
+        .collect()
 }
 
 /// Makes the database file readable by its owner only, creating it so when missing (SQLite then
@@ -341,9 +354,9 @@ mod tests {
     use super::*;
     use crate::model::{Place, PlaceLevel};
 
-    pub(crate) async fn temp_store() -> (tempfile::TempDir, Store) {
+    pub(crate) async fn temp_store() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open_sqlite(&dir.path().join("linli.db"))
+        let store = SqliteStore::open_sqlite(&dir.path().join("linli.db"))
             .await
             .unwrap();
         (dir, store)
@@ -363,7 +376,7 @@ mod tests {
             )
             .await
             .unwrap();
-        let bare = Store::over(pool);
+        let bare = SqliteStore::over(pool);
         let unapplied = bare.unapplied_migrations().await.unwrap();
         assert_eq!(unapplied.len(), embedded_migrations());
         assert!(unapplied.iter().all(|m| m.problem == "absent"));
@@ -414,7 +427,7 @@ mod tests {
         assert_eq!(fk, 1);
         store.close().await;
         // Re-opening an existing database migrates nothing and works.
-        let again = Store::open_sqlite(&dir.path().join("linli.db"))
+        let again = SqliteStore::open_sqlite(&dir.path().join("linli.db"))
             .await
             .unwrap();
         again.ping().await.unwrap();

@@ -14,7 +14,7 @@ use serde_json::Value;
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 
 use super::projection::{ROW_COLUMNS, record_from_row};
-use super::{RecordRow, Store, push_within};
+use super::{RecordRow, SqliteStore, push_within};
 use crate::error::{Error, Result};
 
 /// Case statuses that close a case: no longer overdue, counted as resolved.
@@ -23,9 +23,9 @@ pub const CLOSED_STATUSES: &[&str] = &["resolved", "evaluated", "withdrawn"];
 pub const REPLIED_STATUSES: &[&str] = &["answered_on_site", "resolved", "evaluated"];
 /// Characters kept in the `summary` column.
 pub const SUMMARY_CHARS: usize = 200;
-/// Rows per batch of [`Store::office_stream`].
+/// Rows per batch of [`SqliteStore::office_stream`].
 pub const STREAM_BATCH: u32 = 1000;
-/// Most rows one [`Store::office_page`] returns.
+/// Most rows one [`SqliteStore::office_page`] returns.
 pub const MAX_PAGE: u32 = 1000;
 
 /// Text fields indexed for search, in this order, then the notes (the migration's backfill
@@ -746,7 +746,7 @@ pub(super) fn order_by(sort: Sort) -> &'static str {
     match sort {
         Sort::Updated => " ORDER BY r.updated_at DESC, r.id DESC",
         Sort::Created => " ORDER BY r.created_at DESC, r.id DESC",
-        // Within one of the two deadline passes (see `Store::office_page`).
+        // Within one of the two deadline passes (see `SqliteStore::office_page`).
         Sort::Deadline => " ORDER BY r.deadline, r.id",
     }
 }
@@ -859,7 +859,7 @@ fn next_month(month: &str) -> Option<String> {
     })
 }
 
-impl Store {
+impl SqliteStore {
     /// One page of the back-office queue and the cursor of the next page (`None` on the last
     /// page). Keyset pagination: a page costs the same however deep it is, and rows changed
     /// between pages are neither skipped nor repeated by the order's own key.
@@ -1290,7 +1290,7 @@ mod tests {
         &sql[start..end]
     }
 
-    async fn snapshot(store: &Store) -> Vec<(String, String)> {
+    async fn snapshot(store: &SqliteStore) -> Vec<(String, String)> {
         sqlx::query_as(
             "SELECT r.id, json_array(source, session_id, departments, deadline, satisfaction,
                     summary, building, date, session_type, run_number, consultations, answered,
@@ -1309,7 +1309,7 @@ mod tests {
         let state = crate::run::open(crate::Config::new(dir.path()).with_demo_records())
             .await
             .unwrap();
-        let store = &state.store;
+        let store = state.store.sqlite();
         let written = snapshot(store).await;
         assert!(written.len() > 750);
         assert!(
@@ -1354,7 +1354,7 @@ mod tests {
     }
 
     /// Every page of `filter` under `plan`, following the cursors: the ids in order.
-    async fn all_pages(store: &Store, filter: &OfficeFilter, plan: Plan) -> Vec<String> {
+    async fn all_pages(store: &SqliteStore, filter: &OfficeFilter, plan: Plan) -> Vec<String> {
         let mut filter = filter.clone();
         let mut ids = Vec::new();
         loop {
@@ -1376,7 +1376,7 @@ mod tests {
         let state = crate::run::open(crate::Config::new(dir.path()).with_demo_records())
             .await
             .unwrap();
-        let store = &state.store;
+        let store = state.store.sqlite();
         let street: PlaceId = "hz/baiyang".parse().unwrap();
         let base = OfficeFilter {
             scopes: vec![street.clone()],

@@ -43,7 +43,7 @@ use super::office::{
     StatsFilter, VolunteerStat,
 };
 use super::projection::{RecordFilter, RecordRow};
-use super::{OfficeStore, Store, StoreError, StoreResult};
+use super::{OfficeStore, SqliteStore, StoreError, StoreResult};
 
 impl OfficeStore for PgTest {
     async fn list_records(&self, filter: &RecordFilter) -> StoreResult<Vec<RecordRow>> {
@@ -105,7 +105,7 @@ trait Places: OfficeStore + Fixture {
     async fn add_place(&self, id: &str, name: &str, level: &str);
 }
 
-impl Places for Store {
+impl Places for SqliteStore {
     async fn add_place(&self, id: &str, name: &str, level: &str) {
         sqlx::query("INSERT INTO places (id, parent, name, level) VALUES (?, ?, ?, ?)")
             .bind(id)

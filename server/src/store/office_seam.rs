@@ -1,6 +1,6 @@
 //! The back-office's reads behind a seam ([`OfficeStore`]): the record lists, the case queue
 //! (filters, Chinese search, keyset pages in three orders, counts, the export stream) and the
-//! statistics. SQLite ([`Store`]) and PostgreSQL ([`PgStore`](super::PgStore), in `pg_office.rs`)
+//! statistics. SQLite ([`SqliteStore`]) and PostgreSQL ([`PgStore`](super::PgStore), in `pg_office.rs`)
 //! implement it; one conformance suite (`office_conformance.rs`) checks both against the same
 //! hand-computed answers.
 
@@ -9,7 +9,7 @@ use std::future::Future;
 use futures_util::{Stream, TryStreamExt};
 use linli_sync_core::RecordId;
 
-use super::Store;
+use super::SqliteStore;
 use super::office::{
     BuildingCount, CodeCount, MonthCount, OfficeFilter, OfficeStats, SessionStat, Share,
     StatsFilter, VolunteerStat,
@@ -29,7 +29,7 @@ use super::seam::{StoreError, StoreResult};
 ///   record once, in the filter's order, with ties broken by record id.
 /// - The statistics are computed from the records at the time of the call.
 pub trait OfficeStore: Send + Sync + 'static {
-    /// A page of the projection, newest-updated first (see [`Store::list_records`]).
+    /// A page of the projection, newest-updated first (see [`SqliteStore::list_records`]).
     fn list_records(
         &self,
         filter: &RecordFilter,
@@ -41,7 +41,7 @@ pub trait OfficeStore: Send + Sync + 'static {
         id: RecordId,
     ) -> impl Future<Output = StoreResult<Option<RecordRow>>> + Send;
 
-    /// One page of the queue and the cursor of the next one (see [`Store::office_page`]). A
+    /// One page of the queue and the cursor of the next one (see [`SqliteStore::office_page`]). A
     /// cursor of another order, or one that does not parse, is an error.
     fn office_page(
         &self,
@@ -59,7 +59,7 @@ pub trait OfficeStore: Send + Sync + 'static {
     ) -> impl Future<Output = StoreResult<Option<i64>>> + Send;
 
     /// Every record the filter matches, in its order from its `after` on, read in batches so
-    /// memory stays flat (see [`Store::office_stream`]).
+    /// memory stays flat (see [`SqliteStore::office_stream`]).
     fn office_stream(
         &self,
         filter: &OfficeFilter,
@@ -112,69 +112,69 @@ pub trait OfficeStore: Send + Sync + 'static {
     ) -> impl Future<Output = StoreResult<OfficeStats>> + Send;
 }
 
-impl OfficeStore for Store {
+impl OfficeStore for SqliteStore {
     async fn list_records(&self, filter: &RecordFilter) -> StoreResult<Vec<RecordRow>> {
-        Ok(Store::list_records(self, filter).await?)
+        Ok(SqliteStore::list_records(self, filter).await?)
     }
 
     async fn record_row(&self, id: RecordId) -> StoreResult<Option<RecordRow>> {
-        Ok(Store::record_row(self, id).await?)
+        Ok(SqliteStore::record_row(self, id).await?)
     }
 
     async fn office_page(
         &self,
         filter: &OfficeFilter,
     ) -> StoreResult<(Vec<RecordRow>, Option<String>)> {
-        Ok(Store::office_page(self, filter).await?)
+        Ok(SqliteStore::office_page(self, filter).await?)
     }
 
     async fn office_count(&self, filter: &OfficeFilter) -> StoreResult<i64> {
-        Ok(Store::office_count(self, filter).await?)
+        Ok(SqliteStore::office_count(self, filter).await?)
     }
 
     async fn office_count_upto(&self, filter: &OfficeFilter, cap: u32) -> StoreResult<Option<i64>> {
-        Ok(Store::office_count_upto(self, filter, cap).await?)
+        Ok(SqliteStore::office_count_upto(self, filter, cap).await?)
     }
 
     fn office_stream(
         &self,
         filter: &OfficeFilter,
     ) -> impl Stream<Item = StoreResult<RecordRow>> + Send + 'static {
-        Store::office_stream(self, filter).map_err(StoreError::from)
+        SqliteStore::office_stream(self, filter).map_err(StoreError::from)
     }
 
     async fn office_sessions(&self, f: &StatsFilter) -> StoreResult<Vec<SessionStat>> {
-        Ok(Store::office_sessions(self, f).await?)
+        Ok(SqliteStore::office_sessions(self, f).await?)
     }
 
     async fn office_resolved_share(&self, f: &StatsFilter) -> StoreResult<Share> {
-        Ok(Store::office_resolved_share(self, f).await?)
+        Ok(SqliteStore::office_resolved_share(self, f).await?)
     }
 
     async fn office_reply_rate(&self, f: &StatsFilter) -> StoreResult<Share> {
-        Ok(Store::office_reply_rate(self, f).await?)
+        Ok(SqliteStore::office_reply_rate(self, f).await?)
     }
 
     async fn office_cases_per_month(&self, f: &StatsFilter) -> StoreResult<Vec<MonthCount>> {
-        Ok(Store::office_cases_per_month(self, f).await?)
+        Ok(SqliteStore::office_cases_per_month(self, f).await?)
     }
 
     async fn office_satisfaction(&self, f: &StatsFilter) -> StoreResult<Vec<CodeCount>> {
-        Ok(Store::office_satisfaction(self, f).await?)
+        Ok(SqliteStore::office_satisfaction(self, f).await?)
     }
 
     async fn office_contacts_per_building(
         &self,
         f: &StatsFilter,
     ) -> StoreResult<Vec<BuildingCount>> {
-        Ok(Store::office_contacts_per_building(self, f).await?)
+        Ok(SqliteStore::office_contacts_per_building(self, f).await?)
     }
 
     async fn office_volunteering(&self, f: &StatsFilter) -> StoreResult<Vec<VolunteerStat>> {
-        Ok(Store::office_volunteering(self, f).await?)
+        Ok(SqliteStore::office_volunteering(self, f).await?)
     }
 
     async fn office_stats(&self, f: &StatsFilter) -> StoreResult<OfficeStats> {
-        Ok(Store::office_stats(self, f).await?)
+        Ok(SqliteStore::office_stats(self, f).await?)
     }
 }

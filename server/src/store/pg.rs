@@ -78,6 +78,11 @@ fn pg_migrator() -> Migrator {
     )
 }
 
+/// How many migrations this binary embeds for PostgreSQL.
+pub fn embedded_migrations() -> usize {
+    PG_MIGRATIONS.len()
+}
+
 /// How often a group that PostgreSQL rolled back (deadlock, serialization) is written again.
 const GROUP_RETRIES: usize = 5;
 
@@ -134,6 +139,80 @@ impl PgStore {
                 }
             }
         }))
+    }
+
+    /// Applies the migrations not yet applied.
+    pub async fn migrate(&self) -> Result<()> {
+        pg_migrator().run(&self.pool).await?;
+        Ok(())
+    }
+
+    /// A cheap query proving the database answers.
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// The embedded migrations `_sqlx_migrations` does not record as applied with the same text.
+    pub async fn unapplied_migrations(&self) -> Result<Vec<super::UnappliedMigration>> {
+        let has_table: bool =
+            sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+                .fetch_one(&self.pool)
+                .await?;
+        let applied: Vec<(i64, bool, Vec<u8>)> = if has_table {
+            sqlx::query_as("SELECT version, success, checksum FROM _sqlx_migrations")
+                .fetch_all(&self.pool)
+                .await?
+        } else {
+            Vec::new()
+        };
+        Ok(super::unapplied(&pg_migrator(), &applied))
+    }
+
+    /// Number of records.
+    pub async fn record_count(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM records")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    /// Number of changes in the log.
+    pub async fn change_count(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM changes")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    /// Every logged change of a record (both parts), in log order, with its attribution.
+    pub async fn change_meta(&self, record: RecordId) -> Result<Vec<super::ChangeMeta>> {
+        let rows = sqlx::query(
+            "SELECT c.seq, c.hash, c.actor, c.device_id, c.claimed_at, c.received_at, c.part,
+                    c.touched::text AS touched, c.message, u.username, u.display_name
+             FROM changes c JOIN users u ON u.id = c.user_id
+             WHERE c.record_id = $1 ORDER BY c.seq",
+        )
+        .bind(record.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let part: String = row.try_get("part")?;
+                let touched: String = row.try_get("touched")?;
+                Ok(super::ChangeMeta {
+                    seq: row.try_get("seq")?,
+                    hash: row.try_get("hash")?,
+                    actor: row.try_get("actor")?,
+                    username: row.try_get("username")?,
+                    display_name: row.try_get("display_name")?,
+                    device_id: row.try_get("device_id")?,
+                    claimed_at: row.try_get("claimed_at")?,
+                    received_at: row.try_get("received_at")?,
+                    part: part.parse().map_err(Error::Internal)?,
+                    touched: serde_json::from_str(&touched).unwrap_or_default(),
+                    message: row.try_get("message")?,
+                })
+            })
+            .collect()
     }
 
     /// The pool (for the parts of the server not yet behind the seam, and for tests).

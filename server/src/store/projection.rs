@@ -4,7 +4,7 @@ use linli_sync_core::{PlaceId, RecordId, RecordKind};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, Sqlite};
 
-use super::{Store, push_within};
+use super::{SqliteStore, push_within};
 use crate::error::Result;
 
 /// Filters of a record list. Rows come newest-updated first.
@@ -106,7 +106,7 @@ pub(super) fn record_from_row(row: &SqliteRow) -> Result<RecordRow> {
     })
 }
 
-impl Store {
+impl SqliteStore {
     /// A page of the projection, newest-updated first.
     pub async fn list_records(&self, filter: &RecordFilter) -> Result<Vec<RecordRow>> {
         let mut qb =

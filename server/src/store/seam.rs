@@ -1,5 +1,5 @@
 //! The storage seam of the sync path: what accepting, pulling and bootstrapping need from a
-//! database, shaped around the sync transaction rather than around tables. SQLite ([`Store`])
+//! database, shaped around the sync transaction rather than around tables. SQLite ([`SqliteStore`])
 //! and PostgreSQL ([`PgStore`](super::pg::PgStore)) implement it; one conformance suite
 //! (`conformance.rs`) runs against both.
 
@@ -7,7 +7,7 @@ use std::future::Future;
 
 use linli_sync_core::{DeviceId, PlaceId, RecordId};
 
-use super::Store;
+use super::SqliteStore;
 use super::log::{ActorBinding, Commit, CommitConflict, PulledPage, RecordMeta};
 use crate::error::Error;
 
@@ -120,7 +120,7 @@ pub trait SyncStore: Send + Sync + 'static {
     /// The log's end: every change at or below it is committed, every later one will be above.
     fn log_end(&self) -> impl Future<Output = StoreResult<i64>> + Send;
 
-    /// One page of others' changes after `cursor` within `scopes` (see [`Store::pull`]).
+    /// One page of others' changes after `cursor` within `scopes` (see [`SqliteStore::pull`]).
     fn pull(
         &self,
         cursor: i64,
@@ -131,7 +131,7 @@ pub trait SyncStore: Send + Sync + 'static {
         max_bytes: usize,
     ) -> impl Future<Output = StoreResult<PulledPage>> + Send;
 
-    /// One bootstrap page of saved documents (see [`Store::snapshots_within`]).
+    /// One bootstrap page of saved documents (see [`SqliteStore::snapshots_within`]).
     fn snapshots_within(
         &self,
         scopes: &[PlaceId],
@@ -142,18 +142,18 @@ pub trait SyncStore: Send + Sync + 'static {
     ) -> impl Future<Output = StoreResult<Vec<Snapshot>>> + Send;
 }
 
-impl SyncStore for Store {
+impl SyncStore for SqliteStore {
     async fn accept_facts(
         &self,
         record: RecordId,
         hash: &[u8; 32],
         actor: &str,
     ) -> StoreResult<AcceptFacts> {
-        Ok(Store::accept_facts(self, record, hash, actor).await?)
+        Ok(SqliteStore::accept_facts(self, record, hash, actor).await?)
     }
 
     async fn record_meta(&self, record: RecordId) -> StoreResult<Option<RecordMeta>> {
-        Ok(Store::record_meta(self, record).await?)
+        Ok(SqliteStore::record_meta(self, record).await?)
     }
 
     async fn change_received_at(
@@ -161,26 +161,26 @@ impl SyncStore for Store {
         record: RecordId,
         hash: &[u8; 32],
     ) -> StoreResult<Option<i64>> {
-        Ok(Store::change_received_at(self, record, hash).await?)
+        Ok(SqliteStore::change_received_at(self, record, hash).await?)
     }
 
     async fn record_doc(&self, record: RecordId) -> StoreResult<Option<Vec<u8>>> {
-        Ok(Store::record_doc(self, record).await?)
+        Ok(SqliteStore::record_doc(self, record).await?)
     }
 
     async fn personal_doc(&self, record: RecordId) -> StoreResult<Option<Vec<u8>>> {
-        Ok(Store::personal_doc(self, record).await?)
+        Ok(SqliteStore::personal_doc(self, record).await?)
     }
 
     async fn commit(
         &self,
         commit: Commit,
     ) -> StoreResult<std::result::Result<i64, CommitConflict>> {
-        Ok(Store::commit_change(self, commit).await?)
+        Ok(SqliteStore::commit_change(self, commit).await?)
     }
 
     async fn log_end(&self) -> StoreResult<i64> {
-        Ok(Store::log_end(self).await?)
+        Ok(SqliteStore::log_end(self).await?)
     }
 
     async fn pull(
@@ -192,7 +192,7 @@ impl SyncStore for Store {
         limit: u32,
         max_bytes: usize,
     ) -> StoreResult<PulledPage> {
-        Ok(Store::pull(self, cursor, me, scopes, personal, limit, max_bytes).await?)
+        Ok(SqliteStore::pull(self, cursor, me, scopes, personal, limit, max_bytes).await?)
     }
 
     async fn snapshots_within(
@@ -203,6 +203,6 @@ impl SyncStore for Store {
         max_bytes: usize,
         personal: bool,
     ) -> StoreResult<Vec<Snapshot>> {
-        Ok(Store::snapshots_within(self, scopes, after, limit, max_bytes, personal).await?)
+        Ok(SqliteStore::snapshots_within(self, scopes, after, limit, max_bytes, personal).await?)
     }
 }

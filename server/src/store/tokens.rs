@@ -1,6 +1,6 @@
 //! Refresh tokens: stored as SHA-256 hashes, spent on use, revocable by family, user or device.
 
-use super::Store;
+use super::SqliteStore;
 use crate::error::Result;
 
 /// A refresh token to store.
@@ -70,7 +70,7 @@ pub struct RefreshAttempt<'a> {
     pub device_id: Option<&'a str>,
 }
 
-impl Store {
+impl SqliteStore {
     /// Stores a new refresh token.
     pub async fn insert_refresh_token(&self, t: &NewRefreshToken<'_>) -> Result<()> {
         sqlx::query(

@@ -3,7 +3,7 @@
 
 use sqlx::Row;
 
-use super::Store;
+use super::SqliteStore;
 use crate::error::Result;
 
 /// A new browser session.
@@ -42,7 +42,7 @@ pub struct WebSessionRow {
     pub last_seen: i64,
 }
 
-impl Store {
+impl SqliteStore {
     /// Stores a new browser session.
     pub async fn insert_web_session(&self, s: &NewWebSession<'_>) -> Result<()> {
         sqlx::query(

@@ -18,6 +18,7 @@ use crate::auth::KeyInfo;
 use crate::error::Error;
 use crate::model::{Place, Role};
 use crate::state::AppState;
+use crate::store::prelude::*;
 use crate::store::{DeviceRow, RejectionView};
 
 /// The routes of the administration pages.

@@ -24,6 +24,7 @@ use super::{WebError, WebResult, render};
 use crate::model::{now_ms, unhex};
 use crate::records::{RecordDetail, record_detail, value_for_role};
 use crate::state::AppState;
+use crate::store::prelude::*;
 use crate::store::{OfficeFilter, Sort};
 
 /// Statuses after which a case no longer counts as overdue.

@@ -150,6 +150,12 @@ impl From<Error> for WebError {
     }
 }
 
+impl From<crate::store::StoreError> for WebError {
+    fn from(e: crate::store::StoreError) -> Self {
+        Error::from(e).into()
+    }
+}
+
 impl From<askama::Error> for WebError {
     fn from(e: askama::Error) -> Self {
         Error::Internal(format!("template: {e}")).into()

@@ -17,6 +17,9 @@ use super::view::{self, Nav, PlaceNames};
 use super::{WebError, WebResult, render};
 use crate::records::value_for_role;
 use crate::state::AppState;
+use futures_util::StreamExt;
+
+use crate::store::prelude::*;
 use crate::store::{OfficeFilter, RecordRow, Sort};
 
 /// Rows per page.
@@ -366,7 +369,10 @@ async fn export(
         format,
         q.kind,
         user.auth.role,
-        state.store.office_stream(&filter),
+        state
+            .store
+            .office_stream(&filter)
+            .map(|row| row.map_err(crate::error::Error::from)),
         Some(namer),
         &stem,
     )

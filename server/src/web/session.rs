@@ -23,6 +23,7 @@ use crate::error::Error;
 use crate::model::{Role, hex, now_ms};
 use crate::state::AppState;
 use crate::store::NewWebSession;
+use crate::store::prelude::*;
 
 /// The session cookie's name.
 pub const SESSION_COOKIE: &str = "linli_session";

@@ -13,6 +13,7 @@ use super::session::{Fields, WebUser};
 use super::view::{Nav, PlaceNames};
 use super::{WebError, WebResult, render};
 use crate::state::AppState;
+use crate::store::prelude::*;
 use crate::store::{OfficeStats, Share, StatsFilter};
 
 /// A figure with its link to the records behind it.

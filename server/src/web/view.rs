@@ -11,6 +11,7 @@ use super::session::WebUser;
 use crate::error::Result;
 use crate::model::Role;
 use crate::store::Store;
+use crate::store::prelude::*;
 
 /// China Standard Time (UTC+8, no daylight saving): the time staff read.
 pub fn cst() -> FixedOffset {

@@ -2,6 +2,7 @@
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
+use linli_server::store::prelude::*;
 use serde_json::json;
 
 use crate::common::TestApp;

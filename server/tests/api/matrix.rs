@@ -4,6 +4,7 @@
 
 use axum::http::StatusCode;
 use linli_server::model::{Place, PlaceLevel, Role, User};
+use linli_server::store::prelude::*;
 use linli_sync_core::protocol::{self, RejectCode, SyncRequest, SyncResponse};
 use linli_sync_core::{RecordDoc, RecordKind};
 use serde_json::json;

@@ -2,6 +2,7 @@
 //! against the records' own values, keyset pages in every order, Chinese search, scopes, and
 //! statistics that move when a record changes through the sync path.
 
+use linli_server::store::prelude::*;
 use std::collections::HashSet;
 
 use axum::http::StatusCode;
@@ -415,7 +416,7 @@ async fn filters_narrow_as_the_records_say() {
     };
     assert!(matches!(
         store.office_page(&bad).await,
-        Err(linli_server::error::Error::BadRequest(_))
+        Err(linli_server::store::StoreError::Invalid(_))
     ));
 }
 

@@ -1,6 +1,7 @@
 //! `POST /v1/sync`: framing errors, idempotent pushes, scopes, actors and paging.
 
 use axum::http::StatusCode;
+use linli_server::store::prelude::*;
 use linli_sync_core::RecordKind;
 use linli_sync_core::protocol::{self, PushChange, RejectCode, SyncRequest};
 

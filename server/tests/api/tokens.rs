@@ -4,6 +4,7 @@
 
 use axum::http::StatusCode;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use linli_server::store::prelude::*;
 use serde_json::{Value, json};
 
 use crate::common::TestApp;
