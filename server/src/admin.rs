@@ -647,6 +647,7 @@ pub mod cli {
                 let store = open(&data).await?;
                 crate::personal_migration::migrate_personal_data(&store, out).await?;
             }
+            C::MigrateStore { from, to } => crate::migrate_store::run(&from, &to, out).await?,
             C::User(UserCommand::Add {
                 username,
                 role,

@@ -41,6 +41,18 @@ pub enum Command {
     /// Move residents' names and phone numbers out of records stored before records had a
     /// personal part (rebuilds those records' history; see docs/PERSONAL_DATA.md).
     MigratePersonalData(crate::admin::cli::DataDir),
+    /// Move a district from its SQLite file to a new, empty PostgreSQL database, and verify it.
+    ///
+    /// Every log position and grant epoch is kept, so phones sync on from their cursors, with
+    /// their logins. Stop every server on the SQLite file first; it is only read.
+    MigrateStore {
+        /// The SQLite database: `data/linli.db`, `sqlite://data/linli.db` or the data directory.
+        #[arg(long, value_name = "SQLITE")]
+        from: String,
+        /// The empty PostgreSQL database to fill (`postgres://user@host:port/db`).
+        #[arg(long, value_name = "POSTGRES_URL")]
+        to: String,
+    },
 }
 
 /// What `linli-server serve --help` tells operators about the endpoints made for them.

@@ -1,9 +1,12 @@
 //! # linli-server
 //!
-//! Linli's sync and back-office server: axum + tokio + sqlx (SQLite).
+//! Linli's sync and back-office server: axum + tokio + sqlx (SQLite, or PostgreSQL for several
+//! server processes on one database).
 //!
 //! - [`config`]: command line and [`Config`].
-//! - [`store`]: the database and its migrations (all SQL lives there).
+//! - [`store`]: the database and its migrations (all SQL lives there): SQLite or PostgreSQL
+//!   behind the storage seams; [`migrate_store`]: `migrate-store`, moving a district from
+//!   SQLite to PostgreSQL.
 //! - [`auth`]: login, refresh, signing keys and the [`AuthUser`](auth::AuthUser) extractor.
 //! - [`admin`]: users, grants, devices, keys and places: the admin HTTP API and CLI.
 //! - [`limit`]: per-user rate limits.
@@ -46,6 +49,7 @@ pub mod extract;
 pub mod limit;
 pub mod live;
 pub mod metrics;
+pub mod migrate_store;
 pub mod model;
 pub mod ops;
 pub mod personal_migration;

@@ -13,6 +13,7 @@ mod hostile_input;
 mod hostile_steward;
 mod idempotent_push;
 mod live;
+mod migrate_store;
 mod no_skip;
 mod ops;
 mod personal_data;

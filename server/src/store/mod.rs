@@ -54,6 +54,9 @@ pub use office::{
 };
 pub use office_seam::OfficeStore;
 pub use pg::PgStore;
+/// How PostgreSQL's search folds a text and splits it into indexed pairs (`migrate-store` derives
+/// the copy's search columns with them).
+pub(crate) use pg_office::{fold as search_fold, gram_lexemes as search_grams};
 pub use projection::{RecordFilter, RecordRow};
 pub use seam::{AcceptFacts, Snapshot, StoreError, StoreResult, SyncStore};
 pub use tokens::{NewRefreshToken, RefreshAttempt, RefreshOutcome};

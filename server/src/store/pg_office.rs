@@ -82,7 +82,7 @@ fn record_from_row(row: &PgRow) -> StoreResult<RecordRow> {
 }
 
 /// Lower-cases character by character, so a term folds exactly as it does inside a text.
-fn fold(text: &str) -> String {
+pub(crate) fn fold(text: &str) -> String {
     text.chars().flat_map(char::to_lowercase).collect()
 }
 
@@ -97,7 +97,7 @@ fn runs(folded: &str) -> impl Iterator<Item = Vec<char>> + '_ {
 /// The lexemes of `grams` for a folded text: each run's overlapping pairs and its last
 /// character. Every letter or digit then starts some lexeme, so a one-character term is a
 /// prefix search ("水" finds "漏水" by its lexeme "水", "水管" by "水管").
-fn gram_lexemes(folded: &str) -> Vec<String> {
+pub(crate) fn gram_lexemes(folded: &str) -> Vec<String> {
     let mut lexemes = BTreeSet::new();
     for run in runs(folded) {
         for pair in run.windows(2) {

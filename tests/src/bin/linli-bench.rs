@@ -21,7 +21,8 @@ use linli_sync_core::automerge::ActorId;
 use linli_sync_core::protocol::{Cursor, PushChange, SyncRequest, SyncResponse};
 use linli_sync_core::{EditContext, RecordDoc, RecordId};
 use linli_tests::{
-    DEMO_PASSWORD, ServerProcess, admin_cli_bin, bench_case, login_token, post_sync, workspace_bin,
+    DEMO_PASSWORD, ServerProcess, admin_cli_bin, bench_case, fresh_postgres_database, login_token,
+    post_sync, share_database, use_database, workspace_bin,
 };
 
 /// The benchmark measures the sync path, not the per-user rate limiter (its simulated phones
@@ -54,6 +55,14 @@ struct Args {
     /// The server binary (default: this workspace's, same profile).
     #[arg(long)]
     server_bin: Option<PathBuf>,
+    /// Run the servers on a fresh database of the local PostgreSQL (`LINLI_TEST_POSTGRES`)
+    /// instead of SQLite.
+    #[arg(long)]
+    postgres: bool,
+    /// Server processes sharing the database in the throughput run; phone `i` syncs with node
+    /// `i % nodes`.
+    #[arg(long, default_value_t = 1)]
+    nodes: usize,
 }
 
 /// Starts `bin` on a fresh `dir` with the rate limits off.
@@ -255,17 +264,39 @@ fn main() {
         .unwrap_or_else(|| workspace_bin("linli-server"));
     println!("## Sync benchmark\n");
     println!(
-        "Command: `linli-bench {}` on {} cores; `{}` with its SQLite store (WAL, synchronous=FULL) on local disk, phones simulated at the protocol level on loopback.\n",
+        "Command: `linli-bench {}` on {} cores; `{}` with {}, phones simulated at the protocol level on loopback.\n",
         std::env::args().skip(1).collect::<Vec<_>>().join(" "),
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1),
-        bin.display()
+        bin.display(),
+        if args.postgres {
+            "PostgreSQL 15 on the same machine (synchronous_commit on)"
+        } else {
+            "its SQLite store (WAL, synchronous=FULL) on local disk"
+        }
     );
 
     // 1. Throughput: many phones each pushing their offline records.
     let dir = tempfile::tempdir().expect("tempdir");
+    if args.postgres {
+        use_database(dir.path(), &fresh_postgres_database());
+    }
     let server = start_server(&bin, dir.path());
+    // Further nodes on the same database, each with a data directory of its own.
+    let more_dirs: Vec<tempfile::TempDir> = (1..args.nodes.max(1))
+        .map(|_| tempfile::tempdir().expect("tempdir"))
+        .collect();
+    let more_nodes: Vec<ServerProcess> = more_dirs
+        .iter()
+        .map(|d| {
+            share_database(dir.path(), d.path());
+            start_server(&bin, d.path())
+        })
+        .collect();
+    let urls: Vec<&str> = std::iter::once(server.url.as_str())
+        .chain(more_nodes.iter().map(|n| n.url.as_str()))
+        .collect();
     let total = args.phones * args.records;
     eprintln!(
         "throughput: {} phones x {} records, {} users",
@@ -273,7 +304,7 @@ fn main() {
     );
     let users = bench_users(&bin, &server, args.users);
     let mut phones: Vec<SimPhone> = (0..args.phones)
-        .map(|i| SimPhone::login(&server.url, &users[i % users.len()]))
+        .map(|i| SimPhone::login(urls[i % urls.len()], &users[i % users.len()]))
         .collect();
     // Each phone captures its records offline first; the sync itself is what is timed.
     let mut plan: Vec<Vec<Vec<PushChange>>> = vec![];
@@ -333,6 +364,10 @@ fn main() {
     let mut lat = latencies.into_inner().expect("lat");
     lat.sort();
     let peak = server.pid().and_then(peak_rss_kib);
+    let peaks_more: Vec<u64> = more_nodes
+        .iter()
+        .filter_map(|n| n.pid().and_then(peak_rss_kib))
+        .collect();
     println!("### {} phones × {} records\n", args.phones, args.records);
     println!("| figure | value |\n|---|---|");
     println!("| records synced | {total} |");
@@ -342,6 +377,7 @@ fn main() {
         args.per_push
     );
     println!("| phones syncing at once | {} |", args.concurrency);
+    println!("| server processes (nodes) | {} |", urls.len());
     println!("| users the phones belong to | {} |", users.len());
     println!("| total time | {:.2} s |", elapsed.as_secs_f64());
     println!(
@@ -366,7 +402,15 @@ fn main() {
         peak.map(|k| format!("{:.1} MiB", k as f64 / 1024.0))
             .unwrap_or_else(|| "n/a".into())
     );
+    for (i, k) in peaks_more.iter().enumerate() {
+        println!(
+            "| node {} peak memory (VmHWM) | {:.1} MiB |",
+            i + 2,
+            *k as f64 / 1024.0
+        );
+    }
     println!();
+    drop(more_nodes);
 
     // 2. One new change on a server holding the records above: one small round trip.
     let mut watcher = SimPhone::login(&server.url, "office1");

@@ -237,6 +237,27 @@ fn saved_docs(db: &Path) -> (u64, u64, u64) {
     .expect("sum the saved documents")
 }
 
+/// The database's size and what its `records` table holds, as [`saved_docs`], on PostgreSQL.
+fn postgres_sizes(url: &str) -> (u64, (u64, u64, u64)) {
+    let out = std::process::Command::new("psql")
+        .arg(url)
+        .args([
+            "-tAF,",
+            "-c",
+            "SELECT pg_database_size(current_database()), COUNT(*), \
+             COALESCE(SUM(LENGTH(doc)), 0), COALESCE(SUM(LENGTH(personal_doc)), 0) FROM records",
+        ])
+        .output()
+        .expect("psql runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: Vec<u64> = text
+        .trim()
+        .split(',')
+        .map(|x| x.parse().expect("a number"))
+        .collect();
+    (v[0], (v[1], v[2], v[3]))
+}
+
 fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
@@ -307,8 +328,12 @@ fn main() {
     let rss = proc_status_kib(pid, "VmRSS");
     let db = dir.path().join(SERVER_DB);
     let (db_len, wal_len) = (file_len(&db), file_len(&db.with_extension("db-wal")));
-    let data_dir = dir_size(dir.path());
-    let (rows, doc_bytes, personal_bytes) = saved_docs(&db);
+    // On PostgreSQL (`LINLI_STORIES_POSTGRES`) the data is the database's, not the directory's.
+    let (data_dir, (rows, doc_bytes, personal_bytes)) =
+        match linli_tests::database_url_for(dir.path()) {
+            Some(url) => postgres_sizes(&url),
+            None => (dir_size(dir.path()), saved_docs(&db)),
+        };
     let phone_db = home.path().join(linli_ffi::DB_FILE);
     let (phone_db_len, phone_wal_len) = (
         file_len(&phone_db),
@@ -326,8 +351,13 @@ fn main() {
         .map(|p| format!("`{}`", p.display()))
         .unwrap_or_else(|| "this workspace's `linli-server`".into());
     println!("## Bootstrap: a new phone catches up with {n} records\n");
+    let store = if linli_tests::stories_postgres().is_some() {
+        "PostgreSQL on the same machine"
+    } else {
+        "its SQLite store on local disk"
+    };
     println!(
-        "Command: `linli-bootstrap-bench --records {n} --seeders {}{}` on {cores} cores; server: {server_bin} with its SQLite store on local disk; the phone is the real device SDK (`FieldClient`, own store in a temp dir) on loopback, through a byte-counting relay.\n",
+        "Command: `linli-bootstrap-bench --records {n} --seeders {}{}` on {cores} cores; server: {server_bin} with {store}; the phone is the real device SDK (`FieldClient`, own store in a temp dir) on loopback, through a byte-counting relay.\n",
         args.seeders,
         args.server_bin
             .as_ref()
