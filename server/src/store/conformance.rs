@@ -70,12 +70,9 @@ impl Fixture for SqliteStore {
     }
 }
 
-/// A PostgreSQL store on a database of its own, dropped by [`Fixture::finish`].
-#[derive(Clone)]
-pub(crate) struct PgTest {
-    store: PgStore,
-    name: String,
-}
+/// Fresh PostgreSQL databases for tests: each test's store has a database of its own, which
+/// [`Fixture::finish`] drops.
+pub(crate) struct PgTest;
 
 impl PgTest {
     fn admin_url() -> String {
@@ -83,106 +80,44 @@ impl PgTest {
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
     }
 
-    /// Creates a fresh database and opens it.
-    pub(crate) async fn create() -> PgTest {
-        let name = format!("linli_test_{}", uuid::Uuid::new_v4().simple());
+    /// The URL of database `name` on the test server.
+    fn url_of(name: &str) -> String {
         let admin = Self::admin_url();
-        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
+        let (base, _) = admin.rsplit_once('/').expect("a postgres url has a path");
+        format!("{base}/{name}")
+    }
+
+    /// Creates a fresh database and opens it.
+    pub(crate) async fn create() -> PgStore {
+        let name = format!("linli_test_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&Self::admin_url())
             .await
             .expect("PostgreSQL must run for these tests (scripts/test starts it)");
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
             .execute(&mut conn)
             .await
             .unwrap();
-        let url = match admin.rsplit_once('/') {
-            Some((base, _)) => format!("{base}/{name}"),
-            None => unreachable!("a postgres url has a path"),
-        };
-        PgTest {
-            store: PgStore::open(&url).await.unwrap(),
-            name,
-        }
-    }
-
-    /// The store under test.
-    pub(crate) fn store(&self) -> &PgStore {
-        &self.store
+        PgStore::open(&Self::url_of(&name)).await.unwrap()
     }
 
     /// Another process's view of the same database (its own pool and committer).
-    pub(crate) async fn another_node(&self) -> PgTest {
-        let admin = Self::admin_url();
-        let (base, _) = admin.rsplit_once('/').unwrap();
-        PgTest {
-            store: PgStore::open(&format!("{base}/{}", self.name))
-                .await
-                .unwrap(),
-            name: self.name.clone(),
-        }
+    pub(crate) async fn another_node(store: &PgStore) -> PgStore {
+        PgStore::open(&Self::url_of(&database_of(store).await))
+            .await
+            .unwrap()
     }
 }
 
-impl SyncStore for PgTest {
-    async fn accept_facts(
-        &self,
-        record: RecordId,
-        hash: &[u8; 32],
-        actor: &str,
-    ) -> super::StoreResult<super::AcceptFacts> {
-        self.store.accept_facts(record, hash, actor).await
-    }
-    async fn record_meta(&self, record: RecordId) -> super::StoreResult<Option<super::RecordMeta>> {
-        self.store.record_meta(record).await
-    }
-    async fn change_received_at(
-        &self,
-        record: RecordId,
-        hash: &[u8; 32],
-    ) -> super::StoreResult<Option<i64>> {
-        self.store.change_received_at(record, hash).await
-    }
-    async fn record_doc(&self, record: RecordId) -> super::StoreResult<Option<Vec<u8>>> {
-        self.store.record_doc(record).await
-    }
-    async fn personal_doc(&self, record: RecordId) -> super::StoreResult<Option<Vec<u8>>> {
-        self.store.personal_doc(record).await
-    }
-    async fn commit(&self, commit: Commit) -> super::StoreResult<Result<i64, CommitConflict>> {
-        self.store.commit(commit).await
-    }
-    async fn log_end(&self) -> super::StoreResult<i64> {
-        self.store.log_end().await
-    }
-    async fn pull(
-        &self,
-        cursor: i64,
-        me: DeviceId,
-        scopes: &[PlaceId],
-        personal: bool,
-        limit: u32,
-        max_bytes: usize,
-    ) -> super::StoreResult<super::PulledPage> {
-        self.store
-            .pull(cursor, me, scopes, personal, limit, max_bytes)
-            .await
-    }
-    async fn snapshots_within(
-        &self,
-        scopes: &[PlaceId],
-        after: Option<&str>,
-        limit: u32,
-        max_bytes: usize,
-        personal: bool,
-    ) -> super::StoreResult<Vec<super::Snapshot>> {
-        self.store
-            .snapshots_within(scopes, after, limit, max_bytes, personal)
-            .await
-    }
+async fn database_of(store: &PgStore) -> String {
+    sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
 }
 
-impl Fixture for PgTest {
+impl Fixture for PgStore {
     async fn seed(&self, devices: &[DeviceId]) {
-        let pool = self.store.pool();
+        let pool = self.pool();
         for (id, parent, level) in [
             ("hz", None, "district"),
             ("hz/a", Some("hz"), "street"),
@@ -216,13 +151,20 @@ impl Fixture for PgTest {
     }
 
     async fn finish(self) {
-        self.store.close().await;
-        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&Self::admin_url())
+        // A second handle on the database finds it dropped already (its connections closed).
+        let Ok(name) = sqlx::query_scalar::<_, String>("SELECT current_database()")
+            .fetch_one(self.pool())
+            .await
+        else {
+            self.close().await;
+            return;
+        };
+        self.close().await;
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&PgTest::admin_url())
             .await
             .unwrap();
         sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            self.name
+            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
         )))
         .execute(&mut conn)
         .await

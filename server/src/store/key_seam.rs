@@ -225,38 +225,10 @@ mod conformance {
         }
     }
 
-    impl KeyStore for PgTest {
-        async fn signing_keys(&self) -> StoreResult<Vec<SigningKeyRow>> {
-            self.store().signing_keys().await
-        }
-        async fn import_signing_keys(&self, keys: &[SigningKeyRow]) -> StoreResult<bool> {
-            self.store().import_signing_keys(keys).await
-        }
-        async fn ensure_signing_key(&self, fresh: &SigningKeyRow) -> StoreResult<bool> {
-            self.store().ensure_signing_key(fresh).await
-        }
-        async fn insert_signing_key(&self, key: &SigningKeyRow) -> StoreResult<()> {
-            self.store().insert_signing_key(key).await
-        }
-        async fn rotate_signing_keys(
-            &self,
-            fresh: &SigningKeyRow,
-            overlap_ms: i64,
-            now: i64,
-        ) -> StoreResult<()> {
-            self.store()
-                .rotate_signing_keys(fresh, overlap_ms, now)
-                .await
-        }
-        async fn retire_signing_keys(&self, now: i64) -> StoreResult<u64> {
-            self.store().retire_signing_keys(now).await
-        }
-    }
-
-    impl RetiredSecrets for PgTest {
+    impl RetiredSecrets for PgStore {
         async fn retired_secrets(&self) -> Vec<String> {
             sqlx::query_scalar("SELECT secret FROM signing_keys WHERE retired")
-                .fetch_all(self.store().pool())
+                .fetch_all(self.pool())
                 .await
                 .unwrap()
         }

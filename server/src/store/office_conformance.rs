@@ -29,7 +29,7 @@
 //! Days are 2026's unless written whole. `hz/a0`, `hz/ab` and `hz/a-b` sort around `hz/a/` but
 //! are not within `hz/a`; `b1` and `b2` are building-level places.
 
-use futures_util::{Stream, StreamExt, TryStreamExt};
+use futures_util::{StreamExt, TryStreamExt};
 use linli_sync_core::automerge::transaction::Transactable;
 use linli_sync_core::automerge::{ActorId, AutoCommit, ROOT};
 use linli_sync_core::protocol::Part;
@@ -43,61 +43,7 @@ use super::office::{
     StatsFilter, VolunteerStat,
 };
 use super::projection::{RecordFilter, RecordRow};
-use super::{OfficeStore, SqliteStore, StoreError, StoreResult};
-
-impl OfficeStore for PgTest {
-    async fn list_records(&self, filter: &RecordFilter) -> StoreResult<Vec<RecordRow>> {
-        self.store().list_records(filter).await
-    }
-    async fn record_row(&self, id: RecordId) -> StoreResult<Option<RecordRow>> {
-        self.store().record_row(id).await
-    }
-    async fn office_page(
-        &self,
-        filter: &OfficeFilter,
-    ) -> StoreResult<(Vec<RecordRow>, Option<String>)> {
-        self.store().office_page(filter).await
-    }
-    async fn office_count(&self, filter: &OfficeFilter) -> StoreResult<i64> {
-        self.store().office_count(filter).await
-    }
-    async fn office_count_upto(&self, filter: &OfficeFilter, cap: u32) -> StoreResult<Option<i64>> {
-        self.store().office_count_upto(filter, cap).await
-    }
-    fn office_stream(
-        &self,
-        filter: &OfficeFilter,
-    ) -> impl Stream<Item = StoreResult<RecordRow>> + Send + 'static {
-        self.store().office_stream(filter)
-    }
-    async fn office_sessions(&self, f: &StatsFilter) -> StoreResult<Vec<SessionStat>> {
-        self.store().office_sessions(f).await
-    }
-    async fn office_resolved_share(&self, f: &StatsFilter) -> StoreResult<Share> {
-        self.store().office_resolved_share(f).await
-    }
-    async fn office_reply_rate(&self, f: &StatsFilter) -> StoreResult<Share> {
-        self.store().office_reply_rate(f).await
-    }
-    async fn office_cases_per_month(&self, f: &StatsFilter) -> StoreResult<Vec<MonthCount>> {
-        self.store().office_cases_per_month(f).await
-    }
-    async fn office_satisfaction(&self, f: &StatsFilter) -> StoreResult<Vec<CodeCount>> {
-        self.store().office_satisfaction(f).await
-    }
-    async fn office_contacts_per_building(
-        &self,
-        f: &StatsFilter,
-    ) -> StoreResult<Vec<BuildingCount>> {
-        self.store().office_contacts_per_building(f).await
-    }
-    async fn office_volunteering(&self, f: &StatsFilter) -> StoreResult<Vec<VolunteerStat>> {
-        self.store().office_volunteering(f).await
-    }
-    async fn office_stats(&self, f: &StatsFilter) -> StoreResult<OfficeStats> {
-        self.store().office_stats(f).await
-    }
-}
+use super::{OfficeStore, PgStore, SqliteStore, StoreError, StoreResult};
 
 /// Adds places beyond [`Fixture::seed`]'s, in the backend's own SQL (places are not behind a
 /// seam).
@@ -118,14 +64,14 @@ impl Places for SqliteStore {
     }
 }
 
-impl Places for PgTest {
+impl Places for PgStore {
     async fn add_place(&self, id: &str, name: &str, level: &str) {
         sqlx::query("INSERT INTO places (id, parent, name, level) VALUES ($1, $2, $3, $4)")
             .bind(id)
             .bind(id.rsplit_once('/').map(|(parent, _)| parent))
             .bind(name)
             .bind(level)
-            .execute(self.store().pool())
+            .execute(self.pool())
             .await
             .unwrap();
     }

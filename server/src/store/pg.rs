@@ -945,28 +945,21 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn another_process_hears_of_committed_changes_within_a_second() {
         let a = PgTest::create().await;
-        let b = a.another_node().await;
+        let b = PgTest::another_node(&a).await;
         let (da, db) = (DeviceId::new(), DeviceId::new());
         a.seed(&[da, db]).await;
         let hub = Arc::new(LiveHub::default());
         let mut rx = hub.subscribe();
-        let listening = b.store().forward_changes(hub.clone()).await.unwrap();
+        let listening = b.forward_changes(hub.clone()).await.unwrap();
 
         // B's own commit and A's conflicting one announce nothing through the listener.
-        b.store()
-            .commit(new_case(db, "hz/a"))
-            .await
-            .unwrap()
-            .unwrap();
+        b.commit(new_case(db, "hz/a")).await.unwrap().unwrap();
         let mut stale = new_case(da, "hz/a");
         stale.expected_version = 3;
-        assert_eq!(
-            a.store().commit(stale).await.unwrap(),
-            Err(CommitConflict::Version)
-        );
+        assert_eq!(a.commit(stale).await.unwrap(), Err(CommitConflict::Version));
         let first = new_case(da, "hz/a");
         let id = first.change.record.to_string();
-        a.store().commit(first).await.unwrap().unwrap();
+        a.commit(first).await.unwrap().unwrap();
         assert_eq!(next_record(&mut rx).await, (id, da.to_string()));
 
         // A group larger than one notification's payload arrives whole, in several.
@@ -975,7 +968,7 @@ mod tests {
         let mut tasks = Vec::new();
         for c in commits {
             ids.insert(c.change.record.to_string());
-            let store = a.store().clone();
+            let store = a.clone();
             tasks.push(tokio::spawn(async move { store.commit(c).await }));
         }
         for t in tasks {
