@@ -88,6 +88,7 @@ impl Error {
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Database(e) if is_unique_violation(e) => StatusCode::CONFLICT,
+            Self::Database(e) if database_unavailable(e) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Database(_) | Self::Migrate(_) | Self::Internal(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
@@ -118,6 +119,7 @@ impl Error {
     fn public_message(&self) -> String {
         match self {
             Self::Database(e) if is_unique_violation(e) => "this already exists".to_string(),
+            Self::Database(e) if database_unavailable(e) => DATABASE_UNAVAILABLE.to_string(),
             Self::Database(_) | Self::Migrate(_) | Self::Internal(_) => {
                 "internal server error".to_string()
             }
@@ -128,6 +130,28 @@ impl Error {
 
 fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+/// What a client hears while the database cannot be reached.
+pub const DATABASE_UNAVAILABLE: &str = "the database is unavailable: try again shortly";
+
+/// Seconds a client is told to wait while the database cannot be reached (a restarted
+/// PostgreSQL recovers in about that).
+pub const DATABASE_RETRY_AFTER_SECS: u64 = 2;
+
+/// Whether `e` says the database cannot be reached right now (down, restarting, refusing
+/// connections), rather than that the request or the data is wrong: such failures are answered
+/// 503 with `Retry-After`, since trying again later will work and nothing was committed.
+pub fn database_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => true,
+        // Class 08: connection exceptions; 57P01–57P03: the server is shutting down, crashed,
+        // or is still starting up.
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|c| c.starts_with("08") || matches!(&*c, "57P01" | "57P02" | "57P03")),
+        _ => false,
+    }
 }
 
 /// The JSON body of an error response.
@@ -149,14 +173,18 @@ impl IntoResponse for Error {
                 HeaderValue::from_static("Bearer realm=\"linli\""),
             );
         }
-        if let Self::TooManyRequests { retry_after_secs }
-        | Self::Unavailable {
-            retry_after_secs, ..
-        } = self
-        {
+        let retry_after = match &self {
+            Self::TooManyRequests { retry_after_secs }
+            | Self::Unavailable {
+                retry_after_secs, ..
+            } => Some(*retry_after_secs),
+            Self::Database(e) if database_unavailable(e) => Some(DATABASE_RETRY_AFTER_SECS),
+            _ => None,
+        };
+        if let Some(secs) = retry_after {
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
     }
@@ -203,6 +231,22 @@ mod tests {
         let text = String::from_utf8(body.to_vec()).unwrap();
         assert!(!text.contains("secret"), "{text}");
         assert!(text.contains("\"internal\""), "{text}");
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_database_is_a_503_with_retry_after() {
+        let resp = Error::Database(sqlx::Error::PoolTimedOut).into_response();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(resp.headers()[header::RETRY_AFTER], "2");
+        let body = axum::body::to_bytes(resp.into_body(), 1024).await.unwrap();
+        let text = String::from_utf8(body.to_vec()).unwrap();
+        assert!(text.contains("\"unavailable\"") && text.contains("try again"), "{text}");
+        assert!(!text.contains("pool"), "{text}");
+        // A refused row is still the caller's or the server's fault, not an outage.
+        assert_eq!(
+            Error::Database(sqlx::Error::RowNotFound).status(),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
     }
 
     #[test]

@@ -57,6 +57,10 @@ pub fn workspace_bin(name: &str) -> PathBuf {
         if profile_is_release() {
             cmd.arg("--release");
         }
+        // Into the running binary's own target directory, whatever the caller's environment.
+        if let Some(dir) = target.parent() {
+            cmd.arg("--target-dir").arg(dir);
+        }
         let status = cmd
             .current_dir(workspace_root())
             .status()

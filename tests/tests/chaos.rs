@@ -4,13 +4,24 @@
 //! processes die between an edit's save and its outbox row. After healing: nothing acknowledged
 //! is lost, nothing is in the log twice, every phone holds the server's values. The harness is
 //! `linli_tests::chaos` (and `linli-chaos` for soaks); the second test proves it can fail.
+//!
+//! When the stories run on PostgreSQL (`LINLI_STORIES_POSTGRES`), so does the harness: two
+//! server nodes on a private PostgreSQL cluster made for the run (so that crashing the database
+//! leaves the shared one, and the other stories on it, alone), phones spreading their requests
+//! over both nodes, node kills, and the database crashed and recovered between and during
+//! requests.
 
-use linli_tests::chaos::{self, Config, Faults, Plant};
-use linli_tests::sqlite_only;
+use linli_tests::chaos::{self, Config, Faults, Plant, StoreKind};
+use linli_tests::stories_postgres;
 
-/// Why the harness runs on SQLite only for now.
-const CHAOS_ON_SQLITE: &str = "the chaos harness reads the server's log and checks its file \
-     from SQLite; its PostgreSQL half (two nodes, the database restarted) is still to come";
+/// The store of this pass of the stories.
+fn store() -> StoreKind {
+    if stories_postgres().is_some() {
+        StoreKind::Postgres
+    } else {
+        StoreKind::Sqlite
+    }
+}
 
 /// Set `LINLI_CHAOS_SEED` to replay another seed.
 fn seed(default: u64) -> u64 {
@@ -22,11 +33,8 @@ fn seed(default: u64) -> u64 {
 
 #[test]
 fn under_every_fault_nothing_acknowledged_is_lost_and_every_phone_converges() {
-    if let Some(why) = sqlite_only(CHAOS_ON_SQLITE) {
-        eprintln!("{why}");
-        return;
-    }
-    let cfg = Config::bounded(seed(20_251_111), 700);
+    let mut cfg = Config::bounded(seed(20_251_111), 700);
+    cfg.store = store();
     let out = chaos::run(&cfg);
     eprintln!("{}", out.figures);
     assert!(out.ok(), "{}", out.failure_report(150));
@@ -41,6 +49,13 @@ fn under_every_fault_nothing_acknowledged_is_lost_and_every_phone_converges() {
         "{f}"
     );
     assert!(f.offline_spells > 0, "{f}");
+    if cfg.store == StoreKind::Postgres {
+        assert_eq!(f.nodes, 2, "{f}");
+        assert!(
+            f.db_crashes_idle + f.db_crashes_mid_request > 0 && f.db_recoveries > 0,
+            "the database was never crashed: {f}"
+        );
+    }
     for kind in [
         "drop",
         "delay",
@@ -62,13 +77,11 @@ fn under_every_fault_nothing_acknowledged_is_lost_and_every_phone_converges() {
 
 #[test]
 fn the_harness_catches_a_server_that_acknowledges_without_committing() {
-    if let Some(why) = sqlite_only(CHAOS_ON_SQLITE) {
-        eprintln!("{why}");
-        return;
-    }
     let mut cfg = Config::bounded(seed(7), 150);
+    cfg.store = store();
     cfg.faults = Faults {
         kill: false,
+        database: false,
         proxy: false,
         clock: false,
         phone_crash: false,

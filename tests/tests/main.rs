@@ -4,6 +4,7 @@ mod browser_office;
 mod browser_smoke;
 mod chaos;
 mod common;
+mod database_outage;
 mod field_cli;
 mod field_rules;
 mod forged_actor;

@@ -94,10 +94,20 @@ async fn run(writer: impl Writer, mut rx: mpsc::Receiver<Pending>) {
             }
             Err(e) => {
                 tracing::error!(error = %e, changes = group.len(), "a commit group failed");
+                let unavailable =
+                    matches!(&e, Error::Database(db) if crate::error::database_unavailable(db));
                 for pending in group.drain(..) {
-                    let _ = pending
-                        .reply
-                        .send(Err(Error::Internal(format!("the commit failed: {e}"))));
+                    // A client told 503 sends its changes again later; one whose commit did go
+                    // through before the connection broke is then recognised by its hash.
+                    let err = if unavailable {
+                        Error::Unavailable {
+                            retry_after_secs: crate::error::DATABASE_RETRY_AFTER_SECS,
+                            message: crate::error::DATABASE_UNAVAILABLE.into(),
+                        }
+                    } else {
+                        Error::Internal(format!("the commit failed: {e}"))
+                    };
+                    let _ = pending.reply.send(Err(err));
                 }
             }
         }

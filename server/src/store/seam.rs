@@ -20,8 +20,9 @@ pub type Snapshot = (String, Vec<u8>, Option<Vec<u8>>);
 /// bound to.
 pub type AcceptFacts = (Option<RecordMeta>, Option<i64>, ActorBinding);
 
-/// Why a storage call failed. `Invalid` and `Conflict` are the caller's to fix (400, 409); the
-/// others are logged and answered with a generic 500.
+/// Why a storage call failed. `Invalid` and `Conflict` are the caller's to fix (400, 409);
+/// `Unavailable`, and a `Database` error that says the database cannot be reached, are answered
+/// 503 with `Retry-After`; the others are logged and answered with a generic 500.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The database refused or could not be reached.
@@ -39,6 +40,9 @@ pub enum StoreError {
     /// What is stored changed under the caller (run it again): a 409.
     #[error("{0}")]
     Conflict(String),
+    /// The database cannot be reached now; trying again later will work: a 503.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// A storage call's result.
@@ -50,6 +54,7 @@ impl From<Error> for StoreError {
             Error::Database(e) => Self::Database(e),
             Error::BadRequest(m) => Self::Invalid(m),
             Error::Conflict(m) => Self::Conflict(m),
+            Error::Unavailable { message, .. } => Self::Unavailable(message),
             other => Self::Internal(other.to_string()),
         }
     }
@@ -61,6 +66,10 @@ impl From<StoreError> for Error {
             StoreError::Database(e) => Error::Database(e),
             StoreError::Invalid(m) => Error::BadRequest(m),
             StoreError::Conflict(m) => Error::Conflict(m),
+            StoreError::Unavailable(message) => Error::Unavailable {
+                retry_after_secs: crate::error::DATABASE_RETRY_AFTER_SECS,
+                message,
+            },
             other => Error::Internal(other.to_string()),
         }
     }

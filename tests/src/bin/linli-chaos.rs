@@ -6,6 +6,7 @@
 //! ```text
 //! cargo run --release -p linli-tests --bin linli-chaos -- --minutes 30
 //! cargo run --release -p linli-tests --bin linli-chaos -- --seed 42 --steps 2000 --shrink
+//! cargo run --release -p linli-tests --bin linli-chaos -- --store postgres --nodes 2 --minutes 30
 //! ```
 //!
 //! Exits 0 when the run passed, 1 when a check failed (the seed, the problems and the history
@@ -34,10 +35,15 @@ struct Args {
     /// Most phones (new ones join during the run).
     #[arg(long, default_value_t = 8)]
     max_phones: usize,
-    /// The server's store (only `sqlite` today; `postgres` comes with issue 10).
+    /// The server's store: `sqlite` (one server process) or `postgres` (several nodes on a
+    /// private PostgreSQL cluster made for the run, which is crashed and recovered too).
     #[arg(long, default_value = "sqlite")]
     store: StoreKind,
-    /// Fault kinds to leave out, comma-separated: kill, proxy, clock, phone-crash, offline.
+    /// Server nodes on PostgreSQL.
+    #[arg(long, default_value_t = 2)]
+    nodes: usize,
+    /// Fault kinds to leave out, comma-separated: kill, database, proxy, clock, phone-crash,
+    /// offline.
     #[arg(long, value_delimiter = ',')]
     without: Vec<String>,
     /// Chance of a proxy fault per request.
@@ -71,6 +77,7 @@ fn main() -> std::process::ExitCode {
     for w in &args.without {
         match w.as_str() {
             "kill" => faults.kill = false,
+            "database" => faults.database = false,
             "proxy" => faults.proxy = false,
             "clock" => faults.clock = false,
             "phone-crash" => faults.phone_crash = false,
@@ -93,6 +100,7 @@ fn main() -> std::process::ExitCode {
         faults,
         fault_rate: args.fault_rate,
         store: args.store,
+        nodes: args.nodes,
         plant: args.plant.map(|p| (p, args.plant_rate)),
         token_ttl_secs: args.token_ttl,
         verbose: args.verbose,

@@ -4,8 +4,9 @@
 //!    in the server's log exactly once, and in no phone's outbox.
 //! 2. Every change of every edit a phone reported saved is in the server's log exactly once, or
 //!    sits in that phone's outbox with the server's reason for refusing it.
-//! 3. No hash is in the server's log twice; `PRAGMA integrity_check` is `ok` on the server's
-//!    store and every phone's.
+//! 3. No hash is in the server's log twice, every change has a log position and no position is
+//!    given twice; the server's store passes its check (`PRAGMA integrity_check` on SQLite,
+//!    `pg_amcheck` on PostgreSQL) and every phone's store passes `PRAGMA integrity_check`.
 //! 4. Refused changes are discarded (as the user would), the phones synced until quiet again, and
 //!    then every phone holds exactly the records within its user's grants that the server holds,
 //!    each with the merged value the server gives that user (personal fields as the role may see
@@ -57,8 +58,8 @@ fn acknowledged(db: &std::path::Path, device: &str) -> rusqlite::Result<Vec<[u8;
     Ok(out)
 }
 
-/// The server's log: how many times each hash is in it.
-fn server_log(db: &std::path::Path) -> rusqlite::Result<HashMap<[u8; 32], u64>> {
+/// A SQLite server's log: how many times each hash is in it.
+pub(crate) fn sqlite_log(db: &std::path::Path) -> rusqlite::Result<HashMap<[u8; 32], u64>> {
     let c = open_ro(db)?;
     let mut stmt = c.prepare("SELECT hash, COUNT(*) FROM changes GROUP BY hash")?;
     let rows = stmt.query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?)))?;
@@ -72,7 +73,7 @@ fn server_log(db: &std::path::Path) -> rusqlite::Result<HashMap<[u8; 32], u64>> 
     Ok(out)
 }
 
-fn server_records(db: &std::path::Path) -> rusqlite::Result<Vec<(String, String)>> {
+pub(crate) fn sqlite_records(db: &std::path::Path) -> rusqlite::Result<Vec<(String, String)>> {
     let c = open_ro(db)?;
     let mut stmt = c.prepare("SELECT id, place FROM records ORDER BY id")?;
     let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
@@ -139,8 +140,7 @@ pub(crate) fn heal_and_check(w: &mut World) {
     if !w.sync_until_quiet("heal") {
         return;
     }
-    let server_db = w.server.db();
-    let log = match server_log(&server_db) {
+    let log = match w.server.log_counts() {
         Ok(l) => l,
         Err(e) => {
             w.problems
@@ -148,6 +148,16 @@ pub(crate) fn heal_and_check(w: &mut World) {
             return;
         }
     };
+    match w.server.position_faults() {
+        Ok((0, 0)) => {}
+        Ok((missing, twice)) => w.problems.push(format!(
+            "the server's log has {missing} changes without a position and {twice} positions \
+             given twice"
+        )),
+        Err(e) => w
+            .problems
+            .push(format!("the server's log positions cannot be read: {e}")),
+    }
     w.figures.server_log = log.values().sum();
     let dups = log.values().filter(|n| **n > 1).count() as u64;
     w.figures.duplicates += dups;
@@ -242,10 +252,10 @@ pub(crate) fn heal_and_check(w: &mut World) {
     w.figures.losses += losses;
     w.problems.extend(problems);
 
-    let report = integrity(&server_db);
+    let report = w.server.integrity();
     if report != "ok" {
         w.problems
-            .push(format!("server store at the end: integrity_check {report}"));
+            .push(format!("server store at the end: {report}"));
     }
     for p in &w.phones {
         let report = integrity(&p.db());
@@ -293,7 +303,7 @@ pub(crate) fn heal_and_check(w: &mut World) {
 
 /// Every phone against the server, record by record, and the tallies.
 fn compare_values(w: &mut World, committed: &HashSet<[u8; 32]>) {
-    let records = match server_records(&w.server.db()) {
+    let records = match w.server.records() {
         Ok(r) => r,
         Err(e) => {
             w.problems

@@ -14,17 +14,20 @@
 //! decisions (timing still varies: requests race the server and each other), which is what
 //! [`shrink`] relies on.
 //!
-//! The store is chosen with [`StoreKind`]; SQLite is the only one today. A PostgreSQL backend,
-//! and with it several server nodes, slots in where the server is started and its log read
-//! ([`ServerSide`]).
+//! The store is chosen with [`StoreKind`]. On SQLite one server process serves the phones; on
+//! PostgreSQL several nodes share one database in a private cluster ([`pg`]), each phone's proxy
+//! spreads its requests over the nodes, a kill strikes one node (the others keep serving), and
+//! the database itself is crashed (`pg_ctl stop -m immediate`) and recovered, with `pg_amcheck`
+//! after every recovery ([`ServerSide`]).
 
 pub mod check;
+pub mod pg;
 pub mod proxy;
 pub mod rng;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -40,6 +43,8 @@ use rng::Rng;
 pub enum StoreKind {
     /// One SQLite file in the server's data directory.
     Sqlite,
+    /// A private PostgreSQL cluster, with several server nodes on it.
+    Postgres,
 }
 
 impl std::str::FromStr for StoreKind {
@@ -47,10 +52,8 @@ impl std::str::FromStr for StoreKind {
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
             "sqlite" => Ok(Self::Sqlite),
-            "postgres" | "postgresql" => {
-                Err("the PostgreSQL store does not exist yet (issue 10): use sqlite".into())
-            }
-            other => Err(format!("unknown store '{other}' (sqlite)")),
+            "postgres" | "postgresql" => Ok(Self::Postgres),
+            other => Err(format!("unknown store '{other}' (sqlite, postgres)")),
         }
     }
 }
@@ -78,6 +81,8 @@ impl std::str::FromStr for Plant {
 pub struct Faults {
     /// SIGKILL the server (idle, mid-push, mid-bootstrap).
     pub kill: bool,
+    /// Crash the database and recover it (PostgreSQL; idle and mid-request).
+    pub database: bool,
     /// Proxy faults: drop, delay, duplicate, reorder, cut request, cut reply.
     pub proxy: bool,
     /// Phone clocks jumping far into the past or future.
@@ -92,6 +97,7 @@ impl Faults {
     /// Every fault kind.
     pub const ALL: Faults = Faults {
         kill: true,
+        database: true,
         proxy: true,
         clock: true,
         phone_crash: true,
@@ -118,6 +124,8 @@ pub struct Config {
     pub fault_rate: f64,
     /// The server's store.
     pub store: StoreKind,
+    /// Server nodes on PostgreSQL (SQLite runs one).
+    pub nodes: usize,
     /// A planted fault, and the chance per push that it strikes.
     pub plant: Option<(Plant, f64)>,
     /// The server's access-token lifetime, seconds (short, so refreshes happen under faults).
@@ -138,6 +146,7 @@ impl Config {
             faults: Faults::ALL,
             fault_rate: 0.25,
             store: StoreKind::Sqlite,
+            nodes: 2,
             plant: None,
             token_ttl_secs: 20,
             verbose: false,
@@ -168,8 +177,16 @@ pub struct Figures {
     pub kills_mid_request: u64,
     /// Of those, during a new phone's first sync.
     pub kills_mid_bootstrap: u64,
-    /// Server restarts (each after `PRAGMA integrity_check`).
+    /// Server restarts (each after `PRAGMA integrity_check` on SQLite).
     pub restarts: u64,
+    /// Database crashes between requests (PostgreSQL).
+    pub db_crashes_idle: u64,
+    /// Database crashes during a request.
+    pub db_crashes_mid_request: u64,
+    /// Database recoveries (each followed by `pg_amcheck`).
+    pub db_recoveries: u64,
+    /// Server nodes.
+    pub nodes: usize,
     /// Phone clock jumps.
     pub clock_jumps: u64,
     /// Phone processes killed at a crash point (and reopened).
@@ -207,6 +224,7 @@ impl std::fmt::Display for Figures {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(f, "steps               {}", self.steps)?;
         writeln!(f, "phones              {}", self.phones)?;
+        writeln!(f, "server nodes        {}", self.nodes)?;
         writeln!(
             f,
             "edits saved         {} ({} creates; {} refused at once by the SDK)",
@@ -218,6 +236,13 @@ impl std::fmt::Display for Figures {
             "server kills        {} idle, {} mid-request (of them {} mid-bootstrap); {} restarts",
             self.kills_idle, self.kills_mid_request, self.kills_mid_bootstrap, self.restarts
         )?;
+        if self.db_recoveries > 0 || self.db_crashes_idle > 0 {
+            writeln!(
+                f,
+                "database crashes    {} idle, {} mid-request; {} recoveries (pg_amcheck after each)",
+                self.db_crashes_idle, self.db_crashes_mid_request, self.db_recoveries
+            )?;
+        }
         writeln!(
             f,
             "phone faults        {} crashes, {} restarts, {} clock jumps, {} offline spells, {} re-logins",
@@ -424,16 +449,36 @@ pub(crate) fn integrity(path: &Path) -> String {
     run().unwrap_or_else(|e| format!("could not be checked: {e}"))
 }
 
-/// The server side of a run: its processes, data and log. With PostgreSQL this grows a second
-/// node and a database to restart; the driver only uses these methods.
+/// The server side of a run: its node processes, their store and its log. On SQLite one node on
+/// one file; on PostgreSQL several nodes on one private cluster's database, which can itself be
+/// crashed and restarted.
 pub(crate) struct ServerSide {
-    process: Arc<Mutex<ServerProcess>>,
-    data: tempfile::TempDir,
-    /// `host:port` phones' proxies forward to.
-    pub addr: String,
-    /// Base URL (for the checker's own reads).
+    nodes: Vec<Node>,
+    db: Db,
+    /// Base URL of the first node (for the checker's own reads).
     pub url: String,
     peak_rss_kib: Arc<AtomicU64>,
+    /// What a proxy's mid-request strike hits: [`STRIKE_NODE`] or [`STRIKE_DATABASE`].
+    strike: Arc<AtomicU8>,
+}
+
+/// A mid-request strike kills the node serving the request.
+const STRIKE_NODE: u8 = 0;
+/// A mid-request strike crashes the database.
+const STRIKE_DATABASE: u8 = 1;
+
+struct Node {
+    process: Arc<Mutex<ServerProcess>>,
+    /// Keeps the node's data directory alive.
+    _data: tempfile::TempDir,
+    addr: String,
+}
+
+enum Db {
+    /// The one node's SQLite file.
+    Sqlite(PathBuf),
+    /// The private cluster, and whether it is down (crashed, not yet restarted).
+    Postgres(Arc<pg::PgCluster>, Arc<AtomicBool>),
 }
 
 fn vm_hwm_kib(pid: u32) -> u64 {
@@ -458,71 +503,251 @@ fn kill_process(process: &Mutex<ServerProcess>, peak: &AtomicU64) -> bool {
     true
 }
 
+fn crash_database(cluster: &pg::PgCluster, down: &AtomicBool) -> bool {
+    if down.swap(true, Ordering::SeqCst) {
+        return false;
+    }
+    if let Err(e) = cluster.crash() {
+        eprintln!("[chaos] the database did not stop: {e}");
+    }
+    true
+}
+
 impl ServerSide {
-    fn start(store: StoreKind, token_ttl_secs: u64) -> Self {
-        match store {
-            StoreKind::Sqlite => {}
-        }
-        let data = tempfile::tempdir().expect("a temporary directory");
+    fn start(store: StoreKind, nodes: usize, token_ttl_secs: u64) -> Result<Self, String> {
         let ttl = token_ttl_secs.to_string();
-        let process = ServerProcess::start_with_env(
-            data.path(),
-            &[
-                ("LINLI_RATE_LIMIT", "0"),
-                ("LINLI_LOGIN_RATE_LIMIT", "0"),
-                ("LINLI_ACCESS_TOKEN_TTL", &ttl),
-                ("RUST_LOG", "error"),
-            ],
-        );
-        let url = process.url.clone();
-        Self {
-            addr: url.trim_start_matches("http://").to_string(),
-            url,
-            process: Arc::new(Mutex::new(process)),
-            data,
-            peak_rss_kib: Arc::new(AtomicU64::new(0)),
+        let env = [
+            ("LINLI_RATE_LIMIT", "0"),
+            ("LINLI_LOGIN_RATE_LIMIT", "0"),
+            ("LINLI_ACCESS_TOKEN_TTL", ttl.as_str()),
+            ("RUST_LOG", "error"),
+        ];
+        let db = match store {
+            StoreKind::Sqlite => Db::Sqlite(PathBuf::new()),
+            StoreKind::Postgres => Db::Postgres(
+                Arc::new(pg::PgCluster::start()?),
+                Arc::new(AtomicBool::new(false)),
+            ),
+        };
+        let count = match store {
+            // Two processes on one SQLite file are tested elsewhere (`no_skip`); here a kill of
+            // one node must leave the district served, which is the PostgreSQL deployment.
+            StoreKind::Sqlite => 1,
+            StoreKind::Postgres => nodes.max(1),
+        };
+        let mut list = Vec::new();
+        for _ in 0..count {
+            let data = tempfile::tempdir().map_err(|e| e.to_string())?;
+            if let Db::Postgres(cluster, _) = &db {
+                crate::use_database(data.path(), &cluster.url());
+            }
+            let process = ServerProcess::start_with_env(data.path(), &env);
+            list.push(Node {
+                addr: process.url.trim_start_matches("http://").to_string(),
+                process: Arc::new(Mutex::new(process)),
+                _data: data,
+            });
         }
-    }
-
-    fn db(&self) -> PathBuf {
-        self.data.path().join("linli.db")
-    }
-
-    fn running(&self) -> bool {
-        self.process
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .pid()
-            .is_some()
-    }
-
-    /// SIGKILLs the server; false if it was already down.
-    fn kill(&self) -> bool {
-        kill_process(&self.process, &self.peak_rss_kib)
-    }
-
-    /// What proxies call to kill it mid-request.
-    fn kill_hook(&self) -> proxy::KillHook {
-        let process = self.process.clone();
-        let peak = self.peak_rss_kib.clone();
-        Arc::new(move || {
-            kill_process(&process, &peak);
+        let db = match db {
+            Db::Sqlite(_) => Db::Sqlite(list[0]._data.path().join("linli.db")),
+            pg => pg,
+        };
+        Ok(Self {
+            url: format!("http://{}", list[0].addr),
+            nodes: list,
+            db,
+            peak_rss_kib: Arc::new(AtomicU64::new(0)),
+            strike: Arc::new(AtomicU8::new(STRIKE_NODE)),
         })
     }
 
-    /// Checks the store after a kill and starts the server again on it.
-    fn restart(&self) -> Result<String, String> {
-        let report = integrity(&self.db());
-        let mut p = self.process.lock().unwrap_or_else(|e| e.into_inner());
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| p.restart()))
-            .map_err(|_| "the server did not come back after a kill".to_string())?;
-        Ok(report)
+    /// The nodes' `host:port`, for the phones' proxies.
+    fn addrs(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.addr.clone()).collect()
+    }
+
+    fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    fn is_postgres(&self) -> bool {
+        matches!(self.db, Db::Postgres(..))
+    }
+
+    /// Whether every node and the database are up.
+    fn running(&self) -> bool {
+        let db_up = match &self.db {
+            Db::Sqlite(_) => true,
+            Db::Postgres(_, down) => !down.load(Ordering::SeqCst),
+        };
+        db_up
+            && self.nodes.iter().all(|n| {
+                n.process
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .pid()
+                    .is_some()
+            })
+    }
+
+    /// SIGKILLs node `i`; false if it was already down.
+    fn kill(&self, i: usize) -> bool {
+        kill_process(&self.nodes[i].process, &self.peak_rss_kib)
+    }
+
+    /// SIGKILLs every node.
+    fn kill_all(&self) {
+        for i in 0..self.nodes.len() {
+            self.kill(i);
+        }
+    }
+
+    /// Crashes the database (PostgreSQL); false if it was down already or there is none.
+    fn crash_database(&self) -> bool {
+        match &self.db {
+            Db::Sqlite(_) => false,
+            Db::Postgres(cluster, down) => crash_database(cluster, down),
+        }
+    }
+
+    /// Makes the proxies' next mid-request strikes hit the database (true) or the node.
+    fn strike_database(&self, database: bool) {
+        self.strike.store(
+            if database {
+                STRIKE_DATABASE
+            } else {
+                STRIKE_NODE
+            },
+            Ordering::SeqCst,
+        );
+    }
+
+    /// What proxies call to strike during a request, with the index of the node serving it.
+    fn kill_hook(&self) -> proxy::KillHook {
+        let nodes: Vec<_> = self.nodes.iter().map(|n| n.process.clone()).collect();
+        let peak = self.peak_rss_kib.clone();
+        let strike = self.strike.clone();
+        let db = match &self.db {
+            Db::Postgres(cluster, down) => Some((cluster.clone(), down.clone())),
+            Db::Sqlite(_) => None,
+        };
+        Arc::new(
+            move |node: usize| match (&db, strike.load(Ordering::SeqCst)) {
+                (Some((cluster, down)), STRIKE_DATABASE) => {
+                    crash_database(cluster, down);
+                }
+                _ => {
+                    kill_process(&nodes[node % nodes.len()], &peak);
+                }
+            },
+        )
+    }
+
+    /// Brings back what is down: the database first (then `pg_amcheck`), then every stopped
+    /// node (on SQLite after `PRAGMA integrity_check` of its file). Returns what was restarted
+    /// and each check's verdict.
+    fn restart(&self) -> Result<Vec<(String, String)>, String> {
+        let mut done = Vec::new();
+        if let Db::Postgres(cluster, down) = &self.db
+            && down.load(Ordering::SeqCst)
+        {
+            let took = cluster
+                .start_server()
+                .map_err(|e| format!("the database did not come back after a crash: {e}"))?;
+            down.store(false, Ordering::SeqCst);
+            done.push((
+                format!("database (recovered in {:.1} s)", took.as_secs_f64()),
+                cluster.amcheck(),
+            ));
+        }
+        for (i, node) in self.nodes.iter().enumerate() {
+            let mut p = node.process.lock().unwrap_or_else(|e| e.into_inner());
+            if p.pid().is_some() {
+                continue;
+            }
+            let report = match &self.db {
+                Db::Sqlite(file) => integrity(file),
+                // Nothing of the district is in a node: its store is the database.
+                Db::Postgres(..) => "ok".to_string(),
+            };
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| p.restart()))
+                .map_err(|_| format!("node {i} did not come back after a kill"))?;
+            done.push((format!("node {i}"), report));
+        }
+        Ok(done)
+    }
+
+    /// How many times each hash is in the server's log.
+    fn log_counts(&self) -> Result<HashMap<[u8; 32], u64>, String> {
+        match &self.db {
+            Db::Sqlite(file) => check::sqlite_log(file).map_err(|e| e.to_string()),
+            Db::Postgres(cluster, _) => {
+                let out = cluster
+                    .psql("SELECT encode(hash, 'hex'), COUNT(*) FROM changes GROUP BY hash")?;
+                let mut log = HashMap::new();
+                for line in out.lines().filter(|l| !l.is_empty()) {
+                    let (h, n) = line.split_once('\t').ok_or("a psql row without a tab")?;
+                    let bytes = (0..h.len())
+                        .step_by(2)
+                        .map(|i| u8::from_str_radix(&h[i..i + 2], 16))
+                        .collect::<Result<Vec<u8>, _>>()
+                        .map_err(|e| e.to_string())?;
+                    let hash = <[u8; 32]>::try_from(bytes.as_slice())
+                        .map_err(|_| format!("a hash of {} bytes", bytes.len()))?;
+                    log.insert(hash, n.parse().map_err(|e| format!("{e}"))?);
+                }
+                Ok(log)
+            }
+        }
+    }
+
+    /// Log positions that are missing or given twice (must be none).
+    fn position_faults(&self) -> Result<(u64, u64), String> {
+        let sql = "SELECT COUNT(*) - COUNT(seq), COUNT(seq) - COUNT(DISTINCT seq) FROM changes";
+        let line = match &self.db {
+            Db::Sqlite(file) => {
+                let c = open_ro(file).map_err(|e| e.to_string())?;
+                let (a, b): (i64, i64) = c
+                    .query_row(sql, [], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .map_err(|e| e.to_string())?;
+                format!("{a}\t{b}")
+            }
+            Db::Postgres(cluster, _) => cluster.psql(sql)?,
+        };
+        let (a, b) = line.trim().split_once('\t').ok_or("no row")?;
+        Ok((
+            a.parse().map_err(|e| format!("{e}"))?,
+            b.parse().map_err(|e| format!("{e}"))?,
+        ))
+    }
+
+    /// Every record's id and place.
+    fn records(&self) -> Result<Vec<(String, String)>, String> {
+        match &self.db {
+            Db::Sqlite(file) => check::sqlite_records(file).map_err(|e| e.to_string()),
+            Db::Postgres(cluster, _) => Ok(cluster
+                .psql("SELECT id, place FROM records ORDER BY id")?
+                .lines()
+                .filter_map(|l| l.split_once('\t'))
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect()),
+        }
+    }
+
+    /// The store's own consistency check: `ok` or what it found.
+    fn integrity(&self) -> String {
+        match &self.db {
+            Db::Sqlite(file) => integrity(file),
+            Db::Postgres(cluster, _) => cluster.amcheck(),
+        }
     }
 
     fn peak_rss(&self) -> u64 {
-        if let Some(pid) = self.process.lock().unwrap_or_else(|e| e.into_inner()).pid() {
-            self.peak_rss_kib
-                .fetch_max(vm_hwm_kib(pid), Ordering::Relaxed);
+        for n in &self.nodes {
+            if let Some(pid) = n.process.lock().unwrap_or_else(|e| e.into_inner()).pid() {
+                self.peak_rss_kib
+                    .fetch_max(vm_hwm_kib(pid), Ordering::Relaxed);
+            }
         }
         self.peak_rss_kib.load(Ordering::Relaxed)
     }
@@ -580,7 +805,7 @@ impl World {
         let client = FieldClient::new(home.path().to_string_lossy().into_owned(), None, None, None)
             .map_err(|e| e.to_string())?;
         let proxy = FaultProxy::start(
-            &self.server.addr,
+            &self.server.addrs(),
             Rng::stream(self.cfg.seed, idx as u64 + 1),
             self.counters.clone(),
             self.server.kill_hook(),
@@ -624,24 +849,35 @@ impl World {
         Err(format!("phone {idx} could not sign in"))
     }
 
-    /// Restarts the server when it is down and its downtime is over.
+    /// Whether database crashes are on and there is a database to crash.
+    fn db_faults(&self) -> bool {
+        self.cfg.faults.database && self.server.is_postgres()
+    }
+
+    /// Restarts what is down (the database, server nodes) when its downtime is over.
     fn ensure_server(&mut self) {
         if self.server.running() {
             return;
         }
         match self.server.restart() {
-            Ok(report) => {
-                self.figures.restarts += 1;
-                if report != "ok" {
-                    self.problems.push(format!(
-                        "step {}: PRAGMA integrity_check after a kill: {report}",
+            Ok(done) => {
+                for (what, report) in done {
+                    if what.starts_with("database") {
+                        self.figures.db_recoveries += 1;
+                    } else {
+                        self.figures.restarts += 1;
+                    }
+                    if report != "ok" {
+                        self.problems.push(format!(
+                            "step {}: the store's check after {what} came back: {report}",
+                            self.step
+                        ));
+                    }
+                    self.log(format!(
+                        "s{} {what} restarted (store check: {report})",
                         self.step
                     ));
                 }
-                self.log(format!(
-                    "s{} server restarted (integrity_check: {report})",
-                    self.step
-                ));
             }
             Err(e) => self.problems.push(e),
         }
@@ -948,26 +1184,48 @@ impl World {
                     skew / 86_400_000
                 ));
             }
-            850..870 if faults.kill => {
-                if self.server.kill() {
-                    self.figures.kills_idle += 1;
-                    self.down_until = self.step + (d[5] % 4) as usize;
-                    self.log(format!(
-                        "s{} server SIGKILLed (down until s{})",
-                        self.step, self.down_until
-                    ));
+            850..870 if faults.kill || self.db_faults() => {
+                // On PostgreSQL a quarter of the strikes crash the database instead of a node.
+                if self.db_faults() && (!faults.kill || d[4].is_multiple_of(4)) {
+                    if self.server.crash_database() {
+                        self.figures.db_crashes_idle += 1;
+                        self.down_until = self.step + (d[5] % 4) as usize;
+                        self.log(format!(
+                            "s{} database crashed (down until s{})",
+                            self.step, self.down_until
+                        ));
+                    }
+                } else {
+                    let node = (d[4] % self.server.node_count() as u64) as usize;
+                    if self.server.kill(node) {
+                        self.figures.kills_idle += 1;
+                        self.down_until = self.step + (d[5] % 4) as usize;
+                        self.log(format!(
+                            "s{} server node {node} SIGKILLed (down until s{})",
+                            self.step, self.down_until
+                        ));
+                    }
                 }
             }
-            870..890 if faults.kill => {
+            870..890 if faults.kill || self.db_faults() => {
                 self.ensure_server();
+                let database = self.db_faults() && (!faults.kill || d[4].is_multiple_of(4));
+                self.server.strike_database(database);
                 self.phones[p].proxy.kill_on_next_request(Some(25));
                 let label = self.phones[p].label();
                 self.log(format!(
-                    "s{} server to be SIGKILLed during {label}'s next request",
-                    self.step
+                    "s{} {} to be {} during {label}'s next request",
+                    self.step,
+                    if database { "database" } else { "server node" },
+                    if database { "crashed" } else { "SIGKILLed" }
                 ));
+                let before = self.counters.0[6].load(Ordering::Relaxed);
                 self.sync_phones(&[p]);
                 self.phones[p].proxy.kill_on_next_request(None);
+                if database && self.counters.0[6].load(Ordering::Relaxed) > before {
+                    self.figures.db_crashes_mid_request += 1;
+                }
+                self.server.strike_database(false);
                 self.down_until = self.step + 1;
             }
             890..910 if faults.phone_crash => {
@@ -1091,7 +1349,17 @@ fn outbox_hashes_after(db: &Path, after: i64) -> Vec<[u8; 32]> {
 /// Runs the harness once.
 pub fn run(cfg: &Config) -> Outcome {
     let started = Instant::now();
-    let server = ServerSide::start(cfg.store, cfg.token_ttl_secs);
+    let server = match ServerSide::start(cfg.store, cfg.nodes, cfg.token_ttl_secs) {
+        Ok(s) => s,
+        Err(e) => {
+            return Outcome {
+                seed: cfg.seed,
+                figures: Figures::default(),
+                problems: vec![format!("the server side could not start: {e}")],
+                history: Vec::new(),
+            };
+        }
+    };
     let mut world = World {
         cfg: cfg.clone(),
         rng: Rng::new(cfg.seed),
@@ -1107,9 +1375,12 @@ pub fn run(cfg: &Config) -> Outcome {
         started,
     };
     world.log(format!(
-        "seed {} store {:?} server {}",
-        cfg.seed, cfg.store, world.server.url
+        "seed {} store {:?} nodes {}",
+        cfg.seed,
+        cfg.store,
+        world.server.addrs().join(" ")
     ));
+    world.figures.nodes = world.server.node_count();
     for _ in 0..cfg.phones.max(1) {
         if let Err(e) = world.new_phone() {
             world.problems.push(e);
@@ -1129,10 +1400,13 @@ pub fn run(cfg: &Config) -> Outcome {
     world.log(format!("s{} healing every fault", world.step));
     check::heal_and_check(&mut world);
     world.figures.faults = world.counters.snapshot();
-    world.figures.kills_mid_request = world.counters.0[6].load(Ordering::Relaxed);
+    // The proxies count every mid-request strike; those that crashed the database are apart.
+    world.figures.kills_mid_request = world.counters.0[6]
+        .load(Ordering::Relaxed)
+        .saturating_sub(world.figures.db_crashes_mid_request);
     world.figures.peak_server_rss_kib = world.server.peak_rss();
     world.figures.elapsed = started.elapsed();
-    world.server.kill();
+    world.server.kill_all();
     Outcome {
         seed: cfg.seed,
         figures: world.figures,

@@ -12,7 +12,11 @@
 //! - `cut_request`: the server gets the head and part of the body, then the connection closes;
 //! - `cut_reply`: the server processes (and commits) it, the phone gets only part of the reply;
 //! - `kill_mid_request` (armed by the driver): the server is SIGKILLed 0–25 ms after it received
-//!   the whole request, while it works on it.
+//!   the whole request, while it works on it (or, on PostgreSQL, the node serving it, or the
+//!   database: the driver's hook decides).
+//!
+//! With several server nodes the proxy is also the phone's load balancer: each request goes to
+//! the next node in turn, and to the one after it when a node does not accept connections.
 //!
 //! `offline` closes every connection at once (no signal). A planted fault (`ack_without_commit`)
 //! exists only to prove the checks fail: the proxy strips pushed changes from a request and
@@ -21,7 +25,7 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -61,8 +65,8 @@ impl FaultCounters {
     }
 }
 
-/// Kills the server (the driver restarts it).
-pub type KillHook = Arc<dyn Fn() + Send + Sync>;
+/// Kills the server node with this index (the driver restarts it).
+pub type KillHook = Arc<dyn Fn(usize) + Send + Sync>;
 
 struct State {
     rng: Rng,
@@ -76,7 +80,9 @@ struct State {
 }
 
 struct Shared {
-    upstream: String,
+    upstreams: Vec<String>,
+    /// The next request's node (round robin).
+    next: AtomicUsize,
     state: Mutex<State>,
     offline: AtomicBool,
     counters: Arc<FaultCounters>,
@@ -101,9 +107,9 @@ enum Fault {
 }
 
 impl FaultProxy {
-    /// A proxy to `upstream` (`host:port`) drawing its faults from `rng`.
+    /// A proxy to the server nodes `upstreams` (`host:port`) drawing its faults from `rng`.
     pub fn start(
-        upstream: &str,
+        upstreams: &[String],
         rng: Rng,
         counters: Arc<FaultCounters>,
         kill: KillHook,
@@ -111,7 +117,8 @@ impl FaultProxy {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let url = format!("http://{}", listener.local_addr()?);
         let shared = Arc::new(Shared {
-            upstream: upstream.to_string(),
+            upstreams: upstreams.to_vec(),
+            next: AtomicUsize::new(0),
             state: Mutex::new(State {
                 rng,
                 fault_rate: 0.0,
@@ -207,15 +214,27 @@ fn read_request(client: &mut TcpStream) -> Option<(Vec<u8>, Vec<u8>)> {
     Some((new_head.into_bytes(), body))
 }
 
+/// A connection to the next node that accepts one, and that node's index.
+fn connect(shared: &Shared) -> Option<(TcpStream, usize)> {
+    let n = shared.upstreams.len();
+    let first = shared.next.fetch_add(1, Ordering::Relaxed);
+    (0..n).find_map(|k| {
+        let i = (first + k) % n;
+        TcpStream::connect(&shared.upstreams[i])
+            .ok()
+            .map(|s| (s, i))
+    })
+}
+
 /// Sends a whole request upstream and reads the reply to end of stream (partial when the server
-/// dies). `None` when the server cannot be reached.
+/// dies). `None` when no server can be reached.
 fn exchange(shared: &Shared, request: &[u8], kill_after: Option<u64>) -> Option<Vec<u8>> {
-    let mut up = TcpStream::connect(&shared.upstream).ok()?;
+    let (mut up, node) = connect(shared)?;
     let _ = up.set_read_timeout(Some(Duration::from_secs(120)));
     up.write_all(request).ok()?;
     if let Some(ms) = kill_after {
         std::thread::sleep(Duration::from_millis(ms));
-        (shared.kill)();
+        (shared.kill)(node);
     }
     let mut reply = Vec::new();
     let _ = up.read_to_end(&mut reply);
@@ -269,7 +288,7 @@ fn serve(shared: &Shared, mut client: TcpStream) {
         }
         Fault::CutRequest => {
             shared.counters.bump(4);
-            if let Ok(mut up) = TcpStream::connect(&shared.upstream) {
+            if let Some((mut up, _)) = connect(shared) {
                 // Somewhere in the head or body, never the whole request.
                 let keep = (cut_at % request.len().max(1) as u64) as usize;
                 let _ = up.write_all(&request[..keep]);
