@@ -107,6 +107,10 @@ impl Listener {
                         Err(_) => return Some(Event::default().comment("alive")),
                     }
                 }
+                // Announcements were missed: an empty list means "sync".
+                Ok(Ok(LiveEvent::Resync)) => {
+                    return Some(Event::default().event("changes").data(r#"{"records":[]}"#));
+                }
                 Ok(Ok(event)) => {
                     let Some(first) = self.wants(&event) else {
                         continue;

@@ -38,6 +38,9 @@ pub enum LiveEvent {
     },
     /// A browser session ended: its streams close.
     SessionEnded(String),
+    /// Changes may have been committed unheard (this process lost its link to other
+    /// processes' announcements for a while): every stream is told to sync.
+    Resync,
 }
 
 /// The in-process publish/subscribe hub of [`LiveEvent`]s.
@@ -64,6 +67,11 @@ impl LiveHub {
             kind,
             device,
         });
+    }
+
+    /// Tells every stream to sync: announcements may have been missed.
+    pub fn resync(&self) {
+        let _ = self.tx.send(LiveEvent::Resync);
     }
 
     /// Closes the streams of a session (hex hash of its token).
@@ -129,7 +137,7 @@ pub async fn events(
                         return Some((Ok(Event::default().event("ended").data("会话已结束")), l));
                     }
                 }
-                Ok(Err(broadcast::error::RecvError::Lagged(_))) => {
+                Ok(Err(broadcast::error::RecvError::Lagged(_))) | Ok(Ok(LiveEvent::Resync)) => {
                     return Some((Ok(Event::default().event("resync").data("{}")), l));
                 }
                 Ok(Err(broadcast::error::RecvError::Closed)) => return None,

@@ -5,7 +5,14 @@
 //! ```sh
 //! cargo run --release -p linli-tests --bin linli-bench
 //! cargo run --release -p linli-tests --bin linli-bench -- --users 64 --concurrency 64
+//! cargo run --release -p linli-tests --bin linli-bench -- --phones 500 --users 50 --every 10
 //! ```
+//!
+//! By default the throughput run is a closed loop: `--concurrency` phones sync back to back, as
+//! fast as the server answers, which measures saturation (latency is then mostly queueing).
+//! `--every S` makes it an open loop instead: every phone is connected at once and sends its
+//! next push every `S` seconds (its first at a random offset), whether or not the server kept
+//! up, and a push's latency counts from when it was due: the latency phones see at that load.
 //!
 //! The server lets each user push one request at a time with at most four more waiting (429
 //! beyond that), so concurrent phones need enough users: `--users N` above 2 creates bus users
@@ -63,6 +70,10 @@ struct Args {
     /// `i % nodes`.
     #[arg(long, default_value_t = 1)]
     nodes: usize,
+    /// Open loop: every phone pushes once every this many seconds (all phones at once,
+    /// `--concurrency` is ignored), latency counted from when each push was due.
+    #[arg(long)]
+    every: Option<f64>,
 }
 
 /// Starts `bin` on a fresh `dir` with the rate limits off.
@@ -338,8 +349,37 @@ fn main() {
     let work: Vec<Mutex<(SimPhone, Vec<Vec<PushChange>>)>> =
         phones.drain(..).zip(plan).map(Mutex::new).collect();
     let started = Instant::now();
+    if let Some(every) = args.every {
+        let every = Duration::from_secs_f64(every);
+        std::thread::scope(|s| {
+            for (i, slot) in work.iter().enumerate() {
+                let (latencies, bytes_up, bytes_down, pulled) =
+                    (&latencies, &bytes_up, &bytes_down, &pulled);
+                s.spawn(move || {
+                    let mut guard = slot.lock().expect("phone");
+                    let (phone, pushes) = &mut *guard;
+                    // Spread the first pushes over one period, the same way every run.
+                    let offset = every.mul_f64((i as f64 * 0.618_034).fract());
+                    let mut due = started + offset;
+                    for batch in std::mem::take(pushes) {
+                        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                            std::thread::sleep(wait);
+                        }
+                        let x = phone.sync(batch, 100);
+                        assert!(x.reply.rejected.is_empty());
+                        bytes_up.fetch_add(x.sent, Ordering::Relaxed);
+                        bytes_down.fetch_add(x.received, Ordering::Relaxed);
+                        pulled.fetch_add(x.reply.changes.len(), Ordering::Relaxed);
+                        // From when the push was due, so a server falling behind shows.
+                        latencies.lock().expect("lat").push(due.elapsed());
+                        due += every;
+                    }
+                });
+            }
+        });
+    }
     std::thread::scope(|s| {
-        for t in 0..args.concurrency {
+        for t in 0..if args.every.is_some() { 0 } else { args.concurrency } {
             let (work, latencies, bytes_up, bytes_down, pulled) =
                 (&work, &latencies, &bytes_up, &bytes_down, &pulled);
             // Worker `t` syncs phones t, t + concurrency, …: with a number of users that divides
@@ -376,7 +416,13 @@ fn main() {
         lat.len(),
         args.per_push
     );
-    println!("| phones syncing at once | {} |", args.concurrency);
+    match args.every {
+        Some(every) => println!(
+            "| pace (open loop) | every phone connected, one push every {every} s each: {:.0} pushes/s offered |",
+            args.phones as f64 / every
+        ),
+        None => println!("| phones syncing at once | {} |", args.concurrency),
+    }
     println!("| server processes (nodes) | {} |", urls.len());
     println!("| users the phones belong to | {} |", users.len());
     println!("| total time | {:.2} s |", elapsed.as_secs_f64());
