@@ -595,10 +595,14 @@ impl ServerSide {
         kill_process(&self.nodes[i].process, &self.peak_rss_kib)
     }
 
-    /// SIGKILLs every node.
-    fn kill_all(&self) {
+    /// SIGKILLs every node and removes the private database cluster, if any.
+    fn shut_down(&self) {
         for i in 0..self.nodes.len() {
             self.kill(i);
+        }
+        if let Db::Postgres(cluster, down) = &self.db {
+            down.store(true, Ordering::SeqCst);
+            cluster.remove();
         }
     }
 
@@ -1406,7 +1410,7 @@ pub fn run(cfg: &Config) -> Outcome {
         .saturating_sub(world.figures.db_crashes_mid_request);
     world.figures.peak_server_rss_kib = world.server.peak_rss();
     world.figures.elapsed = started.elapsed();
-    world.server.kill_all();
+    world.server.shut_down();
     Outcome {
         seed: cfg.seed,
         figures: world.figures,

@@ -202,6 +202,16 @@ impl PgCluster {
     }
 }
 
+impl PgCluster {
+    /// Stops the cluster and removes its files. The harness calls it at the end of a run: the
+    /// phones' proxies hold the cluster (to crash it mid-request) in threads that outlive the
+    /// run, so `Drop` would come only with the process's end, which does not run it.
+    pub fn remove(&self) {
+        let _ = self.crash();
+        let _ = std::fs::remove_dir_all(self.dir.path());
+    }
+}
+
 impl Drop for PgCluster {
     fn drop(&mut self) {
         let _ = self.crash();
