@@ -240,7 +240,10 @@ mod tests {
         assert_eq!(resp.headers()[header::RETRY_AFTER], "2");
         let body = axum::body::to_bytes(resp.into_body(), 1024).await.unwrap();
         let text = String::from_utf8(body.to_vec()).unwrap();
-        assert!(text.contains("\"unavailable\"") && text.contains("try again"), "{text}");
+        assert!(
+            text.contains("\"unavailable\"") && text.contains("try again"),
+            "{text}"
+        );
         assert!(!text.contains("pool"), "{text}");
         // A refused row is still the caller's or the server's fault, not an outage.
         assert_eq!(

@@ -378,8 +378,14 @@ fn main() {
             }
         });
     }
+    // The closed loop's workers (none when the open loop above did the pushing).
+    let workers = if args.every.is_some() {
+        0
+    } else {
+        args.concurrency
+    };
     std::thread::scope(|s| {
-        for t in 0..if args.every.is_some() { 0 } else { args.concurrency } {
+        for t in 0..workers {
             let (work, latencies, bytes_up, bytes_down, pulled) =
                 (&work, &latencies, &bytes_up, &bytes_down, &pulled);
             // Worker `t` syncs phones t, t + concurrency, …: with a number of users that divides
