@@ -584,7 +584,7 @@ fn sqlite_cells(table: &str, cols: &[Col], row: &SqliteRow, keys: usize) -> Resu
 }
 
 /// The back-office columns of one record as PostgreSQL's commit path writes them
-/// (`pg_office::write_office_columns_pg`): `OfficeColumns::derive` of its value, the
+/// (`pg_office::OfficeRow`): `OfficeColumns::derive` of its value, the
 /// building-level place it lies in, its search text lower-cased and that text's pairs.
 struct Derived {
     cols: OfficeColumns,

@@ -6,7 +6,12 @@
 //! ```text
 //! linli-store-bench --backend sqlite --tasks 64 --records 20000
 //! linli-store-bench --backend postgres --nodes 2 --tasks 64 --records 20000
+//! linli-store-bench --backend postgres --tasks 64 --records 20000 --disk
 //! ```
+//!
+//! `--disk` (PostgreSQL) also reports what the run left on disk against the saved Automerge
+//! documents (the sum of `length(doc)`): the database, and `records` and `changes` with their
+//! indexes and TOAST, right after the run (dead row versions included) and after `VACUUM FULL`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -41,6 +46,14 @@ struct Args {
     /// PostgreSQL server (a fresh database is made on it and dropped after).
     #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
     url: String,
+    /// PostgreSQL: report the database's size against the saved documents after the run, and
+    /// again after `VACUUM FULL`.
+    #[arg(long)]
+    disk: bool,
+    /// PostgreSQL: `ALTER TABLE records SET (fillfactor = N)` before the run, to measure a
+    /// table setting before it goes into a migration.
+    #[arg(long)]
+    fillfactor: Option<u8>,
 }
 
 const SEED: &[&str] = &[
@@ -153,6 +166,14 @@ async fn main() {
             }
         }
         Store::Postgres(s) => {
+            if let Some(f) = args.fillfactor {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "ALTER TABLE records SET (fillfactor = {f})"
+                )))
+                .execute(s.pool())
+                .await
+                .expect("set the fillfactor");
+            }
             for sql in SEED {
                 sqlx::query(*sql).execute(s.pool()).await.expect("seed");
             }
@@ -206,6 +227,16 @@ async fn main() {
         pct(0.50).as_secs_f64() * 1e3,
         pct(0.99).as_secs_f64() * 1e3,
     );
+    if args.disk
+        && let Store::Postgres(s) = &*nodes[0]
+    {
+        disk(s.pool(), "after the run").await;
+        sqlx::raw_sql("VACUUM FULL")
+            .execute(s.pool())
+            .await
+            .expect("VACUUM FULL");
+        disk(s.pool(), "after VACUUM FULL").await;
+    }
     drop(nodes);
     if let Some((url, name)) = cleanup {
         let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
@@ -218,6 +249,32 @@ async fn main() {
         .await
         .expect("drop the bench database");
     }
+}
+
+/// Prints the database's size, and that of `records` and `changes` (indexes and TOAST
+/// included), against the saved Automerge documents.
+async fn disk(pool: &sqlx::PgPool, when: &str) {
+    let (db, records, changes, docs, rows): (i64, i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT pg_database_size(current_database()), pg_total_relation_size('records'),
+                pg_total_relation_size('changes'),
+                (SELECT COALESCE(SUM(length(doc)), 0) + COALESCE(SUM(length(personal_doc)), 0)
+                 FROM records)::int8,
+                (SELECT COUNT(*) FROM records)",
+    )
+    .fetch_one(pool)
+    .await
+    .expect("sizes");
+    let mib = |b: i64| b as f64 / 1048576.0;
+    let x = |b: i64| b as f64 / docs.max(1) as f64;
+    println!(
+        "disk {when}: saved documents={:.1} MiB ({rows} records) database={:.1} MiB ({:.1}x) records={:.1} MiB changes={:.1} MiB (records+changes {:.1}x)",
+        mib(docs),
+        mib(db),
+        x(db),
+        mib(records),
+        mib(changes),
+        x(records + changes),
+    );
 }
 
 /// A second pool on the SQLite file, for seeding (the store keeps its own private).

@@ -17,7 +17,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use futures_util::TryStreamExt;
@@ -31,7 +31,7 @@ use super::group::{GroupCommit, Outcome, Work, Writer};
 use super::log::{
     ActorBinding, Commit, CommitConflict, ProjectionUpdate, PulledPage, PulledRow, RecordMeta,
 };
-use super::pg_office::write_office_columns_pg;
+use super::pg_office::{OFFICE_COLUMNS, OFFICE_VALUES, OfficeRow};
 use super::seam::{AcceptFacts, Snapshot, StoreError, StoreResult, SyncStore};
 use super::{place_from_db, push_within};
 use crate::error::{Error, Result};
@@ -126,22 +126,36 @@ impl PgStore {
     /// Announces on `hub` the changes other processes on this database commit, as PostgreSQL
     /// delivers their notifications (this process announces its own as it commits them).
     /// Returns once listening, so nothing committed after it returns is missed while the
-    /// connection holds; after a lost connection the listener reconnects, and what was committed
-    /// meanwhile is not announced (an announcement is only a hint to sync: phones and pages
-    /// still find the changes by pulling).
+    /// connection holds. After a lost connection (the database restarted, say) it listens again
+    /// and then tells every stream to sync ([`LiveHub::resync`]): what other processes committed
+    /// meanwhile was not heard.
     pub async fn forward_changes(&self, hub: Arc<LiveHub>) -> Result<tokio::task::JoinHandle<()>> {
-        let mut listener = PgListener::connect_with(&self.pool).await?;
-        listener.listen(CHANNEL).await?;
+        let mut listener = listen(&self.pool).await?;
         let node = self.node.clone();
+        let pool = self.pool.clone();
         Ok(tokio::spawn(async move {
             loop {
-                match listener.recv().await {
-                    Ok(n) => announce(&hub, &node, n.payload()),
+                match listener.try_recv().await {
+                    Ok(Some(n)) => announce(&hub, &node, n.payload()),
+                    // The connection ended, and the listener listens again on a new one.
+                    Ok(None) => {
+                        tracing::warn!("the change listener lost its connection; streams resync");
+                        hub.resync();
+                    }
                     // The store is closing (the server shuts down): let its pool close.
                     Err(sqlx::Error::PoolClosed) => return,
                     Err(e) => {
                         tracing::warn!(error = %e, "the change listener lost its connection");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        listener = loop {
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                            match listen(&pool).await {
+                                Ok(l) => break l,
+                                Err(sqlx::Error::PoolClosed) => return,
+                                Err(e) => tracing::debug!(error = %e, "listening again failed"),
+                            }
+                        };
+                        tracing::info!("the change listener listens again; streams resync");
+                        hub.resync();
                     }
                 }
             }
@@ -548,6 +562,13 @@ fn announce(hub: &LiveHub, me: &str, payload: &str) {
     }
 }
 
+/// A connection listening for other processes' commits.
+async fn listen(pool: &PgPool) -> std::result::Result<PgListener, sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.listen(CHANNEL).await?;
+    Ok(listener)
+}
+
 /// A read-only snapshot transaction whose queries walk their `ORDER BY` index rather than
 /// sort. A pull or a bootstrap page wants the first hundred rows in log (or id) order; with
 /// statistics from when the tables were small (a district just moved, or filling fast), the
@@ -742,6 +763,32 @@ async fn stamp_positions(tx: &mut PgConnection, logged: &mut [Logged]) -> Result
     Ok(())
 }
 
+/// A new record: its value, saved document and back-office columns in one write of its row
+/// (office parameters first, `$1`–`$20`, as [`OfficeRow::bind`] binds them).
+static INSERT_RECORD: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO records (id, kind, place, status, category, created_at, updated_at,
+                              last_seq, value, has_conflicts, doc, bytes, version,
+                              {OFFICE_COLUMNS})
+         VALUES ($21, $22, $23, $24, $25, $26, $26, 0, $27::jsonb, $28, $29, $30, 1,
+                 {OFFICE_VALUES})
+         ON CONFLICT (id) DO NOTHING"
+    )
+});
+
+/// A record's new state at an expected version, with its back-office columns, in one write of
+/// its row (office parameters first, as for [`INSERT_RECORD`]).
+static UPDATE_RECORD: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "UPDATE records SET ({OFFICE_COLUMNS}) = ({OFFICE_VALUES}),
+                status = $21, category = $22, updated_at = $23, value = $24::jsonb,
+                has_conflicts = $25, bytes = bytes + $26, version = version + 1,
+                doc = COALESCE($27, doc),
+                doc_tail = CASE WHEN $27::bytea IS NULL THEN doc_tail + 1 ELSE 0 END
+         WHERE id = $28 AND version = $29"
+    )
+});
+
 /// Within the group's transaction: binds the actor, compares and bumps the record's version
 /// (writing its new state), and writes the change without a position. Returns the change's row
 /// and the part this commit saved whole.
@@ -788,53 +835,50 @@ async fn commit_in(
             value,
             doc,
             has_conflicts,
-        } if *expected_version == 0 => sqlx::query(
-            "INSERT INTO records (id, kind, place, status, category, created_at, updated_at,
-                                  last_seq, value, has_conflicts, doc, bytes, version)
-             VALUES ($1, $2, $3, $4, $5, $6, $6, 0, $7::jsonb, $8, $9, $10, 1)
-             ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(&record)
-        .bind(change.kind.as_str())
-        .bind(change.place.as_str())
-        .bind(status.as_deref())
-        .bind(category.as_deref())
-        .bind(change.received_at)
-        .bind(value.to_string())
-        .bind(has_conflicts)
-        .bind(
-            doc.as_deref()
-                .ok_or_else(|| Error::Internal("a new record is saved whole".into()))?,
-        )
-        .bind(size)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected(),
+        } if *expected_version == 0 => {
+            let office = OfficeRow::derive(&change.place, value);
+            office
+                .bind(sqlx::query(INSERT_RECORD.as_str()))
+                .bind(&record)
+                .bind(change.kind.as_str())
+                .bind(change.place.as_str())
+                .bind(status.as_deref())
+                .bind(category.as_deref())
+                .bind(change.received_at)
+                .bind(value.to_string())
+                .bind(has_conflicts)
+                .bind(
+                    doc.as_deref()
+                        .ok_or_else(|| Error::Internal("a new record is saved whole".into()))?,
+                )
+                .bind(size)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected()
+        }
         ProjectionUpdate::Record {
             status,
             category,
             value,
             doc,
             has_conflicts,
-        } => sqlx::query(
-            "UPDATE records SET status = $1, category = $2, updated_at = $3, value = $4::jsonb,
-                    has_conflicts = $5, bytes = bytes + $6, version = version + 1,
-                    doc = COALESCE($7, doc),
-                    doc_tail = CASE WHEN $7::bytea IS NULL THEN doc_tail + 1 ELSE 0 END
-             WHERE id = $8 AND version = $9",
-        )
-        .bind(status.as_deref())
-        .bind(category.as_deref())
-        .bind(change.received_at)
-        .bind(value.to_string())
-        .bind(has_conflicts)
-        .bind(size)
-        .bind(doc.as_deref())
-        .bind(&record)
-        .bind(expected_version)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected(),
+        } => {
+            let office = OfficeRow::derive(&change.place, value);
+            office
+                .bind(sqlx::query(UPDATE_RECORD.as_str()))
+                .bind(status.as_deref())
+                .bind(category.as_deref())
+                .bind(change.received_at)
+                .bind(value.to_string())
+                .bind(has_conflicts)
+                .bind(size)
+                .bind(doc.as_deref())
+                .bind(&record)
+                .bind(expected_version)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected()
+        }
         ProjectionUpdate::Personal { doc, values } => sqlx::query(
             "UPDATE records SET personal = $1::jsonb, updated_at = $2,
                     personal_bytes = personal_bytes + $3, version = version + 1,
@@ -854,14 +898,6 @@ async fn commit_in(
     };
     if updated != 1 {
         return Ok(Err(CommitConflict::Version));
-    }
-    if let ProjectionUpdate::Record {
-        value,
-        has_conflicts,
-        ..
-    } = projection
-    {
-        write_office_columns_pg(conn, &record, &change.place, value, *has_conflicts).await?;
     }
     let touched = serde_json::to_string(&change.touched).unwrap_or_else(|_| "[]".into());
     let row: Option<i64> = sqlx::query_scalar(
@@ -979,6 +1015,40 @@ mod tests {
             heard.insert(next_record(&mut rx).await.0);
         }
         assert_eq!(heard, ids);
+        listening.abort();
+        b.finish().await;
+        a.finish().await;
+    }
+
+    /// After its connection is cut (as when the database restarts), the listener listens again
+    /// and tells every stream to sync, since what was committed meanwhile went unheard.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_listener_that_lost_its_connection_listens_again_and_streams_resync() {
+        let a = PgTest::create().await;
+        let b = PgTest::another_node(&a).await;
+        let da = DeviceId::new();
+        a.seed(&[da]).await;
+        let hub = Arc::new(LiveHub::default());
+        let mut rx = hub.subscribe();
+        let listening = b.forward_changes(hub.clone()).await.unwrap();
+        let cut: Vec<bool> = sqlx::query_scalar(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = current_database() AND query LIKE 'LISTEN%'
+               AND pid <> pg_backend_pid()",
+        )
+        .fetch_all(&a.pool)
+        .await
+        .unwrap();
+        assert_eq!(cut, [true], "one listening connection");
+        match tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
+            Ok(Ok(LiveEvent::Resync)) => {}
+            other => panic!("no resync within 5 s: {other:?}"),
+        }
+        // And it hears again.
+        let first = new_case(da, "hz/a");
+        let id = first.change.record.to_string();
+        a.commit(first).await.unwrap().unwrap();
+        assert_eq!(next_record(&mut rx).await, (id, da.to_string()));
         listening.abort();
         b.finish().await;
         a.finish().await;

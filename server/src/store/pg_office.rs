@@ -1,5 +1,5 @@
-//! The back-office's reads ([`OfficeStore`]) on PostgreSQL, and the write of a record's
-//! back-office columns in the commit path ([`write_office_columns_pg`]).
+//! The back-office's reads ([`OfficeStore`]) on PostgreSQL, and a record's back-office columns
+//! as the commit path writes them ([`OfficeRow`]).
 //!
 //! The same filters, orders, cursors and figures as SQLite (`office.rs`), in plain SQL over the
 //! plain indexes of `0004_office.sql`. PostgreSQL keeps statistics and plans each query itself,
@@ -20,8 +20,9 @@ use std::collections::{BTreeSet, VecDeque};
 use futures_util::Stream;
 use linli_sync_core::{PlaceId, RecordId};
 use serde_json::Value;
-use sqlx::postgres::PgRow;
-use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
+use sqlx::postgres::{PgArguments, PgRow};
+use sqlx::query::Query;
+use sqlx::{Postgres, QueryBuilder, Row};
 
 use super::office::{
     BuildingCount, CaseFigures, CaseGroup, CodeCount, Cursor, MAX_PAGE, MonthCount, OfficeColumns,
@@ -32,7 +33,6 @@ use super::office_seam::OfficeStore;
 use super::projection::{RecordFilter, RecordRow};
 use super::seam::{StoreError, StoreResult};
 use super::{PgStore, push_within};
-use crate::error::Result;
 
 /// A projection row's columns, on `records r`.
 const ROW_COLUMNS: &str = "r.id, r.kind, r.place, r.status, r.category, r.created_at,
@@ -518,66 +518,82 @@ impl OfficeStore for PgStore {
     }
 }
 
-/// Writes a record's back-office columns, search text and pairs, inside the transaction that
-/// writes its value (so they never disagree with it): the PostgreSQL twin of
+/// The back-office columns of `records` the commit path writes, in the order of
+/// [`OFFICE_VALUES`]: `INSERT INTO records (…, {OFFICE_COLUMNS}) VALUES (…, {OFFICE_VALUES})`
+/// and `UPDATE records SET ({OFFICE_COLUMNS}) = ({OFFICE_VALUES}), …`.
+pub(super) const OFFICE_COLUMNS: &str = "source, session_id, departments, deadline, satisfaction,
+     summary, building, date, session_type, run_number, consultations, answered, leaflets, hours,
+     residents_served, activity_type, has_resolution, search_text, grams";
+
+/// The values of [`OFFICE_COLUMNS`], parameters `$1` to `$20` as [`OfficeRow::bind`] binds them.
+/// The building is the building-level place the record lies in, itself or an ancestor (the
+/// nearest, should the tree ever nest two), else the record's own `building` text: a subquery,
+/// so the row is still written by one statement.
+pub(super) const OFFICE_VALUES: &str = "$1, $2, $3, $4, $5, $6,
+     COALESCE((SELECT p.id FROM places p WHERE p.level = 'building' AND p.id = ANY($7::text[])
+               ORDER BY length(p.id) DESC LIMIT 1), $8),
+     $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, array_to_tsvector($20::text[])";
+
+/// A record's back-office columns, search text and pairs, derived from its merged value before
+/// the statement that writes the value, so that one statement writes both (they never disagree,
+/// and the row is written once, not twice). The PostgreSQL twin of
 /// [`write_office_columns`](super::office::write_office_columns), deriving the same columns.
-pub(super) async fn write_office_columns_pg(
-    conn: &mut PgConnection,
-    record: &str,
-    place: &PlaceId,
-    value: &Value,
-    has_conflicts: bool,
-) -> Result<()> {
-    let cols = OfficeColumns::derive(value);
-    let mut ancestors = Vec::new();
-    let mut at = Some(place.clone());
-    while let Some(p) = at {
-        at = p.parent();
-        ancestors.push(p.as_str().to_string());
+pub(super) struct OfficeRow {
+    cols: OfficeColumns,
+    /// The record's place and its ancestors, for the building lookup.
+    ancestors: Vec<String>,
+    /// The searchable text, folded.
+    text: String,
+    grams: Vec<String>,
+}
+
+impl OfficeRow {
+    pub(super) fn derive(place: &PlaceId, value: &Value) -> OfficeRow {
+        let cols = OfficeColumns::derive(value);
+        let mut ancestors = Vec::new();
+        let mut at = Some(place.clone());
+        while let Some(p) = at {
+            at = p.parent();
+            ancestors.push(p.as_str().to_string());
+        }
+        let text = fold(&cols.text);
+        let grams = gram_lexemes(&text);
+        OfficeRow {
+            cols,
+            ancestors,
+            text,
+            grams,
+        }
     }
-    // The building-level place the record lies in: itself or an ancestor (the nearest, should
-    // the tree ever nest two).
-    let building: Option<String> = sqlx::query_scalar(
-        "SELECT id FROM places WHERE level = 'building' AND id = ANY($1)
-         ORDER BY length(id) DESC LIMIT 1",
-    )
-    .bind(&ancestors)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let text = fold(&cols.text);
-    let grams = gram_lexemes(&text);
-    sqlx::query(
-        "UPDATE records SET source = $1, session_id = $2, departments = $3, deadline = $4,
-                satisfaction = $5, summary = $6, building = $7, date = $8, session_type = $9,
-                run_number = $10, consultations = $11, answered = $12, leaflets = $13,
-                hours = $14, residents_served = $15, activity_type = $16, has_resolution = $17,
-                has_conflicts = $18, search_text = $19, grams = array_to_tsvector($20::text[])
-         WHERE id = $21",
-    )
-    .bind(&cols.source)
-    .bind(&cols.session_id)
-    .bind(&cols.departments)
-    .bind(&cols.deadline)
-    .bind(&cols.satisfaction)
-    .bind(&cols.summary)
-    .bind(building.or(cols.building_field))
-    .bind(&cols.date)
-    .bind(&cols.session_type)
-    .bind(&cols.run_number)
-    .bind(cols.consultations)
-    .bind(cols.answered)
-    .bind(cols.leaflets)
-    .bind(cols.hours)
-    .bind(cols.residents_served)
-    .bind(&cols.activity_type)
-    .bind(cols.has_resolution)
-    .bind(has_conflicts)
-    .bind(&text)
-    .bind(&grams)
-    .bind(record)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+
+    /// Binds [`OFFICE_VALUES`]' parameters, `$1` to `$20`, to a statement that has bound none yet.
+    pub(super) fn bind<'q>(
+        &'q self,
+        query: Query<'q, Postgres, PgArguments>,
+    ) -> Query<'q, Postgres, PgArguments> {
+        let c = &self.cols;
+        query
+            .bind(&c.source)
+            .bind(&c.session_id)
+            .bind(&c.departments)
+            .bind(&c.deadline)
+            .bind(&c.satisfaction)
+            .bind(&c.summary)
+            .bind(&self.ancestors)
+            .bind(&c.building_field)
+            .bind(&c.date)
+            .bind(&c.session_type)
+            .bind(&c.run_number)
+            .bind(c.consultations)
+            .bind(c.answered)
+            .bind(c.leaflets)
+            .bind(c.hours)
+            .bind(c.residents_served)
+            .bind(&c.activity_type)
+            .bind(c.has_resolution)
+            .bind(&self.text)
+            .bind(&self.grams)
+    }
 }
 
 #[cfg(test)]
