@@ -3,6 +3,7 @@
 
 pub mod browser;
 pub mod chaos;
+pub mod office_http;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
