@@ -17,8 +17,8 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::str::FromStr;
-use std::sync::{Arc, LazyLock};
-use std::time::Duration;
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant};
 
 use futures_util::TryStreamExt;
 use linli_sync_core::protocol::Part;
@@ -98,6 +98,8 @@ pub struct PgStore {
     group: GroupCommit,
     /// This process's name in change notifications, so it skips its own.
     node: Arc<str>,
+    /// Which sets of places were lately found small ([`SMALL_SCOPE`]).
+    scope_sizes: Arc<ScopeSizes>,
 }
 
 impl PgStore {
@@ -120,7 +122,19 @@ impl PgStore {
             }),
             pool,
             node,
+            scope_sizes: Arc::default(),
         })
+    }
+
+    /// This store with every pull and bootstrap page walking its order's index, as on a large
+    /// set of places ([`SMALL_SCOPE`]), so that tests on a few records take that path too.
+    #[cfg(test)]
+    pub(crate) fn walking_always(mut self) -> PgStore {
+        self.scope_sizes = Arc::new(ScopeSizes {
+            known: Mutex::default(),
+            limit: -1,
+        });
+        self
     }
 
     /// Announces on `hub` the changes other processes on this database commit, as PostgreSQL
@@ -395,7 +409,7 @@ impl SyncStore for PgStore {
         max_bytes: usize,
     ) -> StoreResult<PulledPage> {
         // One snapshot for the end and the page: the end it reads covers what it can see.
-        let mut tx = ordered_read(&self.pool).await?;
+        let mut tx = read_tx(&self.pool).await?;
         let end: i64 = sqlx::query_scalar("SELECT seq FROM log_head")
             .fetch_one(&mut *tx)
             .await?;
@@ -405,22 +419,31 @@ impl SyncStore for PgStore {
             full: false,
         };
         if end > cursor && !scopes.is_empty() {
-            let mut qb = QueryBuilder::<Postgres>::new(
+            let small = self.scope_sizes.is_small(&mut tx, scopes).await?;
+            if small {
+                collect_by_place(&mut tx).await?;
+            } else {
+                walk_index(&mut tx).await?;
+            }
+            let mut qb = QueryBuilder::<Postgres>::new("");
+            if small {
+                // Every change of the places after the cursor, then the first of them.
+                qb.push("WITH s AS MATERIALIZED (SELECT c.seq FROM changes c WHERE ");
+                pull_filter(&mut qb, cursor, end, me, scopes, personal);
+                qb.push(") ");
+            }
+            qb.push(
                 "SELECT c.seq, c.record_id, c.part, c.replaces, c.bytes, c.received_at,
                         c.device_id, u.username
-                 FROM changes c JOIN users u ON u.id = c.user_id
-                 WHERE c.seq > ",
+                 FROM changes c JOIN users u ON u.id = c.user_id WHERE ",
             );
-            qb.push_bind(cursor);
-            qb.push(" AND c.seq <= ");
-            qb.push_bind(end);
-            qb.push(" AND c.device_id <> ");
-            qb.push_bind(me.to_string());
-            if !personal {
-                qb.push(" AND c.part = 'record'");
+            if small {
+                qb.push("c.seq IN (SELECT seq FROM s ORDER BY seq LIMIT ");
+                qb.push_bind(i64::from(limit) + 1);
+                qb.push(")");
+            } else {
+                pull_filter(&mut qb, cursor, end, me, scopes, personal);
             }
-            qb.push(" AND ");
-            push_within(&mut qb, "c.place", scopes);
             qb.push(" ORDER BY c.seq LIMIT ");
             qb.push_bind(i64::from(limit) + 1);
             let query = qb.build();
@@ -459,8 +482,20 @@ impl SyncStore for PgStore {
         max_bytes: usize,
         personal: bool,
     ) -> StoreResult<Vec<Snapshot>> {
+        let mut tx = read_tx(&self.pool).await?;
+        let small = self.scope_sizes.is_small(&mut tx, scopes).await?;
+        let mut qb = QueryBuilder::<Postgres>::new("");
+        if small {
+            // Every record of the places after `after`, then the first of them.
+            qb.push("WITH s AS MATERIALIZED (SELECT r.id FROM records r WHERE ");
+            snapshot_filter(&mut qb, scopes, after);
+            qb.push(") ");
+            collect_by_place(&mut tx).await?;
+        } else {
+            walk_index(&mut tx).await?;
+        }
         // Each row carries its document with its tail appended, all in the statement's snapshot.
-        let mut qb = QueryBuilder::<Postgres>::new(
+        qb.push(
             "SELECT r.id,
                     CASE WHEN r.doc_tail > 0 THEN r.doc || COALESCE((
                         SELECT string_agg(c.bytes, ''::bytea ORDER BY c.seq) FROM changes c
@@ -476,12 +511,14 @@ impl SyncStore for PgStore {
             "NULL::bytea AS personal_doc"
         });
         qb.push(" FROM records r WHERE ");
-        push_within(&mut qb, "r.place", scopes);
-        if let Some(a) = after {
-            qb.push(" AND r.id > ").push_bind(a.to_string());
+        if small {
+            qb.push("r.id IN (SELECT id FROM s ORDER BY id LIMIT ")
+                .push_bind(i64::from(limit))
+                .push(")");
+        } else {
+            snapshot_filter(&mut qb, scopes, after);
         }
         qb.push(" ORDER BY r.id LIMIT ").push_bind(i64::from(limit));
-        let mut tx = ordered_read(&self.pool).await?;
         let mut out = Vec::new();
         {
             let query = qb.build();
@@ -569,19 +606,132 @@ async fn listen(pool: &PgPool) -> std::result::Result<PgListener, sqlx::Error> {
     Ok(listener)
 }
 
-/// A read-only snapshot transaction whose queries walk their `ORDER BY` index rather than
-/// sort. A pull or a bootstrap page wants the first hundred rows in log (or id) order; with
-/// statistics from when the tables were small (a district just moved, or filling fast), the
-/// planner instead collected every row of the places and sorted them: 190–240 ms a page at
-/// 50,000 records, growing with the records, against 4–6 ms walking the index.
-async fn ordered_read(pool: &PgPool) -> StoreResult<sqlx::Transaction<'static, Postgres>> {
-    let mut tx = pool
+/// How many records a phone's places may hold for its pulls and bootstrap pages to collect
+/// every candidate row of the places and sort them. Beyond it they walk the order's index instead
+/// (`enable_sort = off`) and stop after a page. Either way is the planner's choice when its
+/// statistics are fresh, but they are not on a database filling fast (a district just moved,
+/// statistics from when the tables were empty: 190–240 ms a page at 50,000 records collecting
+/// and sorting, 4–6 ms walking), nor do they help a small place among a million records (a
+/// walk of the whole index, 2–6 s, where collecting its 26 records takes under a millisecond).
+const SMALL_SCOPE: i64 = 5_000;
+
+/// How long a set of places stays known as large before it is counted again. One known as small
+/// is counted again sooner, as a small count is cheap and a district filling fast (one just
+/// moved, say) grows past [`SMALL_SCOPE`] within a minute.
+const LARGE_SCOPE_TTL: Duration = Duration::from_secs(60);
+/// See [`LARGE_SCOPE_TTL`].
+const SMALL_SCOPE_TTL: Duration = Duration::from_secs(5);
+
+/// Sets of places recently counted against [`SMALL_SCOPE`], so that a phone's pulls do not
+/// count its places every time.
+#[derive(Debug)]
+struct ScopeSizes {
+    known: Mutex<HashMap<Vec<PlaceId>, (bool, Instant)>>,
+    /// [`SMALL_SCOPE`], or in tests -1, so that every read walks its index.
+    limit: i64,
+}
+
+impl Default for ScopeSizes {
+    fn default() -> Self {
+        ScopeSizes {
+            known: Mutex::default(),
+            limit: SMALL_SCOPE,
+        }
+    }
+}
+
+impl ScopeSizes {
+    /// Whether the records within `scopes` number at most [`SMALL_SCOPE`], counted (in `tx`, an
+    /// index-only scan that stops past the limit) unless known lately.
+    async fn is_small(&self, tx: &mut PgConnection, scopes: &[PlaceId]) -> StoreResult<bool> {
+        let now = Instant::now();
+        if let Some(&(small, at)) = self.lock().get(scopes)
+            && now.duration_since(at)
+                < if small {
+                    SMALL_SCOPE_TTL
+                } else {
+                    LARGE_SCOPE_TTL
+                }
+        {
+            return Ok(small);
+        }
+        let mut qb =
+            QueryBuilder::<Postgres>::new("SELECT count(*) FROM (SELECT 1 FROM records r WHERE ");
+        push_within(&mut qb, "r.place", scopes);
+        qb.push(" LIMIT ").push_bind(self.limit + 1).push(") s");
+        let count: i64 = qb.build_query_scalar().fetch_one(&mut *tx).await?;
+        let small = count <= self.limit;
+        let mut known = self.lock();
+        // Bounded by forgetting everything now and then: a recount costs a few milliseconds.
+        if known.len() >= 10_000 {
+            known.clear();
+        }
+        known.insert(scopes.to_vec(), (small, now));
+        Ok(small)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<PlaceId>, (bool, Instant)>> {
+        self.known.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A read-only snapshot transaction: a pull's end and page, or a bootstrap page's documents and
+/// their tails, all from one snapshot.
+async fn read_tx(pool: &PgPool) -> StoreResult<sqlx::Transaction<'static, Postgres>> {
+    Ok(pool
         .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        .await?;
-    sqlx::query("SET LOCAL enable_sort = off")
+        .await?)
+}
+
+/// Makes the rest of `tx` walk its `ORDER BY` index rather than sort (see [`SMALL_SCOPE`]).
+async fn walk_index(tx: &mut PgConnection) -> StoreResult<()> {
+    plan_with(tx, "enable_sort").await
+}
+
+/// Makes the rest of `tx` collect a small set of places' rows through the place index rather
+/// than read the whole table, which stale statistics can suggest (all the rows were in one
+/// place when they were taken).
+async fn collect_by_place(tx: &mut PgConnection) -> StoreResult<()> {
+    plan_with(tx, "enable_seqscan").await
+}
+
+/// Turns `setting` off for the rest of `tx`, and JIT compilation with it: a page read never
+/// gains from it, yet a walk the planner costs high (it cannot know the page fills early) was
+/// compiled first, 290 ms on a 1,000,000-record table.
+async fn plan_with(tx: &mut PgConnection, setting: &str) -> StoreResult<()> {
+    sqlx::query("SELECT set_config($1, 'off', true), set_config('jit', 'off', true)")
+        .bind(setting)
         .execute(&mut *tx)
         .await?;
-    Ok(tx)
+    Ok(())
+}
+
+/// A pull's rows: after `cursor` up to `end`, within `scopes`, not `me`'s own, personal parts
+/// only if `personal`.
+fn pull_filter(
+    qb: &mut QueryBuilder<Postgres>,
+    cursor: i64,
+    end: i64,
+    me: DeviceId,
+    scopes: &[PlaceId],
+    personal: bool,
+) {
+    qb.push("c.seq > ").push_bind(cursor);
+    qb.push(" AND c.seq <= ").push_bind(end);
+    qb.push(" AND c.device_id <> ").push_bind(me.to_string());
+    if !personal {
+        qb.push(" AND c.part = 'record'");
+    }
+    qb.push(" AND ");
+    push_within(qb, "c.place", scopes);
+}
+
+/// A bootstrap page's records: within `scopes`, after `after`.
+fn snapshot_filter(qb: &mut QueryBuilder<Postgres>, scopes: &[PlaceId], after: Option<&str>) {
+    push_within(qb, "r.place", scopes);
+    if let Some(a) = after {
+        qb.push(" AND r.id > ").push_bind(a.to_string());
+    }
 }
 
 /// The committer's side: writes groups to PostgreSQL.
