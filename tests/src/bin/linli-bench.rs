@@ -343,6 +343,9 @@ fn main() {
         plan.push(pushes);
     }
     let latencies = Mutex::new(Vec::with_capacity(total / args.per_push + 1));
+    // The open loop's latencies again, split: each phone's first sync (its bootstrap rides
+    // along) and the ones after it.
+    let first_later = Mutex::new((Vec::new(), Vec::new()));
     let bytes_up = AtomicUsize::new(0);
     let bytes_down = AtomicUsize::new(0);
     let pulled = AtomicUsize::new(0);
@@ -353,15 +356,15 @@ fn main() {
         let every = Duration::from_secs_f64(every);
         std::thread::scope(|s| {
             for (i, slot) in work.iter().enumerate() {
-                let (latencies, bytes_up, bytes_down, pulled) =
-                    (&latencies, &bytes_up, &bytes_down, &pulled);
+                let (latencies, first_later, bytes_up, bytes_down, pulled) =
+                    (&latencies, &first_later, &bytes_up, &bytes_down, &pulled);
                 s.spawn(move || {
                     let mut guard = slot.lock().expect("phone");
                     let (phone, pushes) = &mut *guard;
                     // Spread the first pushes over one period, the same way every run.
                     let offset = every.mul_f64((i as f64 * 0.618_034).fract());
                     let mut due = started + offset;
-                    for batch in std::mem::take(pushes) {
+                    for (n, batch) in std::mem::take(pushes).into_iter().enumerate() {
                         if let Some(wait) = due.checked_duration_since(Instant::now()) {
                             std::thread::sleep(wait);
                         }
@@ -371,7 +374,10 @@ fn main() {
                         bytes_down.fetch_add(x.received, Ordering::Relaxed);
                         pulled.fetch_add(x.reply.changes.len(), Ordering::Relaxed);
                         // From when the push was due, so a server falling behind shows.
-                        latencies.lock().expect("lat").push(due.elapsed());
+                        let latency = due.elapsed();
+                        latencies.lock().expect("lat").push(latency);
+                        let mut split = first_later.lock().expect("lat");
+                        if n == 0 { &mut split.0 } else { &mut split.1 }.push(latency);
                         due += every;
                     }
                 });
@@ -438,6 +444,24 @@ fn main() {
     );
     println!("| request latency p50 | {} |", ms(percentile(&lat, 0.5)));
     println!("| request latency p99 | {} |", ms(percentile(&lat, 0.99)));
+    if args.every.is_some() {
+        let (mut first, mut later) = first_later.into_inner().expect("lat");
+        first.sort();
+        later.sort();
+        for (what, lat) in [
+            ("each phone's first sync (with its bootstrap)", &first),
+            ("the syncs after it", &later),
+        ] {
+            if !lat.is_empty() {
+                println!(
+                    "| latency p50 / p99, {what} | {} / {} ({} requests) |",
+                    ms(percentile(lat, 0.5)),
+                    ms(percentile(lat, 0.99)),
+                    lat.len()
+                );
+            }
+        }
+    }
     println!(
         "| bytes up per record (whole request bodies) | {:.0} |",
         bytes_up.load(Ordering::Relaxed) as f64 / total as f64
