@@ -891,10 +891,17 @@ impl<S: SyncStore> SyncService<'_, S> {
 
         // From here on the cached documents hold an uncommitted change: on any failure they are
         // dropped (the next push reloads what is committed).
-        let value = cached
-            .doc
-            .record()
-            .map_err(|e| Refusal::new(RejectCode::InvalidRecord, e.to_string(), hash))?;
+        let (value, has_conflicts) = match applied.record {
+            Some(record) => (*record, applied.has_conflicts),
+            // A personal change: the shared document (unchanged) gives the record's place.
+            None => (
+                cached
+                    .doc
+                    .record()
+                    .map_err(|e| Refusal::new(RejectCode::InvalidRecord, e.to_string(), hash))?,
+                false,
+            ),
+        };
         let place: PlaceId = value
             .place()
             .parse()
@@ -912,7 +919,7 @@ impl<S: SyncStore> SyncService<'_, S> {
                 doc: meta
                     .is_none_or(|m| whole(m.doc_tail))
                     .then(|| cached.doc.save()),
-                has_conflicts: !cached.doc.conflicts().is_empty(),
+                has_conflicts,
             },
             Part::Personal => {
                 let personal = cached

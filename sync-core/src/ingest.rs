@@ -78,6 +78,11 @@ pub struct Applied {
     pub claimed_at: i64,
     /// Top-level fields it touched.
     pub touched: Vec<String>,
+    /// The shared document's merged record after the change, as the checks read it (`None` for
+    /// a personal part), so the caller need not read the document again.
+    pub record: Option<Box<crate::records::Record>>,
+    /// Some scalar field of the merged shared document now holds concurrent values.
+    pub has_conflicts: bool,
 }
 
 /// What became of an accepted change.
@@ -366,7 +371,14 @@ pub fn ingest(
 
     let after_heads = trial.heads();
     let touched = trial.touched(&before_heads, &after_heads);
-    let written: Vec<(String, Value)> = scalar_ops(&trial)
+    let after_ops = scalar_ops(&trial);
+    // As `RecordDoc::conflicts` decides it (a scalar field with two values or more), from the
+    // values read here anyway.
+    let has_conflicts = after_ops
+        .iter()
+        .enumerate()
+        .any(|(i, (f, _, _))| after_ops[..i].iter().any(|(g, _, _)| g == f));
+    let written: Vec<(String, Value)> = after_ops
         .into_iter()
         .filter(|(field, op, _)| !before_ops.iter().any(|(f, o, _)| f == field && o == op))
         .map(|(field, _, value)| (field, value))
@@ -393,6 +405,8 @@ pub fn ingest(
         actor: change.actor_id().to_hex_string(),
         claimed_at,
         touched,
+        record: Some(Box::new(record)),
+        has_conflicts,
     }))
 }
 
@@ -427,6 +441,8 @@ pub fn ingest_personal(
         actor: change.actor_id().to_hex_string(),
         claimed_at: change.timestamp().saturating_mul(1000),
         touched,
+        record: None,
+        has_conflicts: false,
     }))
 }
 
@@ -935,6 +951,41 @@ mod tests {
             run(&mut server, &c, Role::Office, "bus1").unwrap(),
             Ingested::Duplicate { .. }
         ));
+    }
+
+    /// What an applied change reports of the merged record is what reading the document gives:
+    /// the record, and whether a field holds concurrent values.
+    #[test]
+    fn an_applied_change_reports_the_merged_record_and_its_conflicts() {
+        let (phone, c) = new_case("bus1");
+        let mut server = RecordDoc::empty(phone.id());
+        let Ingested::Applied(first) = run(&mut server, &c, Role::Office, "bus1").unwrap() else {
+            panic!("applied");
+        };
+        assert!(!first.has_conflicts && server.conflicts().is_empty());
+        assert_eq!(
+            first.record.unwrap().to_json(),
+            server.record().unwrap().to_json()
+        );
+        // Two phones set the deadline offline from the same state.
+        let a = raw_edit(&server, |d| {
+            d.put(automerge::ROOT, "deadline", "2026-12-10").unwrap();
+        });
+        let b = raw_edit(&server, |d| {
+            d.put(automerge::ROOT, "deadline", "2026-12-20").unwrap();
+        });
+        let Ingested::Applied(one) = run(&mut server, &a, Role::Office, "bus1").unwrap() else {
+            panic!("applied");
+        };
+        assert!(!one.has_conflicts);
+        let Ingested::Applied(two) = run(&mut server, &b, Role::Office, "bus1").unwrap() else {
+            panic!("applied");
+        };
+        assert!(two.has_conflicts && !server.conflicts().is_empty());
+        assert_eq!(
+            two.record.unwrap().to_json(),
+            server.record().unwrap().to_json()
+        );
     }
 
     #[test]

@@ -241,6 +241,38 @@ impl Phone {
     }
 }
 
+/// A new case of one change, saved whole, by `device` in `place`.
+pub(crate) fn new_case(device: DeviceId, place: &str) -> Commit {
+    let mut doc = AutoCommit::new().with_actor(ActorId::random());
+    doc.put(ROOT, "summary", "漏水").unwrap();
+    let change = doc.get_last_local_change().unwrap().clone();
+    Commit {
+        change: NewChange {
+            hash: change.hash().0,
+            record: RecordId::new(),
+            part: Part::Record,
+            place: p(place),
+            kind: RecordKind::Case,
+            bytes: change.raw_bytes().to_vec(),
+            actor: doc.get_actor().to_hex_string(),
+            device,
+            user_id: "u1".into(),
+            claimed_at: 1,
+            received_at: 2,
+            touched: vec!["summary".into()],
+            message: None,
+        },
+        projection: ProjectionUpdate::Record {
+            status: None,
+            category: None,
+            value: json!({}),
+            doc: Some(doc.save()),
+            has_conflicts: false,
+        },
+        expected_version: 0,
+    }
+}
+
 /// The same change committed again at another version (after reloading the record).
 fn at_version(c: &Commit, expected_version: i64) -> Commit {
     let n = &c.change;
@@ -402,6 +434,47 @@ pub(crate) async fn conflicts_write_nothing<S: Fixture>(store: S) {
     assert_eq!(store.log_end().await.unwrap(), end);
     let doc = load(&store.record_doc(record).await.unwrap().unwrap());
     assert_eq!(text(&doc, "title").as_deref(), Some("a"));
+    store.finish().await;
+}
+
+/// A change whose write fails (its device is unknown, so binding its actor breaks a foreign key)
+/// among others committing at the same moment (so, likely, in the same commit group) fails
+/// alone: the others commit, and nothing of it is written.
+pub(crate) async fn a_failing_write_fails_alone<S: Fixture>(store: S) {
+    let (mine, other) = (DeviceId::new(), DeviceId::new());
+    store.seed(&[mine, other]).await;
+    let bad_record = RecordId::new();
+    let mut commits = Vec::new();
+    for i in 0..16 {
+        let device = if i == 7 { DeviceId::new() } else { mine };
+        let record = if i == 7 { bad_record } else { RecordId::new() };
+        commits.push(Phone::new(device).edit(record, "hz/a", "title", "漏水", 0, true));
+    }
+    let outcomes =
+        futures_util::future::join_all(commits.into_iter().map(|c| store.commit(c))).await;
+    let mut positions = Vec::new();
+    for (i, outcome) in outcomes.into_iter().enumerate() {
+        match (i, outcome) {
+            (7, outcome) => assert!(outcome.is_err(), "the unknown device's change: {outcome:?}"),
+            (_, Ok(Ok(seq))) => positions.push(seq),
+            (i, outcome) => panic!("change {i} did not commit: {outcome:?}"),
+        }
+    }
+    positions.sort_unstable();
+    positions.dedup();
+    assert_eq!(positions.len(), 15, "one position per committed change");
+    assert!(store.record_meta(bad_record).await.unwrap().is_none());
+    assert!(store.record_doc(bad_record).await.unwrap().is_none());
+    let page = store
+        .pull(0, other, &[p("hz")], false, 100, 1 << 20)
+        .await
+        .unwrap();
+    assert_eq!(page.rows.len(), 15);
+    assert!(
+        page.rows
+            .iter()
+            .all(|r| r.record_id != bad_record.to_string())
+    );
     store.finish().await;
 }
 
@@ -648,6 +721,11 @@ macro_rules! sync_store_conformance {
             #[tokio::test]
             async fn conflicts_write_nothing() {
                 super::conflicts_write_nothing($open.await).await;
+            }
+
+            #[tokio::test]
+            async fn a_failing_write_fails_alone() {
+                super::a_failing_write_fails_alone($open.await).await;
             }
 
             #[tokio::test]

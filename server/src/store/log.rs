@@ -1,11 +1,13 @@
 //! The change log, actor bindings, the projection write and rejections: the sync path's SQL.
 
+use std::sync::LazyLock;
+
 use futures_util::TryStreamExt;
 use linli_sync_core::protocol::Part;
 use linli_sync_core::{DeviceId, PlaceId, RecordId, RecordKind};
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 
-use super::office::write_office_columns;
+use super::office::{OFFICE_COLUMNS, OFFICE_VALUES, OfficeRow, write_office_columns};
 use super::{SqliteStore, place_from_db, push_within};
 use crate::error::{Error, Result};
 
@@ -893,9 +895,46 @@ impl SqliteStore {
     }
 }
 
+/// A new record's row: its value, document and back-office columns in one write (office
+/// parameters first, as they come first in the text).
+static INSERT_RECORD: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO records ({OFFICE_COLUMNS}, id, kind, place, status, category, created_at,
+                              updated_at, last_seq, value, doc, bytes, version, doc_seq)
+         VALUES ({OFFICE_VALUES}, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?)"
+    )
+});
+
+/// A record's new state at an expected version, with its back-office columns, in one write of
+/// its row. `{doc}` is where the document's columns go (saved whole, or one more in the tail).
+const UPDATE_RECORD: &str = "UPDATE records SET ({OFFICE_COLUMNS}) = ({OFFICE_VALUES}),
+        status = ?, category = ?, updated_at = ?, last_seq = ?, value = ?, bytes = bytes + ?,
+        version = version + 1, {doc}
+     WHERE id = ? AND version = ?";
+
+static UPDATE_RECORD_WHOLE: LazyLock<String> = LazyLock::new(|| {
+    UPDATE_RECORD
+        .replace("{OFFICE_COLUMNS}", OFFICE_COLUMNS)
+        .replace("{OFFICE_VALUES}", OFFICE_VALUES)
+        .replace("{doc}", "doc = ?, doc_seq = ?, doc_tail = 0")
+});
+
+static UPDATE_RECORD_TAIL: LazyLock<String> = LazyLock::new(|| {
+    UPDATE_RECORD
+        .replace("{OFFICE_COLUMNS}", OFFICE_COLUMNS)
+        .replace("{OFFICE_VALUES}", OFFICE_VALUES)
+        .replace("{doc}", "doc_tail = doc_tail + 1")
+});
+
 /// Within the caller's transaction: binds the actor to the device if it is new, appends the
-/// change to the log and updates the record's projection row, but only if the record is still
-/// at the commit's expected version. On a conflict the caller rolls back what this wrote.
+/// change to the log and writes the record's projection row, but only if the record is still at
+/// the commit's expected version.
+///
+/// Returns `Ok(Err(_))` only before it has written anything: both conditions are read first,
+/// in one query, and nothing else writes between that read and the writes (the caller holds
+/// SQLite's one write lock). So the group committer needs no savepoint per change: an `Err`
+/// (a statement failed, something may be written) is the only outcome after which it must roll
+/// back.
 pub(super) async fn commit_in(
     conn: &mut SqliteConnection,
     commit: &Commit,
@@ -909,21 +948,28 @@ pub(super) async fn commit_in(
     let device = change.device.to_string();
     let record = change.record.to_string();
     let size = i64::try_from(change.bytes.len()).unwrap_or(i64::MAX);
-    let bound: Option<String> = sqlx::query_scalar("SELECT device_id FROM actors WHERE actor = ?")
-        .bind(&change.actor)
-        .fetch_optional(&mut *conn)
-        .await?;
-    match bound {
-        Some(d) if d != device => return Ok(Err(CommitConflict::ForeignActor)),
-        Some(_) => {}
-        None => {
-            sqlx::query("INSERT INTO actors (actor, device_id, first_seen) VALUES (?, ?, ?)")
-                .bind(&change.actor)
-                .bind(&device)
-                .bind(change.received_at)
-                .execute(&mut *conn)
-                .await?;
-        }
+    let (bound, version): (Option<String>, Option<i64>) = sqlx::query_as(
+        "SELECT (SELECT device_id FROM actors WHERE actor = ?),
+                (SELECT version FROM records WHERE id = ?)",
+    )
+    .bind(&change.actor)
+    .bind(&record)
+    .fetch_one(&mut *conn)
+    .await?;
+    if bound.as_ref().is_some_and(|d| *d != device) {
+        return Ok(Err(CommitConflict::ForeignActor));
+    }
+    if version.unwrap_or(0) != expected_version {
+        return Ok(Err(CommitConflict::Version));
+    }
+    // From here on every write is expected to succeed; a failure is an `Err`.
+    if bound.is_none() {
+        sqlx::query("INSERT INTO actors (actor, device_id, first_seen) VALUES (?, ?, ?)")
+            .bind(&change.actor)
+            .bind(&device)
+            .bind(change.received_at)
+            .execute(&mut *conn)
+            .await?;
     }
     let touched = serde_json::to_string(&change.touched).unwrap_or_else(|_| "[]".into());
     let seq: i64 = sqlx::query_scalar(
@@ -948,71 +994,70 @@ pub(super) async fn commit_in(
     .await?;
     // The documents are saved whole now and then; in between, this change extends their tail
     // in the log (see migration 0013).
-    let (doc_sql, doc) = match projection {
-        ProjectionUpdate::Record { doc: Some(d), .. } => {
-            ("doc = ?, doc_seq = ?, doc_tail = 0", Some(d.as_slice()))
-        }
-        ProjectionUpdate::Record { doc: None, .. } => ("doc_tail = doc_tail + 1", None),
-        ProjectionUpdate::Personal { doc: Some(d), .. } => (
-            "personal_doc = ?, personal_seq = ?, personal_tail = 0",
-            Some(d.as_slice()),
-        ),
-        ProjectionUpdate::Personal { doc: None, .. } => ("personal_tail = personal_tail + 1", None),
-    };
     let updated = match projection {
         ProjectionUpdate::Record {
             status,
             category,
             value,
-            ..
-        } if expected_version == 0 => sqlx::query(
-            "INSERT INTO records (id, kind, place, status, category, created_at, updated_at,
-                                  last_seq, value, doc, bytes, version, doc_seq)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?)
-             ON CONFLICT(id) DO NOTHING",
-        )
-        .bind(&record)
-        .bind(change.kind.as_str())
-        .bind(change.place.as_str())
-        .bind(status.as_deref())
-        .bind(category.as_deref())
-        .bind(change.received_at)
-        .bind(change.received_at)
-        .bind(seq)
-        .bind(value.to_string())
-        .bind(doc.ok_or_else(|| Error::Internal("a new record is saved whole".into()))?)
-        .bind(size)
-        .bind(seq),
-        ProjectionUpdate::Record {
-            status,
-            category,
-            value,
-            ..
+            doc,
+            has_conflicts,
         } => {
-            let sql = format!(
-                "UPDATE records SET status = ?, category = ?, updated_at = ?, last_seq = ?,
-                        value = ?, bytes = bytes + ?, version = version + 1, {}
-                 WHERE id = ? AND version = ?",
-                doc_sql
-            );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(status.as_deref())
-                .bind(category.as_deref())
-                .bind(change.received_at)
-                .bind(seq)
-                .bind(value.to_string())
-                .bind(size);
-            if let Some(doc) = doc {
-                q = q.bind(doc).bind(seq);
+            let office = OfficeRow::derive(&record, &change.place, value, *has_conflicts);
+            office.write_text(&mut *conn).await?;
+            let value = value.to_string();
+            if expected_version == 0 {
+                office
+                    .bind(sqlx::query(sqlx::AssertSqlSafe(INSERT_RECORD.as_str())))
+                    .bind(&record)
+                    .bind(change.kind.as_str())
+                    .bind(change.place.as_str())
+                    .bind(status.as_deref())
+                    .bind(category.as_deref())
+                    .bind(change.received_at)
+                    .bind(change.received_at)
+                    .bind(seq)
+                    .bind(value)
+                    .bind(
+                        doc.as_deref()
+                            .ok_or_else(|| Error::Internal("a new record is saved whole".into()))?,
+                    )
+                    .bind(size)
+                    .bind(seq)
+                    .execute(&mut *conn)
+                    .await?
+            } else {
+                let sql = if doc.is_some() {
+                    UPDATE_RECORD_WHOLE.as_str()
+                } else {
+                    UPDATE_RECORD_TAIL.as_str()
+                };
+                let mut q = office
+                    .bind(sqlx::query(sqlx::AssertSqlSafe(sql)))
+                    .bind(status.as_deref())
+                    .bind(category.as_deref())
+                    .bind(change.received_at)
+                    .bind(seq)
+                    .bind(value)
+                    .bind(size);
+                if let Some(doc) = doc {
+                    q = q.bind(doc.as_slice()).bind(seq);
+                }
+                q.bind(&record)
+                    .bind(expected_version)
+                    .execute(&mut *conn)
+                    .await?
             }
-            q.bind(&record).bind(expected_version)
         }
-        ProjectionUpdate::Personal { values, .. } => {
+        ProjectionUpdate::Personal { values, doc } => {
+            let doc_sql = if doc.is_some() {
+                "personal_doc = ?, personal_seq = ?, personal_tail = 0"
+            } else {
+                "personal_tail = personal_tail + 1"
+            };
             let sql = format!(
                 "UPDATE records SET personal = ?, updated_at = ?, last_seq = ?,
-                        personal_bytes = personal_bytes + ?, version = version + 1, {}
-                 WHERE id = ? AND version = ?",
-                doc_sql
+                        personal_bytes = personal_bytes + ?, version = version + 1, {doc_sql}
+                 WHERE id = ? AND version = ?"
             );
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(values.to_string())
@@ -1020,24 +1065,20 @@ pub(super) async fn commit_in(
                 .bind(seq)
                 .bind(size);
             if let Some(doc) = doc {
-                q = q.bind(doc).bind(seq);
+                q = q.bind(doc.as_slice()).bind(seq);
             }
-            q.bind(&record).bind(expected_version)
+            q.bind(&record)
+                .bind(expected_version)
+                .execute(&mut *conn)
+                .await?
         }
     }
-    .execute(&mut *conn)
-    .await?
     .rows_affected();
     if updated != 1 {
-        return Ok(Err(CommitConflict::Version));
-    }
-    if let ProjectionUpdate::Record {
-        value,
-        has_conflicts,
-        ..
-    } = projection
-    {
-        write_office_columns(conn, &record, &change.place, value, *has_conflicts).await?;
+        // The version was read above under the same write lock: this is a bug, not a race.
+        return Err(Error::Internal(format!(
+            "record {record} was not at version {expected_version} when written"
+        )));
     }
     Ok(Ok(seq))
 }

@@ -136,8 +136,105 @@ impl OfficeColumns {
     }
 }
 
-/// Writes a record's back-office columns and search text, inside the transaction that writes
-/// its value (so they never disagree with it).
+/// The back-office columns [`OfficeRow::bind`] writes, in the order of [`OFFICE_VALUES`]:
+/// `INSERT INTO records ({OFFICE_COLUMNS}, …) VALUES ({OFFICE_VALUES}, …)` and
+/// `UPDATE records SET ({OFFICE_COLUMNS}) = ({OFFICE_VALUES}), …`.
+pub(super) const OFFICE_COLUMNS: &str = "source, session_id, departments, deadline, satisfaction,
+     summary, building, date, session_type, run_number, consultations, answered, leaflets, hours,
+     residents_served, activity_type, has_resolution, has_conflicts, text_n";
+
+/// The values of [`OFFICE_COLUMNS`], as many `?` as [`OfficeRow::bind`] binds. The building is
+/// the building-level place the record lies in (itself or the nearest ancestor), else the
+/// record's own `building` text; the text key is that of the record's `record_text` row, which
+/// [`OfficeRow::write_text`] writes first. Subqueries, so that one statement writes the row.
+pub(super) const OFFICE_VALUES: &str = "?, ?, ?, ?, ?, ?,
+     COALESCE((SELECT p.id FROM places p WHERE p.level = 'building'
+                 AND p.id IN (SELECT value FROM json_each(?))
+               ORDER BY length(p.id) DESC LIMIT 1), ?),
+     ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,
+     (SELECT n FROM record_text WHERE id = ?)";
+
+/// A record's back-office columns and search text, derived from its merged value before the
+/// statement that writes the value, so that one statement writes both: they never disagree, and
+/// the row (with its many indexes) is written once in a commit, not three times.
+pub(crate) struct OfficeRow<'a> {
+    record: &'a str,
+    cols: OfficeColumns,
+    /// The record's place and its ancestors as a JSON array, for the building lookup.
+    ancestors: String,
+    has_conflicts: bool,
+}
+
+impl<'a> OfficeRow<'a> {
+    /// The row of `record` lying in `place` whose merged value is `value`.
+    pub(crate) fn derive(
+        record: &'a str,
+        place: &PlaceId,
+        value: &Value,
+        has_conflicts: bool,
+    ) -> OfficeRow<'a> {
+        let mut ancestors = Vec::new();
+        let mut at = Some(place.clone());
+        while let Some(p) = at {
+            at = p.parent();
+            ancestors.push(Value::String(p.as_str().to_string()));
+        }
+        OfficeRow {
+            record,
+            cols: OfficeColumns::derive(value),
+            ancestors: Value::Array(ancestors).to_string(),
+            has_conflicts,
+        }
+    }
+
+    /// Writes the record's searchable text (its full-text rows follow by trigger); before the
+    /// statement that writes the row, whose text key reads it.
+    pub(crate) async fn write_text(&self, conn: &mut SqliteConnection) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO record_text (id, text, grams) VALUES (?, ?, ?)
+             ON CONFLICT(id) DO UPDATE SET text = excluded.text, grams = excluded.grams
+             WHERE text != excluded.text OR grams IS NULL",
+        )
+        .bind(self.record)
+        .bind(&self.cols.text)
+        .bind(grams(&self.cols.text))
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+
+    /// Binds [`OFFICE_VALUES`]' parameters to a statement that has bound none yet.
+    pub(crate) fn bind<'q>(
+        &'q self,
+        query: sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments>,
+    ) -> sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments> {
+        let c = &self.cols;
+        query
+            .bind(&c.source)
+            .bind(&c.session_id)
+            .bind(&c.departments)
+            .bind(&c.deadline)
+            .bind(&c.satisfaction)
+            .bind(&c.summary)
+            .bind(&self.ancestors)
+            .bind(&c.building_field)
+            .bind(&c.date)
+            .bind(&c.session_type)
+            .bind(&c.run_number)
+            .bind(c.consultations)
+            .bind(c.answered)
+            .bind(c.leaflets)
+            .bind(c.hours)
+            .bind(c.residents_served)
+            .bind(&c.activity_type)
+            .bind(c.has_resolution)
+            .bind(self.has_conflicts)
+            .bind(self.record)
+    }
+}
+
+/// Writes a record's back-office columns and search text alone, inside the transaction that
+/// wrote its value (paths that rewrite a record outside the sync commit).
 pub(crate) async fn write_office_columns(
     conn: &mut SqliteConnection,
     record: &str,
@@ -145,63 +242,13 @@ pub(crate) async fn write_office_columns(
     value: &Value,
     has_conflicts: bool,
 ) -> Result<()> {
-    let cols = OfficeColumns::derive(value);
-    // The building-level place the record lies in: itself or an ancestor.
-    let mut qb =
-        QueryBuilder::<Sqlite>::new("SELECT id FROM places WHERE level = 'building' AND id IN (");
-    let mut sep = qb.separated(", ");
-    let mut at = Some(place.clone());
-    while let Some(p) = at {
-        at = p.parent();
-        sep.push_bind(p.as_str().to_string());
-    }
-    qb.push(") LIMIT 1");
-    let building: Option<String> = qb.build_query_scalar().fetch_optional(&mut *conn).await?;
-    sqlx::query(
-        "UPDATE records SET source = ?, session_id = ?, departments = ?, deadline = ?,
-                satisfaction = ?, summary = ?, building = ?, date = ?, session_type = ?,
-                run_number = ?, consultations = ?, answered = ?, leaflets = ?, hours = ?,
-                residents_served = ?, activity_type = ?, has_resolution = ?, has_conflicts = ?
-         WHERE id = ?",
-    )
-    .bind(&cols.source)
-    .bind(&cols.session_id)
-    .bind(&cols.departments)
-    .bind(&cols.deadline)
-    .bind(&cols.satisfaction)
-    .bind(&cols.summary)
-    .bind(building.or(cols.building_field))
-    .bind(&cols.date)
-    .bind(&cols.session_type)
-    .bind(&cols.run_number)
-    .bind(cols.consultations)
-    .bind(cols.answered)
-    .bind(cols.leaflets)
-    .bind(cols.hours)
-    .bind(cols.residents_served)
-    .bind(&cols.activity_type)
-    .bind(cols.has_resolution)
-    .bind(has_conflicts)
-    .bind(record)
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query(
-        "INSERT INTO record_text (id, text, grams) VALUES (?, ?, ?)
-         ON CONFLICT(id) DO UPDATE SET text = excluded.text, grams = excluded.grams
-         WHERE text != excluded.text OR grams IS NULL",
-    )
-    .bind(record)
-    .bind(&cols.text)
-    .bind(grams(&cols.text))
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query(
-        "UPDATE records SET text_n = (SELECT n FROM record_text WHERE id = ?1)
-         WHERE id = ?1 AND text_n IS NOT (SELECT n FROM record_text WHERE id = ?1)",
-    )
-    .bind(record)
-    .execute(&mut *conn)
-    .await?;
+    let row = OfficeRow::derive(record, place, value, has_conflicts);
+    row.write_text(conn).await?;
+    let sql = format!("UPDATE records SET ({OFFICE_COLUMNS}) = ({OFFICE_VALUES}) WHERE id = ?");
+    row.bind(sqlx::query(sqlx::AssertSqlSafe(sql)))
+        .bind(record)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 

@@ -1079,45 +1079,9 @@ async fn commit_in(
 mod tests {
     use std::time::Duration;
 
-    use linli_sync_core::automerge::transaction::Transactable;
-    use linli_sync_core::automerge::{ActorId, AutoCommit, ROOT};
-    use serde_json::json;
-
     use super::*;
-    use crate::store::NewChange;
-    use crate::store::conformance::{Fixture, PgTest};
+    use crate::store::conformance::{Fixture, PgTest, new_case};
     use crate::web::live::LiveEvent;
-
-    fn new_case(device: DeviceId, place: &str) -> Commit {
-        let mut doc = AutoCommit::new().with_actor(ActorId::random());
-        doc.put(ROOT, "summary", "漏水").unwrap();
-        let change = doc.get_last_local_change().unwrap().clone();
-        Commit {
-            change: NewChange {
-                hash: change.hash().0,
-                record: RecordId::new(),
-                part: Part::Record,
-                place: place.parse().unwrap(),
-                kind: RecordKind::Case,
-                bytes: change.raw_bytes().to_vec(),
-                actor: doc.get_actor().to_hex_string(),
-                device,
-                user_id: "u1".into(),
-                claimed_at: 1,
-                received_at: 2,
-                touched: vec!["summary".into()],
-                message: None,
-            },
-            projection: ProjectionUpdate::Record {
-                status: None,
-                category: None,
-                value: json!({}),
-                doc: Some(doc.save()),
-                has_conflicts: false,
-            },
-            expected_version: 0,
-        }
-    }
 
     async fn next_record(rx: &mut tokio::sync::broadcast::Receiver<LiveEvent>) -> (String, String) {
         match tokio::time::timeout(Duration::from_secs(1), rx.recv()).await {
