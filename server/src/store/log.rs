@@ -906,25 +906,21 @@ static INSERT_RECORD: LazyLock<String> = LazyLock::new(|| {
 });
 
 /// A record's new state at an expected version, with its back-office columns, in one write of
-/// its row. `{doc}` is where the document's columns go (saved whole, or one more in the tail).
-const UPDATE_RECORD: &str = "UPDATE records SET ({OFFICE_COLUMNS}) = ({OFFICE_VALUES}),
-        status = ?, category = ?, updated_at = ?, last_seq = ?, value = ?, bytes = bytes + ?,
-        version = version + 1, {doc}
-     WHERE id = ? AND version = ?";
+/// its row; `doc` sets the document's columns (saved whole, or one more in the tail).
+fn update_record(doc: &str) -> String {
+    format!(
+        "UPDATE records SET ({OFFICE_COLUMNS}) = ({OFFICE_VALUES}),
+                status = ?, category = ?, updated_at = ?, last_seq = ?, value = ?,
+                bytes = bytes + ?, version = version + 1, {doc}
+         WHERE id = ? AND version = ?"
+    )
+}
 
-static UPDATE_RECORD_WHOLE: LazyLock<String> = LazyLock::new(|| {
-    UPDATE_RECORD
-        .replace("{OFFICE_COLUMNS}", OFFICE_COLUMNS)
-        .replace("{OFFICE_VALUES}", OFFICE_VALUES)
-        .replace("{doc}", "doc = ?, doc_seq = ?, doc_tail = 0")
-});
+static UPDATE_RECORD_WHOLE: LazyLock<String> =
+    LazyLock::new(|| update_record("doc = ?, doc_seq = ?, doc_tail = 0"));
 
-static UPDATE_RECORD_TAIL: LazyLock<String> = LazyLock::new(|| {
-    UPDATE_RECORD
-        .replace("{OFFICE_COLUMNS}", OFFICE_COLUMNS)
-        .replace("{OFFICE_VALUES}", OFFICE_VALUES)
-        .replace("{doc}", "doc_tail = doc_tail + 1")
-});
+static UPDATE_RECORD_TAIL: LazyLock<String> =
+    LazyLock::new(|| update_record("doc_tail = doc_tail + 1"));
 
 /// Within the caller's transaction: binds the actor to the device if it is new, appends the
 /// change to the log and writes the record's projection row, but only if the record is still at
