@@ -187,13 +187,13 @@ fn p(s: &str) -> PlaceId {
 }
 
 /// A phone's copy of one record: a real Automerge document whose changes the tests commit.
-struct Phone {
+pub(crate) struct Phone {
     doc: AutoCommit,
     device: DeviceId,
 }
 
 impl Phone {
-    fn new(device: DeviceId) -> Phone {
+    pub(crate) fn new(device: DeviceId) -> Phone {
         Phone {
             doc: AutoCommit::new().with_actor(ActorId::random()),
             device,
@@ -202,7 +202,7 @@ impl Phone {
 
     /// Edits `key` and returns the change as a commit at `expected_version` (saved whole when
     /// `whole`).
-    fn edit(
+    pub(crate) fn edit(
         &mut self,
         record: RecordId,
         place: &str,
@@ -274,7 +274,7 @@ pub(crate) fn new_case(device: DeviceId, place: &str) -> Commit {
 }
 
 /// The same change committed again at another version (after reloading the record).
-fn at_version(c: &Commit, expected_version: i64) -> Commit {
+pub(crate) fn at_version(c: &Commit, expected_version: i64) -> Commit {
     let n = &c.change;
     Commit {
         change: NewChange {

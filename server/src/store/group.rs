@@ -119,7 +119,7 @@ async fn run(writer: impl Writer, mut rx: mpsc::Receiver<Pending>) {
 /// written; then the transaction is rolled back and the group written again with a savepoint
 /// per work, so that the failure is that work's alone. Two statements fewer per change on the
 /// path every change takes.
-async fn commit_group(pool: &SqlitePool, works: &[&Work]) -> Result<Vec<Outcome>> {
+pub(super) async fn commit_group(pool: &SqlitePool, works: &[&Work]) -> Result<Vec<Outcome>> {
     if let Some(outcomes) = commit_group_at_once(pool, works).await? {
         return Ok(outcomes);
     }
@@ -127,26 +127,35 @@ async fn commit_group(pool: &SqlitePool, works: &[&Work]) -> Result<Vec<Outcome>
 }
 
 /// The group in one transaction without savepoints; `None` when a work failed (rolled back).
-async fn commit_group_at_once(pool: &SqlitePool, works: &[&Work]) -> Result<Option<Vec<Outcome>>> {
+pub(super) async fn commit_group_at_once(
+    pool: &SqlitePool,
+    works: &[&Work],
+) -> Result<Option<Vec<Outcome>>> {
     // BEGIN IMMEDIATE: take SQLite's write lock up front (see `SqliteStore::write_tx`).
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    let mut outcomes = Vec::with_capacity(works.len());
-    for work in works {
-        let outcome = write(&mut tx, work).await;
-        if let Err(e) = &outcome {
+    match super::batch::write_group(&mut tx, works).await {
+        Ok(Some(outcomes)) if outcomes.iter().all(Result::is_ok) => {
+            tx.commit().await?;
+            Ok(Some(outcomes))
+        }
+        Ok(_) => {
+            tx.rollback().await?;
+            Ok(None)
+        }
+        Err(e) => {
             tracing::warn!(error = %e, changes = works.len(), "a write failed in a commit group: \
                            writing the group again, one savepoint per change");
             tx.rollback().await?;
-            return Ok(None);
+            Ok(None)
         }
-        outcomes.push(outcome);
     }
-    tx.commit().await?;
-    Ok(Some(outcomes))
 }
 
 /// The group in one transaction, one savepoint per work.
-async fn commit_group_one_by_one(pool: &SqlitePool, works: &[&Work]) -> Result<Vec<Outcome>> {
+pub(super) async fn commit_group_one_by_one(
+    pool: &SqlitePool,
+    works: &[&Work],
+) -> Result<Vec<Outcome>> {
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     let mut outcomes = Vec::with_capacity(works.len());
     for work in works {
@@ -166,18 +175,23 @@ async fn commit_group_one_by_one(pool: &SqlitePool, works: &[&Work]) -> Result<V
 async fn write(conn: &mut sqlx::SqliteConnection, work: &Work) -> Outcome {
     match work {
         Work::Commit(commit) => commit_in(conn, commit).await,
-        Work::Touch { device, now } => sqlx::query(
-            "UPDATE devices SET last_seen = ?
-             WHERE id = ? AND (last_seen IS NULL OR last_seen < ?)",
-        )
-        .bind(now)
-        .bind(device)
-        .bind(now - 60_000)
-        .execute(&mut *conn)
-        .await
-        .map(|_| Ok(0))
-        .map_err(Error::from),
+        Work::Touch { device, now } => touch_in(conn, device, *now).await,
     }
+}
+
+/// A device's `last_seen`, written when it is a minute old or more.
+pub(super) async fn touch_in(conn: &mut sqlx::SqliteConnection, device: &str, now: i64) -> Outcome {
+    sqlx::query(
+        "UPDATE devices SET last_seen = ?
+         WHERE id = ? AND (last_seen IS NULL OR last_seen < ?)",
+    )
+    .bind(now)
+    .bind(device)
+    .bind(now - 60_000)
+    .execute(&mut *conn)
+    .await
+    .map(|_| Ok(0))
+    .map_err(Error::from)
 }
 
 #[cfg(test)]

@@ -897,11 +897,21 @@ impl SqliteStore {
 
 /// A new record's row: its value, document and back-office columns in one write (office
 /// parameters first, as they come first in the text).
+/// A new record's columns, its office columns first ([`OfficeRow::bind`], then
+/// [`bind_new_record`]); `INSERT_RECORD_VALUES` holds one row's values.
+pub(super) static INSERT_RECORD_COLUMNS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "{OFFICE_COLUMNS}, id, kind, place, status, category, created_at, updated_at, last_seq,
+         value, doc, bytes, version, doc_seq"
+    )
+});
+pub(super) static INSERT_RECORD_VALUES: LazyLock<String> =
+    LazyLock::new(|| format!("{OFFICE_VALUES}, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?"));
+
 static INSERT_RECORD: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "INSERT INTO records ({OFFICE_COLUMNS}, id, kind, place, status, category, created_at,
-                              updated_at, last_seq, value, doc, bytes, version, doc_seq)
-         VALUES ({OFFICE_VALUES}, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?)"
+        "INSERT INTO records ({}) VALUES ({})",
+        *INSERT_RECORD_COLUMNS, *INSERT_RECORD_VALUES
     )
 });
 
@@ -937,13 +947,12 @@ pub(super) async fn commit_in(
 ) -> Result<std::result::Result<i64, CommitConflict>> {
     let Commit {
         change,
-        projection,
         expected_version,
+        ..
     } = commit;
     let expected_version = *expected_version;
     let device = change.device.to_string();
     let record = change.record.to_string();
-    let size = i64::try_from(change.bytes.len()).unwrap_or(i64::MAX);
     let (bound, version): (Option<String>, Option<i64>) = sqlx::query_as(
         "SELECT (SELECT device_id FROM actors WHERE actor = ?),
                 (SELECT version FROM records WHERE id = ?)",
@@ -967,60 +976,108 @@ pub(super) async fn commit_in(
             .execute(&mut *conn)
             .await?;
     }
-    let touched = serde_json::to_string(&change.touched).unwrap_or_else(|_| "[]".into());
-    let seq: i64 = sqlx::query_scalar(
-        "INSERT INTO changes (hash, record_id, place, kind, bytes, actor, device_id, user_id,
-                                  claimed_at, received_at, touched, part, message)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq",
-    )
-    .bind(&change.hash[..])
-    .bind(&record)
-    .bind(change.place.as_str())
-    .bind(change.kind.as_str())
-    .bind(&change.bytes)
-    .bind(&change.actor)
-    .bind(&device)
-    .bind(&change.user_id)
-    .bind(change.claimed_at)
-    .bind(change.received_at)
-    .bind(touched)
-    .bind(change.part.as_str())
-    .bind(change.message.as_deref())
-    .fetch_one(&mut *conn)
-    .await?;
+    let sql =
+        format!("INSERT INTO changes ({CHANGE_COLUMNS}) VALUES ({CHANGE_VALUES}) RETURNING seq");
+    let seq: i64 = bind_change(sqlx::query(sqlx::AssertSqlSafe(sql)), change)
+        .fetch_one(&mut *conn)
+        .await?
+        .try_get(0)?;
+    let office = office_row(commit, &record);
+    if let Some(office) = &office {
+        office.write_text(&mut *conn).await?;
+    }
+    write_row(conn, commit, &record, office.as_ref(), seq).await?;
+    Ok(Ok(seq))
+}
+
+/// The log row's columns [`bind_change`] binds, `CHANGE_VALUES` holding one row's parameters.
+pub(super) const CHANGE_COLUMNS: &str = "hash, record_id, place, kind, bytes, actor, device_id,
+     user_id, claimed_at, received_at, touched, part, message";
+pub(super) const CHANGE_VALUES: &str = "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?";
+
+/// Binds one log row's values, in the order of [`CHANGE_COLUMNS`].
+pub(super) fn bind_change<'q>(
+    query: sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments>,
+    change: &'q NewChange,
+) -> sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments> {
+    query
+        .bind(&change.hash[..])
+        .bind(change.record.to_string())
+        .bind(change.place.as_str())
+        .bind(change.kind.as_str())
+        .bind(&change.bytes)
+        .bind(&change.actor)
+        .bind(change.device.to_string())
+        .bind(&change.user_id)
+        .bind(change.claimed_at)
+        .bind(change.received_at)
+        .bind(serde_json::to_string(&change.touched).unwrap_or_else(|_| "[]".into()))
+        .bind(change.part.as_str())
+        .bind(change.message.as_deref())
+}
+
+/// The back-office row of a change to a record's shared document (`None` for a personal change).
+pub(super) fn office_row<'a>(commit: &'a Commit, record: &'a str) -> Option<OfficeRow<'a>> {
+    match &commit.projection {
+        ProjectionUpdate::Record {
+            value,
+            has_conflicts,
+            ..
+        } => Some(OfficeRow::derive(
+            record,
+            &commit.change.place,
+            value,
+            *has_conflicts,
+        )),
+        ProjectionUpdate::Personal { .. } => None,
+    }
+}
+
+/// Writes the record's projection row for a change logged at `seq`: inserts it (a new record) or
+/// updates it at the commit's expected version, with `office`'s columns (whose text row is
+/// written already). A row not written is an `Err`: the version was read under the same write
+/// lock, so this is a bug, not a race.
+pub(super) async fn write_row(
+    conn: &mut SqliteConnection,
+    commit: &Commit,
+    record: &str,
+    office: Option<&OfficeRow<'_>>,
+    seq: i64,
+) -> Result<()> {
+    let Commit {
+        change,
+        projection,
+        expected_version,
+    } = commit;
+    let expected_version = *expected_version;
+    let size = i64::try_from(change.bytes.len()).unwrap_or(i64::MAX);
     // The documents are saved whole now and then; in between, this change extends their tail
     // in the log (see migration 0013).
-    let updated = match projection {
-        ProjectionUpdate::Record {
-            status,
-            category,
-            value,
-            doc,
-            has_conflicts,
-        } => {
-            let office = OfficeRow::derive(&record, &change.place, value, *has_conflicts);
-            office.write_text(&mut *conn).await?;
+    let updated = match (projection, office) {
+        (ProjectionUpdate::Record { .. }, None) => {
+            return Err(Error::Internal(format!(
+                "record {record}: a shared change without its office row"
+            )));
+        }
+        (
+            ProjectionUpdate::Record {
+                status,
+                category,
+                value,
+                doc,
+                ..
+            },
+            Some(office),
+        ) => {
             let value = value.to_string();
             if expected_version == 0 {
-                office
-                    .bind(sqlx::query(sqlx::AssertSqlSafe(INSERT_RECORD.as_str())))
-                    .bind(&record)
-                    .bind(change.kind.as_str())
-                    .bind(change.place.as_str())
-                    .bind(status.as_deref())
-                    .bind(category.as_deref())
-                    .bind(change.received_at)
-                    .bind(change.received_at)
-                    .bind(seq)
-                    .bind(value)
-                    .bind(
-                        doc.as_deref()
-                            .ok_or_else(|| Error::Internal("a new record is saved whole".into()))?,
-                    )
-                    .bind(size)
-                    .bind(seq)
-                    .execute(&mut *conn)
-                    .await?
+                bind_new_record(
+                    office.bind(sqlx::query(sqlx::AssertSqlSafe(INSERT_RECORD.as_str()))),
+                    commit,
+                    seq,
+                )?
+                .execute(&mut *conn)
+                .await?
             } else {
                 let sql = if doc.is_some() {
                     UPDATE_RECORD_WHOLE.as_str()
@@ -1038,13 +1095,13 @@ pub(super) async fn commit_in(
                 if let Some(doc) = doc {
                     q = q.bind(doc.as_slice()).bind(seq);
                 }
-                q.bind(&record)
+                q.bind(record)
                     .bind(expected_version)
                     .execute(&mut *conn)
                     .await?
             }
         }
-        ProjectionUpdate::Personal { values, doc } => {
+        (ProjectionUpdate::Personal { values, doc }, _) => {
             let doc_sql = if doc.is_some() {
                 "personal_doc = ?, personal_seq = ?, personal_tail = 0"
             } else {
@@ -1063,7 +1120,7 @@ pub(super) async fn commit_in(
             if let Some(doc) = doc {
                 q = q.bind(doc.as_slice()).bind(seq);
             }
-            q.bind(&record)
+            q.bind(record)
                 .bind(expected_version)
                 .execute(&mut *conn)
                 .await?
@@ -1071,12 +1128,49 @@ pub(super) async fn commit_in(
     }
     .rows_affected();
     if updated != 1 {
-        // The version was read above under the same write lock: this is a bug, not a race.
         return Err(Error::Internal(format!(
             "record {record} was not at version {expected_version} when written"
         )));
     }
-    Ok(Ok(seq))
+    Ok(())
+}
+
+/// Binds a new record's values after its office columns, in the order of one row of
+/// [`INSERT_RECORD`] (and of each row of the group writer's multi-row insert).
+pub(super) fn bind_new_record<'q>(
+    query: sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments>,
+    commit: &'q Commit,
+    seq: i64,
+) -> Result<sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments>> {
+    let change = &commit.change;
+    let ProjectionUpdate::Record {
+        status,
+        category,
+        value,
+        doc,
+        ..
+    } = &commit.projection
+    else {
+        return Err(Error::Internal(
+            "a new record from a personal change".into(),
+        ));
+    };
+    let doc = doc
+        .as_deref()
+        .ok_or_else(|| Error::Internal("a new record is saved whole".into()))?;
+    Ok(query
+        .bind(change.record.to_string())
+        .bind(change.kind.as_str())
+        .bind(change.place.as_str())
+        .bind(status.as_deref())
+        .bind(category.as_deref())
+        .bind(change.received_at)
+        .bind(change.received_at)
+        .bind(seq)
+        .bind(value.to_string())
+        .bind(doc)
+        .bind(i64::try_from(change.bytes.len()).unwrap_or(i64::MAX))
+        .bind(seq))
 }
 
 /// Appends to a saved document the record's changes of that part logged after `after`, in log

@@ -8,6 +8,7 @@
 mod account_conformance;
 mod account_seam;
 mod accounts;
+mod batch;
 #[cfg(test)]
 mod conformance;
 mod facade;

@@ -154,6 +154,12 @@ pub(super) const OFFICE_VALUES: &str = "?, ?, ?, ?, ?, ?,
      ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,
      (SELECT n FROM record_text WHERE id = ?)";
 
+/// What `INSERT INTO record_text (id, text, grams) VALUES …` does with a record's existing row:
+/// rewritten only when its text changed (each rewrite re-indexes it), or its pairs are missing.
+pub(super) const TEXT_UPSERT: &str = "ON CONFLICT(id) DO UPDATE
+     SET text = excluded.text, grams = excluded.grams
+     WHERE text != excluded.text OR grams IS NULL";
+
 /// A record's back-office columns and search text, derived from its merged value before the
 /// statement that writes the value, so that one statement writes both: they never disagree, and
 /// the row (with its many indexes) is written once in a commit, not three times.
@@ -190,17 +196,23 @@ impl<'a> OfficeRow<'a> {
     /// Writes the record's searchable text (its full-text rows follow by trigger); before the
     /// statement that writes the row, whose text key reads it.
     pub(crate) async fn write_text(&self, conn: &mut SqliteConnection) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO record_text (id, text, grams) VALUES (?, ?, ?)
-             ON CONFLICT(id) DO UPDATE SET text = excluded.text, grams = excluded.grams
-             WHERE text != excluded.text OR grams IS NULL",
-        )
-        .bind(self.record)
-        .bind(&self.cols.text)
-        .bind(grams(&self.cols.text))
-        .execute(&mut *conn)
-        .await?;
+        let sql =
+            format!("INSERT INTO record_text (id, text, grams) VALUES (?, ?, ?) {TEXT_UPSERT}");
+        self.bind_text(sqlx::query(sqlx::AssertSqlSafe(sql)))
+            .execute(&mut *conn)
+            .await?;
         Ok(())
+    }
+
+    /// Binds the record's `record_text` row: id, text and its pairs.
+    pub(crate) fn bind_text<'q>(
+        &'q self,
+        query: sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments>,
+    ) -> sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments> {
+        query
+            .bind(self.record)
+            .bind(&self.cols.text)
+            .bind(grams(&self.cols.text))
     }
 
     /// Binds [`OFFICE_VALUES`]' parameters to a statement that has bound none yet.
