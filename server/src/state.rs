@@ -30,7 +30,12 @@ pub struct AppState {
     pub live: Arc<LiveHub>,
     /// This server's Prometheus metrics (its own registry, served by `GET /metrics`).
     pub metrics: Arc<Metrics>,
+    /// Devices whose check-in this process stored lately.
+    pub(crate) seen: Arc<crate::sync::SeenDevices>,
 }
+
+/// Devices whose check-ins a process remembers (a district's phones, with room to spare).
+const SEEN_DEVICES: usize = 20_000;
 
 impl AppState {
     /// Assembles the state from its parts.
@@ -47,6 +52,7 @@ impl AppState {
             turns: Arc::new(PushTurns::default()),
             live: Arc::new(LiveHub::default()),
             metrics,
+            seen: Arc::new(crate::sync::SeenDevices::new(SEEN_DEVICES)),
         }
     }
 

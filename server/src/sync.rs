@@ -43,7 +43,9 @@ use linli_sync_core::protocol::{
     SyncRequest, SyncResponse,
 };
 use linli_sync_core::rules;
-use linli_sync_core::{CodecError, PersonalDoc, PlaceId, RecordDoc, RecordId, RecordKind};
+use linli_sync_core::{
+    CodecError, DeviceId, PersonalDoc, PlaceId, RecordDoc, RecordId, RecordKind,
+};
 use lru::LruCache;
 use prometheus_client::metrics::counter::Counter;
 use serde_json::Value;
@@ -112,6 +114,58 @@ pub struct DocCache {
     misses: Counter,
 }
 
+/// When this process last had a device's check-in stored (ms), so that a device syncing
+/// often costs the store one question a minute, not one per request.
+#[derive(Debug)]
+pub struct SeenDevices {
+    at: std::sync::Mutex<LruCache<DeviceId, i64>>,
+}
+
+/// How long a check-in stands before the store is asked again: the store itself writes
+/// `last_seen` only when it is a minute old, so asking sooner could change nothing.
+const SEEN_FOR_MS: i64 = 60_000;
+
+impl SeenDevices {
+    /// Remembers up to `capacity` devices (the least recently seen are forgotten first, and
+    /// merely asked about again).
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            at: std::sync::Mutex::new(LruCache::new(
+                NonZeroUsize::new(capacity.max(1)).expect("at least one"),
+            )),
+        }
+    }
+
+    fn at(&self) -> std::sync::MutexGuard<'_, LruCache<DeviceId, i64>> {
+        self.at.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether the store should hear of this device being seen at `now`.
+    fn due(&self, device: DeviceId, now: i64) -> bool {
+        self.at()
+            .peek(&device)
+            .is_none_or(|&at| now - at >= SEEN_FOR_MS || now < at)
+    }
+
+    fn stored(&self, device: DeviceId, now: i64) {
+        self.at().put(device, now);
+    }
+
+    /// Records that this device's check-in was stored at `now`, if the store had to hear of it.
+    pub(crate) async fn touch<S: AccountStore>(
+        &self,
+        store: &S,
+        device: DeviceId,
+        now: i64,
+    ) -> Result<()> {
+        if self.due(device, now) {
+            store.touch_device(device, now).await?;
+            self.stored(device, now);
+        }
+        Ok(())
+    }
+}
+
 /// Held while a task ingests and commits a change to a record.
 pub(crate) type RecordGuard<'a> = tokio::sync::MutexGuard<'a, ()>;
 
@@ -177,18 +231,25 @@ impl DocCache {
         if hit { &self.hits } else { &self.misses }.inc();
         let mut cached = match popped {
             Some(c) if c.version == version => c,
+            // Version 0 is a record that did not exist when its facts were read: nothing to
+            // load (should it appear meanwhile, the commit's version check refuses this one).
+            _ if version == 0 => Cached {
+                version,
+                doc: RecordDoc::empty(id),
+                personal: None,
+            },
             _ => Cached {
                 version,
                 doc: match store.record_doc(id).await? {
-                    Some(bytes) if version > 0 => RecordDoc::load(id, &bytes).map_err(|e| {
+                    Some(bytes) => RecordDoc::load(id, &bytes).map_err(|e| {
                         Error::Internal(format!("stored document {id} does not load: {e}"))
                     })?,
-                    _ => RecordDoc::empty(id),
+                    None => RecordDoc::empty(id),
                 },
                 personal: None,
             },
         };
-        if personal && cached.personal.is_none() {
+        if personal && version > 0 && cached.personal.is_none() {
             cached.personal = Some(match store.personal_doc(id).await? {
                 Some(bytes) => PersonalDoc::load(id, &bytes).map_err(|e| {
                     Error::Internal(format!("stored personal part {id} does not load: {e}"))
@@ -537,9 +598,6 @@ async fn bootstrap(
     limit: u32,
     reply: &mut SyncResponse,
 ) -> Result<Bootstrap> {
-    // Read the epoch before the grants: a grant made in between is sent again next time rather
-    // than never.
-    let now_epoch = state.store.grant_epoch().await?;
     let (from, known) = if cursor.is_start() {
         // The log's end before any snapshot is read (see above).
         (state.store.log_end().await?, -1)
@@ -548,7 +606,9 @@ async fn bootstrap(
     } else {
         (cursor.seq().unwrap_or(0), cursor.grant_epoch().unwrap_or(0))
     };
-    let grants = state.store.grants_with_epoch(&user.user_id).await?;
+    // The epoch is read with the grants, by one statement: a grant made after it would be
+    // missed for good, one made before it is sent (again) next time.
+    let (now_epoch, grants) = state.store.grants_with_epoch(&user.user_id).await?;
     let (new, old): (Vec<_>, Vec<_>) = grants.into_iter().partition(|(_, e)| *e > known);
     let scopes: Vec<PlaceId> = new
         .into_iter()
@@ -625,8 +685,8 @@ async fn finish(
     reply.grants = user.places.iter().map(|p| p.to_string()).collect();
     reply.personal = user.role.sees_personal_data();
     state
-        .store
-        .touch_device(user.device_id, reply.server_time)
+        .seen
+        .touch(&state.store, user.device_id, reply.server_time)
         .await?;
 
     tracing::info!(
@@ -993,6 +1053,23 @@ impl<S: SyncStore> SyncService<'_, S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_device_is_reported_once_a_minute() {
+        let seen = SeenDevices::new(2);
+        let (a, b, c) = (DeviceId::new(), DeviceId::new(), DeviceId::new());
+        assert!(seen.due(a, 1_000));
+        seen.stored(a, 1_000);
+        assert!(!seen.due(a, 1_000 + SEEN_FOR_MS - 1));
+        assert!(seen.due(a, 1_000 + SEEN_FOR_MS));
+        // A clock set back is asked about again rather than trusted.
+        assert!(seen.due(a, 999));
+        // The least recently seen is forgotten first, and merely asked about again.
+        seen.stored(b, 2_000);
+        seen.stored(c, 3_000);
+        assert!(seen.due(a, 4_000));
+        assert!(!seen.due(c, 4_000));
+    }
 
     #[test]
     fn the_cache_is_bounded() {

@@ -514,6 +514,20 @@ pub(crate) fn touched(
     before: &[ChangeHash],
     after: &[ChangeHash],
 ) -> Vec<String> {
+    if before.is_empty() {
+        // From nothing, every key the document holds at `after` was touched, and only those:
+        // what the diff would say, without building its patches.
+        let keys: BTreeSet<String> = doc.keys_at(ROOT, after).collect();
+        return keys.into_iter().collect();
+    }
+    touched_by_diff(doc, before, after)
+}
+
+fn touched_by_diff(
+    doc: &mut AutoCommit,
+    before: &[ChangeHash],
+    after: &[ChangeHash],
+) -> Vec<String> {
     let mut out = BTreeSet::new();
     for patch in doc.diff(before, after) {
         let prop = match patch.path.first() {
@@ -817,6 +831,36 @@ mod tests {
         );
         assert_eq!(h[2].touched, vec!["notes".to_string()]);
         assert_eq!(h[0].claimed_at, 1_700_000_000_000);
+    }
+
+    #[test]
+    fn what_a_change_from_nothing_touched_is_what_the_diff_says() {
+        let place: PlaceId = "hz/baiyang".parse().unwrap();
+        let a = ctx("office1");
+        let (mut doc, _) = RecordDoc::create(
+            RecordId::new(),
+            RecordKind::Case,
+            &place,
+            &a,
+            &kv(&[("summary", "停车难"), ("building", "3幢")]),
+        )
+        .unwrap();
+        doc.add_note(&a, "转交公安").unwrap();
+        // A key put and deleted within one change: neither way names it.
+        doc.doc.put(ROOT, "scratch", "x").unwrap();
+        doc.doc.delete(ROOT, "scratch").unwrap();
+        doc.doc.put(ROOT, "status", "assigned").unwrap();
+        doc.doc.commit();
+        let changes = doc.doc.get_changes(&[]);
+        let mut prefixes: Vec<Vec<ChangeHash>> = changes.iter().map(|c| vec![c.hash()]).collect();
+        prefixes.push(doc.heads());
+        for after in prefixes {
+            let fast = touched(&mut doc.doc, &[], &after);
+            assert_eq!(fast, touched_by_diff(&mut doc.doc, &[], &after));
+            assert!(!fast.contains(&"scratch".to_string()));
+        }
+        let heads = doc.heads();
+        assert!(touched(&mut doc.doc, &[], &heads).contains(&"notes".to_string()));
     }
 
     #[test]

@@ -314,7 +314,13 @@ pub fn ingest(
             format!("pushed as {kind} but the document is a {found}"),
         ));
     }
-    let after_fixed = fixed_values(&trial);
+    // One pass over the merged document checks its shape and reads every scalar value; should
+    // the shape be wrong, the fixed fields are still judged first, as they always were.
+    let scanned = crate::shape::check_scalars(&trial);
+    let after_fixed = match &scanned {
+        Ok(scalars) => fixed_of(found, scalars),
+        Err(_) => fixed_values(&trial),
+    };
     for (name, after) in &after_fixed {
         let changed = before_fixed
             .iter()
@@ -327,7 +333,7 @@ pub fn ingest(
             ));
         }
     }
-    crate::shape::check(&trial).map_err(|e| refuse(RejectCode::InvalidRecord, e.to_string()))?;
+    let after_ops = scanned.map_err(|e| refuse(RejectCode::InvalidRecord, e.to_string()))?;
     let record = trial
         .record()
         .map_err(|e| refuse(RejectCode::InvalidRecord, e.to_string()))?;
@@ -371,7 +377,6 @@ pub fn ingest(
 
     let after_heads = trial.heads();
     let touched = trial.touched(&before_heads, &after_heads);
-    let after_ops = scalar_ops(&trial);
     // As `RecordDoc::conflicts` decides it (a scalar field with two values or more), from the
     // values read here anyway.
     let has_conflicts = after_ops
@@ -381,7 +386,7 @@ pub fn ingest(
     let written: Vec<(String, Value)> = after_ops
         .into_iter()
         .filter(|(field, op, _)| !before_ops.iter().any(|(f, o, _)| f == field && o == op))
-        .map(|(field, _, value)| (field, value))
+        .map(|(field, _, value)| (field.to_string(), value))
         .collect();
     let json = record.to_json();
     rules::check(
@@ -448,17 +453,32 @@ pub fn ingest_personal(
 
 /// Every value of every scalar root field with the op that set it: comparing before and after
 /// tells exactly which values one change wrote (not what it merged with).
-fn scalar_ops(doc: &RecordDoc) -> Vec<(String, automerge::ObjId, Value)> {
+fn scalar_ops(doc: &RecordDoc) -> Vec<crate::shape::ScalarValue> {
     let Ok(kind) = doc.kind() else {
         return Vec::new();
     };
     let mut out = Vec::new();
     for spec in kind.fields().iter().filter(|f| f.ty.is_scalar()) {
         for (value, op) in doc.values_of(spec.name) {
-            out.push((spec.name.to_string(), op, value));
+            out.push((spec.name, op, value));
         }
     }
     out
+}
+
+/// [`fixed_values`] of a document of `kind` whose scalar values have been read already.
+fn fixed_of(
+    kind: RecordKind,
+    scalars: &[crate::shape::ScalarValue],
+) -> Vec<(&'static str, Vec<Value>)> {
+    kind.fields()
+        .iter()
+        .filter(|f| f.ty == FieldType::Fixed)
+        .map(|f| {
+            let values = scalars.iter().filter(|(n, _, _)| *n == f.name);
+            (f.name, values.map(|(_, _, v)| v.clone()).collect())
+        })
+        .collect()
 }
 
 fn fixed_values(doc: &RecordDoc) -> Vec<(&'static str, Vec<Value>)> {

@@ -19,8 +19,19 @@ const NOTE_KEYS: [&str; 4] = ["id", "author", "at", "text"];
 
 /// Checks every key and value of a record document (see the module docs).
 pub fn check(doc: &RecordDoc) -> Result<(), RecordError> {
+    check_scalars(doc).map(|_| ())
+}
+
+/// One value of a scalar field with the op that set it.
+pub(crate) type ScalarValue = (&'static str, ObjId, Value);
+
+/// Checks like [`check`], and returns every value of every scalar field with the op that set it,
+/// in the kind's field order (one field's values in Automerge's order): read in the same pass,
+/// so that the accept checks need not look each field up again.
+pub(crate) fn check_scalars(doc: &RecordDoc) -> Result<Vec<ScalarValue>, RecordError> {
     let kind = doc.kind()?;
     let am = doc.automerge();
+    let mut scalars = Vec::new();
     for key in am.keys(ROOT) {
         if key == "notes" {
             for (v, id) in am.get_all(ROOT, "notes")? {
@@ -37,9 +48,14 @@ pub fn check(doc: &RecordDoc) -> Result<(), RecordError> {
             if spec.ty != FieldType::Fixed {
                 check_value(kind, spec, &json)?;
             }
+            if spec.ty.is_scalar() {
+                scalars.push((spec.name, id, json));
+            }
         }
     }
-    Ok(())
+    let fields = kind.fields();
+    scalars.sort_by_key(|(name, _, _)| fields.iter().position(|f| f.name == *name));
+    Ok(scalars)
 }
 
 /// One value of a field as JSON, after checking it has the field's Automerge type.

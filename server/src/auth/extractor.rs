@@ -131,13 +131,12 @@ impl AuthUser {
             return Err(unauthorized());
         }
         let user = principal.user;
-        let places = state.store.grants_of(&user.id).await?;
         Ok(AuthUser {
             user_id: user.id,
             username: user.username,
             role: user.role,
             device_id,
-            places,
+            places: principal.places,
         })
     }
 }

@@ -222,13 +222,25 @@ pub(crate) async fn grants_carry_epochs_and_revoke<S: AccountStore + Fixture>(st
     assert!(e2 > e1);
     assert_eq!(
         store.grants_with_epoch(&a.id).await.unwrap(),
-        vec![(p("hz/a"), e2), (p("hz/b"), e1)]
+        (e2, vec![(p("hz/a"), e2), (p("hz/b"), e1)])
     );
+    assert_eq!(store.grants_with_epoch(&b.id).await.unwrap(), (e2, vec![]));
     assert_eq!(
         store.grants_of(&a.id).await.unwrap(),
         vec![p("hz/a"), p("hz/b")]
     );
     assert!(store.grants_of(&b.id).await.unwrap().is_empty());
+    // What a request's caller is granted comes with the caller, by path.
+    let places = |id: &str| {
+        let store = &store;
+        let id = id.to_string();
+        async move {
+            let who = store.principal(&id, DeviceId::new()).await.unwrap();
+            who.expect("the user exists").places
+        }
+    };
+    assert_eq!(places(&a.id).await, vec![p("hz/a"), p("hz/b")]);
+    assert!(places(&b.id).await.is_empty());
 
     assert!(store.revoke_grant(&a.id, &p("hz/b")).await.unwrap());
     let e3 = store.grant_epoch().await.unwrap();
@@ -244,7 +256,7 @@ pub(crate) async fn grants_carry_epochs_and_revoke<S: AccountStore + Fixture>(st
     assert!(e4 > e3);
     assert_eq!(
         store.grants_with_epoch(&a.id).await.unwrap(),
-        vec![(p("hz/a"), e2), (p("hz/b"), e4)]
+        (e4, vec![(p("hz/a"), e2), (p("hz/b"), e4)])
     );
     store.finish().await;
 }
@@ -266,7 +278,7 @@ pub(crate) async fn concurrent_grants_make_one_grant<S: AccountStore + Fixture>(
             "{name}: exactly one of two grants is new ({ra}, {rb})"
         );
     }
-    let grants = b.grants_with_epoch(&u.id).await.unwrap();
+    let (_, grants) = b.grants_with_epoch(&u.id).await.unwrap();
     assert_eq!(grants.len(), names.len());
     let mut epochs: Vec<i64> = grants.iter().map(|(_, e)| *e).collect();
     epochs.sort();

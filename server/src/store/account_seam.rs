@@ -86,11 +86,12 @@ pub trait AccountStore: Send + Sync + 'static {
         place: &PlaceId,
     ) -> impl Future<Output = StoreResult<bool>> + Send;
 
-    /// A user's grants with the epoch each was made at, by path.
+    /// The latest grant epoch and a user's grants with the epoch each was made at, by path, read
+    /// together (no grant can fall between the two).
     fn grants_with_epoch(
         &self,
         user_id: &str,
-    ) -> impl Future<Output = StoreResult<Vec<(PlaceId, i64)>>> + Send;
+    ) -> impl Future<Output = StoreResult<(i64, Vec<(PlaceId, i64)>)>> + Send;
 
     /// The latest grant epoch (0 before any grant).
     fn grant_epoch(&self) -> impl Future<Output = StoreResult<i64>> + Send;
@@ -256,7 +257,7 @@ impl AccountStore for SqliteStore {
     async fn revoke_grant(&self, user_id: &str, place: &PlaceId) -> StoreResult<bool> {
         Ok(SqliteStore::revoke_grant(self, user_id, place).await?)
     }
-    async fn grants_with_epoch(&self, user_id: &str) -> StoreResult<Vec<(PlaceId, i64)>> {
+    async fn grants_with_epoch(&self, user_id: &str) -> StoreResult<(i64, Vec<(PlaceId, i64)>)> {
         Ok(SqliteStore::grants_with_epoch(self, user_id).await?)
     }
     async fn grant_epoch(&self) -> StoreResult<i64> {

@@ -61,6 +61,23 @@ pub struct Principal {
     pub device_ok: bool,
     /// The device was revoked by an admin.
     pub device_revoked: bool,
+    /// The places the user is granted, by path (read by the same statement).
+    pub places: Vec<PlaceId>,
+}
+
+/// The places of a space-separated list (place paths hold no spaces), by path.
+pub(crate) fn places_of_list<E>(
+    list: Option<&str>,
+    place: impl Fn(&str) -> std::result::Result<PlaceId, E>,
+) -> std::result::Result<Vec<PlaceId>, E> {
+    let mut places = list
+        .unwrap_or_default()
+        .split(' ')
+        .filter(|p| !p.is_empty())
+        .map(place)
+        .collect::<std::result::Result<Vec<_>, E>>()?;
+    places.sort();
+    Ok(places)
 }
 
 const USER_COLUMNS: &str =
@@ -235,17 +252,14 @@ impl SqliteStore {
         Ok(gone > 0)
     }
 
-    /// A user's grants with the epoch each was made at.
-    pub async fn grants_with_epoch(&self, user_id: &str) -> Result<Vec<(PlaceId, i64)>> {
-        let rows: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT place_id, epoch FROM grants WHERE user_id = ? ORDER BY place_id",
-        )
-        .bind(user_id)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|(p, e)| Ok((place_from_db(p)?, *e)))
-            .collect()
+    /// The latest grant epoch and a user's grants with the epoch each was made at, by path, read
+    /// by one statement (so no grant can fall between the two).
+    pub async fn grants_with_epoch(&self, user_id: &str) -> Result<(i64, Vec<(PlaceId, i64)>)> {
+        let rows: Vec<(i64, Option<String>, Option<i64>)> = sqlx::query_as(GRANTS_WITH_EPOCH)
+            .bind(user_id)
+            .fetch_all(&self.pool)
+            .await?;
+        grants_from_rows(&rows, place_from_db)
     }
 
     /// The latest grant epoch (0 before any grant was made through [`SqliteStore::grant`]).
@@ -348,7 +362,9 @@ impl SqliteStore {
                     (SELECT d.user_id = u.id AND d.revoked_at IS NULL
                        FROM devices d WHERE d.id = ?) AS device_ok,
                     (SELECT d.revoked_at IS NOT NULL FROM devices d WHERE d.id = ?)
-                       AS device_revoked
+                       AS device_revoked,
+                    (SELECT group_concat(g.place_id, ' ') FROM grants g WHERE g.user_id = u.id)
+                       AS places
              FROM users u WHERE u.id = ?",
         )
         .bind(device.to_string())
@@ -359,10 +375,12 @@ impl SqliteStore {
         row.map(|r| {
             let device_ok: Option<i64> = r.try_get("device_ok")?;
             let device_revoked: Option<i64> = r.try_get("device_revoked")?;
+            let places: Option<String> = r.try_get("places")?;
             Ok(Principal {
                 user: user_from_row(&r)?,
                 device_ok: device_ok == Some(1),
                 device_revoked: device_revoked == Some(1),
+                places: places_of_list(places.as_deref(), place_from_db)?,
             })
         })
         .transpose()
@@ -482,6 +500,27 @@ impl SqliteStore {
         }
         Ok(())
     }
+}
+
+/// [`SqliteStore::grants_with_epoch`]'s statement (PostgreSQL's with `$1`): one row per grant,
+/// or one row of NULLs without any, each with the latest epoch.
+pub(crate) const GRANTS_WITH_EPOCH: &str =
+    "SELECT (SELECT COALESCE(MAX(id), 0) FROM grant_events), g.place_id, g.epoch
+     FROM (SELECT 1) AS one LEFT JOIN grants g ON g.user_id = ?
+     ORDER BY g.place_id";
+
+/// The epoch and grants from [`GRANTS_WITH_EPOCH`]'s rows.
+pub(crate) fn grants_from_rows<E>(
+    rows: &[(i64, Option<String>, Option<i64>)],
+    place: impl Fn(&str) -> std::result::Result<PlaceId, E>,
+) -> std::result::Result<(i64, Vec<(PlaceId, i64)>), E> {
+    let epoch = rows.first().map_or(0, |(e, _, _)| *e);
+    let grants = rows
+        .iter()
+        .filter_map(|(_, p, e)| Some((p.as_deref()?, (*e)?)))
+        .map(|(p, e)| Ok((place(p)?, e)))
+        .collect::<std::result::Result<_, E>>()?;
+    Ok((epoch, grants))
 }
 
 #[cfg(test)]

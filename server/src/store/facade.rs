@@ -267,7 +267,7 @@ impl AccountStore for Store {
         on!(self, s => AccountStore::revoke_grant(s, user_id, place).await)
     }
 
-    async fn grants_with_epoch(&self, user_id: &str) -> StoreResult<Vec<(PlaceId, i64)>> {
+    async fn grants_with_epoch(&self, user_id: &str) -> StoreResult<(i64, Vec<(PlaceId, i64)>)> {
         on!(self, s => AccountStore::grants_with_epoch(s, user_id).await)
     }
 

@@ -277,14 +277,14 @@ impl AccountStore for PgStore {
         Ok(gone > 0)
     }
 
-    async fn grants_with_epoch(&self, user_id: &str) -> StoreResult<Vec<(PlaceId, i64)>> {
-        let rows: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT place_id, epoch FROM grants WHERE user_id = $1 ORDER BY place_id",
-        )
-        .bind(user_id)
-        .fetch_all(self.pool())
-        .await?;
-        rows.iter().map(|(p, e)| Ok((place_id(p)?, *e))).collect()
+    async fn grants_with_epoch(&self, user_id: &str) -> StoreResult<(i64, Vec<(PlaceId, i64)>)> {
+        let sql = crate::store::accounts::GRANTS_WITH_EPOCH.replace('?', "$1");
+        let rows: Vec<(i64, Option<String>, Option<i64>)> =
+            sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(user_id)
+                .fetch_all(self.pool())
+                .await?;
+        crate::store::accounts::grants_from_rows(&rows, place_id)
     }
 
     async fn grant_epoch(&self) -> StoreResult<i64> {
@@ -394,7 +394,9 @@ impl AccountStore for PgStore {
                     (SELECT d.user_id = u.id AND d.revoked_at IS NULL
                        FROM devices d WHERE d.id = $1) AS device_ok,
                     (SELECT d.revoked_at IS NOT NULL FROM devices d WHERE d.id = $1)
-                       AS device_revoked
+                       AS device_revoked,
+                    (SELECT string_agg(g.place_id, ' ') FROM grants g WHERE g.user_id = u.id)
+                       AS places
              FROM users u WHERE u.id = $2",
         )
         .bind(device.to_string())
@@ -404,10 +406,12 @@ impl AccountStore for PgStore {
         row.map(|r| {
             let device_ok: Option<bool> = r.try_get("device_ok")?;
             let device_revoked: Option<bool> = r.try_get("device_revoked")?;
+            let places: Option<String> = r.try_get("places")?;
             Ok(Principal {
                 user: user_from_row(&r)?,
                 device_ok: device_ok == Some(true),
                 device_revoked: device_revoked == Some(true),
+                places: crate::store::accounts::places_of_list(places.as_deref(), place_id)?,
             })
         })
         .transpose()

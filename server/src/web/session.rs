@@ -114,7 +114,7 @@ async fn session_user(parts: &Parts, state: &AppState) -> Result<Option<WebUser>
     if now - session.last_seen > TOUCH_EVERY_MS.min(idle_ms / 2) {
         state.store.touch_web_session(&hash, now).await?;
     }
-    let places = state.store.grants_of(&user.id).await?;
+    let places = principal.places;
     Ok(Some(WebUser {
         auth: AuthUser {
             user_id: user.id,
