@@ -297,10 +297,10 @@ pub fn ingest(
         return Ok(dup);
     }
 
-    let before_fixed = fixed_values(doc);
     let before_heads = doc.heads();
     let creates = before_heads.is_empty();
     let before_ops = scalar_ops(doc);
+    let before_fixed = fixed_values(doc, Some(&before_ops));
     let before_notes: Vec<Note> = doc.record().map(|r| r.notes().to_vec()).unwrap_or_default();
     let mut trial = doc.fork();
     trial_apply(|| trial.apply_changes(vec![change.clone()]), hash_bytes)?;
@@ -317,10 +317,7 @@ pub fn ingest(
     // One pass over the merged document checks its shape and reads every scalar value; should
     // the shape be wrong, the fixed fields are still judged first, as they always were.
     let scanned = crate::shape::check_scalars(&trial);
-    let after_fixed = match &scanned {
-        Ok(scalars) => fixed_of(found, scalars),
-        Err(_) => fixed_values(&trial),
-    };
+    let after_fixed = fixed_values(&trial, scanned.as_deref().ok());
     for (name, after) in &after_fixed {
         let changed = before_fixed
             .iter()
@@ -466,23 +463,25 @@ fn scalar_ops(doc: &RecordDoc) -> Vec<crate::shape::ScalarValue> {
     out
 }
 
-/// [`fixed_values`] of a document of `kind` whose scalar values have been read already.
-fn fixed_of(
-    kind: RecordKind,
-    scalars: &[crate::shape::ScalarValue],
+/// Every value of each fixed field. Taken from `scalars` (the document's scalar values, when they
+/// were read already) if the document has a kind, else read from it; without a kind, the
+/// creation fields it holds.
+fn fixed_values(
+    doc: &RecordDoc,
+    scalars: Option<&[crate::shape::ScalarValue]>,
 ) -> Vec<(&'static str, Vec<Value>)> {
-    kind.fields()
-        .iter()
-        .filter(|f| f.ty == FieldType::Fixed)
-        .map(|f| {
-            let values = scalars.iter().filter(|(n, _, _)| *n == f.name);
-            (f.name, values.map(|(_, _, v)| v.clone()).collect())
-        })
-        .collect()
-}
-
-fn fixed_values(doc: &RecordDoc) -> Vec<(&'static str, Vec<Value>)> {
     let kind = doc.kind().ok();
+    if let (Some(k), Some(scalars)) = (kind, scalars) {
+        return k
+            .fields()
+            .iter()
+            .filter(|f| f.ty == FieldType::Fixed)
+            .map(|f| {
+                let values = scalars.iter().filter(|(n, _, _)| *n == f.name);
+                (f.name, values.map(|(_, _, v)| v.clone()).collect())
+            })
+            .collect();
+    }
     let names: Vec<&'static str> = match kind {
         Some(k) => k
             .fields()

@@ -278,9 +278,11 @@ impl AccountStore for PgStore {
     }
 
     async fn grants_with_epoch(&self, user_id: &str) -> StoreResult<(i64, Vec<(PlaceId, i64)>)> {
-        let sql = crate::store::accounts::GRANTS_WITH_EPOCH.replace('?', "$1");
+        static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            crate::store::accounts::GRANTS_WITH_EPOCH.replace('?', "$1")
+        });
         let rows: Vec<(i64, Option<String>, Option<i64>)> =
-            sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            sqlx::query_as(sqlx::AssertSqlSafe(SQL.as_str()))
                 .bind(user_id)
                 .fetch_all(self.pool())
                 .await?;
