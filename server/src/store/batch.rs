@@ -355,11 +355,11 @@ mod tests {
         let outcomes = |o: Vec<super::Outcome>| -> Vec<String> {
             o.into_iter().map(|o| format!("{:?}", o.unwrap())).collect()
         };
-        let a = commit_group_at_once(&at_once.pool, &refs)
+        let a = commit_group_at_once(&mut at_once.pool.acquire().await.unwrap(), &refs)
             .await
             .unwrap()
             .expect("written at once");
-        let b = commit_group_one_by_one(&one_by_one.pool, &refs)
+        let b = commit_group_one_by_one(&mut one_by_one.pool.acquire().await.unwrap(), &refs)
             .await
             .unwrap();
         let (a, b) = (outcomes(a), outcomes(b));
@@ -400,12 +400,14 @@ mod tests {
         ];
         let refs: Vec<&Work> = works.iter().collect();
         assert!(
-            commit_group_at_once(&store.pool, &refs)
+            commit_group_at_once(&mut store.pool.acquire().await.unwrap(), &refs)
                 .await
                 .unwrap()
                 .is_none()
         );
-        let outcomes = commit_group(&store.pool, &refs).await.unwrap();
+        let outcomes = commit_group(&mut store.pool.acquire().await.unwrap(), &refs)
+            .await
+            .unwrap();
         let seqs: Vec<i64> = outcomes.into_iter().map(|o| o.unwrap().unwrap()).collect();
         assert_eq!(seqs, [1, 2]);
         let version: i64 = sqlx::query_scalar("SELECT version FROM records WHERE id = ?")

@@ -212,7 +212,7 @@ impl SqliteStore {
 
     pub(crate) fn over(pool: SqlitePool) -> SqliteStore {
         SqliteStore {
-            group: group::GroupCommit::start(pool.clone()),
+            group: group::GroupCommit::start(group::SqliteWriter::new(pool.clone())),
             pool,
             last_retention: Default::default(),
         }
