@@ -32,18 +32,27 @@ pub(crate) fn check_scalars(doc: &RecordDoc) -> Result<Vec<ScalarValue>, RecordE
     let kind = doc.kind()?;
     let am = doc.automerge();
     let mut scalars = Vec::new();
-    for key in am.keys(ROOT) {
+    // One walk over the root map; only a key holding concurrent values is looked up again for
+    // all of them (a lookup by key seeks through the document's ops).
+    for item in am.map_range(ROOT, ..) {
+        let key = item.key.as_ref();
+        let values = if item.conflict {
+            am.get_all(ROOT, key)?
+        } else {
+            let id = item.id();
+            vec![(item.value.into_value(), id)]
+        };
         if key == "notes" {
-            for (v, id) in am.get_all(ROOT, "notes")? {
+            for (v, id) in values {
                 check_notes(am, &v, &id)?;
             }
             continue;
         }
-        let spec = kind.field(&key).map_err(|_| {
+        let spec = kind.field(key).map_err(|_| {
             let shown: String = key.chars().take(40).collect();
             RecordError::invalid("fields", format!("'{shown}' is not a field of a {kind}"))
         })?;
-        for (v, id) in am.get_all(ROOT, key.as_str())? {
+        for (v, id) in values {
             let json = value_of(am, spec.ty, spec.name, &v, &id)?;
             if spec.ty != FieldType::Fixed {
                 check_value(kind, spec, &json)?;
