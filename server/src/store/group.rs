@@ -72,18 +72,14 @@ impl SqliteWriter {
     }
 
     async fn open(&self) -> Result<SqliteConnection> {
-        let mut conn = self.pool.connect_options().connect().await?;
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "PRAGMA cache_size = -{WRITER_CACHE_KIB}"
-        )))
-        .execute(&mut conn)
-        .await?;
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "PRAGMA wal_autocheckpoint = {WRITER_AUTOCHECKPOINT_PAGES}"
-        )))
-        .execute(&mut conn)
-        .await?;
-        Ok(conn)
+        let options = (*self.pool.connect_options())
+            .clone()
+            .pragma("cache_size", format!("-{WRITER_CACHE_KIB}"))
+            .pragma(
+                "wal_autocheckpoint",
+                WRITER_AUTOCHECKPOINT_PAGES.to_string(),
+            );
+        Ok(options.connect().await?)
     }
 }
 
@@ -260,6 +256,24 @@ mod tests {
 
     fn new_work(device: DeviceId) -> Work {
         Work::Commit(Box::new(new_case(device, "hz/a")))
+    }
+
+    /// The committer's connection carries its own cache and checkpoint settings.
+    #[tokio::test]
+    async fn the_writer_opens_its_connection_with_its_settings() {
+        let store = sqlite_store().await;
+        let mut conn = SqliteWriter::new(store.pool.clone()).open().await.unwrap();
+        let cache: i64 = sqlx::query_scalar("PRAGMA cache_size")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(cache, -WRITER_CACHE_KIB);
+        let pages: i64 = sqlx::query_scalar("PRAGMA wal_autocheckpoint")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(pages, WRITER_AUTOCHECKPOINT_PAGES);
+        store.finish().await;
     }
 
     /// The group written at once fails on its middle change (an unknown device), so it is
