@@ -970,6 +970,8 @@ impl<S: SyncStore> SyncService<'_, S> {
             })?;
         let kind = value.kind();
         // Saved whole when new and once a tail has grown; otherwise the change extends the tail.
+        // (Leaving a new record unsaved, its document then only its change in the log, took
+        // about a tenth less disk and ran about a tenth slower: BENCHMARKS.md.)
         let whole = |tail: i64| tail + 1 >= SAVE_WHOLE_AFTER;
         let projection = match push.part {
             Part::Record => ProjectionUpdate::Record {

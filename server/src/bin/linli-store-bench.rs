@@ -10,7 +10,7 @@
 //! ```
 //!
 //! `--disk` (PostgreSQL) also reports what the run left on disk against the saved Automerge
-//! documents (the sum of `length(doc)`): the database, and `records` and `changes` with their
+//! documents (each record's document loaded with its tail and saved): the database, and `records` and `changes` with their
 //! indexes and TOAST, right after the run (dead row versions included) and after `VACUUM FULL`.
 
 use std::sync::Arc;
@@ -252,18 +252,35 @@ async fn main() {
 }
 
 /// Prints the database's size, and that of `records` and `changes` (indexes and TOAST
-/// included), against the saved Automerge documents.
+/// included), against the saved Automerge documents: each record's stored document with its
+/// tail in the log, loaded and saved as Automerge saves it.
 async fn disk(pool: &sqlx::PgPool, when: &str) {
-    let (db, records, changes, docs, rows): (i64, i64, i64, i64, i64) = sqlx::query_as(
+    let (db, records, changes): (i64, i64, i64) = sqlx::query_as(
         "SELECT pg_database_size(current_database()), pg_total_relation_size('records'),
-                pg_total_relation_size('changes'),
-                (SELECT COALESCE(SUM(length(doc)), 0) + COALESCE(SUM(length(personal_doc)), 0)
-                 FROM records)::int8,
-                (SELECT COUNT(*) FROM records)",
+                pg_total_relation_size('changes')",
     )
     .fetch_one(pool)
     .await
     .expect("sizes");
+    let whole: Vec<(Vec<u8>,)> = sqlx::query_as(
+        "SELECT r.doc || COALESCE((
+             SELECT string_agg(c.bytes, ''::bytea ORDER BY c.seq) FROM changes c
+             WHERE c.record_id = r.id AND c.part = 'record' AND c.seq > r.doc_seq), ''::bytea)
+         FROM records r",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("the documents");
+    let rows = whole.len();
+    let docs: i64 = whole
+        .iter()
+        .map(|(d,)| {
+            let saved = linli_sync_core::automerge::Automerge::load(d)
+                .expect("a stored document loads")
+                .save();
+            i64::try_from(saved.len()).unwrap_or(i64::MAX)
+        })
+        .sum();
     let mib = |b: i64| b as f64 / 1048576.0;
     let x = |b: i64| b as f64 / docs.max(1) as f64;
     println!(

@@ -479,17 +479,30 @@ pub(crate) async fn a_failing_write_fails_alone<S: Fixture>(store: S) {
 }
 
 /// Changes between whole saves extend the saved document's tail; documents and bootstrap
-/// snapshots read the whole and the tail as one document.
+/// snapshots read the whole and the tail as one document. A new record need not be saved at
+/// all: its document is then its changes in the log.
 pub(crate) async fn incremental_saves_read_back_whole<S: Fixture>(store: S) {
     let device = DeviceId::new();
     store.seed(&[device]).await;
     let mut records = Vec::new();
-    for n in 0..5 {
+    for n in 0..6 {
         let record = RecordId::new();
         let mut phone = Phone::new(device);
-        committed(&store, phone.edit(record, "hz/a", "title", "0", 0, true)).await;
-        // The third change saves whole; the ones around it go to the tail.
-        for (v, whole) in [(1, false), (2, true), (3, false), (4, false)] {
+        // Even records are saved at their first change, odd ones are not.
+        let saved_new = n % 2 == 0;
+        committed(
+            &store,
+            phone.edit(record, "hz/a", "title", "0", 0, saved_new),
+        )
+        .await;
+        let meta = store.record_meta(record).await.unwrap().unwrap();
+        assert_eq!(meta.doc_tail, i64::from(!saved_new));
+        let doc = load(&store.record_doc(record).await.unwrap().unwrap());
+        assert_eq!(text(&doc, "title").as_deref(), Some("0"));
+        // The third change saves whole (except in the last record, never saved whole); the
+        // ones around it go to the tail.
+        let never = n == 5;
+        for (v, whole) in [(1, false), (2, !never), (3, false), (4, false)] {
             let value = format!("{n}-{v}");
             committed(
                 &store,
@@ -498,7 +511,10 @@ pub(crate) async fn incremental_saves_read_back_whole<S: Fixture>(store: S) {
             .await;
         }
         let meta = store.record_meta(record).await.unwrap().unwrap();
-        assert_eq!((meta.version, meta.doc_tail), (5, 2));
+        assert_eq!(
+            (meta.version, meta.doc_tail),
+            (5, if never { 5 } else { 2 })
+        );
         records.push((record, format!("{n}-4")));
     }
     for (record, want) in &records {
@@ -538,6 +554,12 @@ pub(crate) async fn incremental_saves_read_back_whole<S: Fixture>(store: S) {
         .await
         .unwrap();
     assert_eq!(one.len(), 1);
+    // Counted whole, tails included: one byte past the first record's document takes two.
+    let two = store
+        .snapshots_within(&[p("hz")], None, 10, one[0].1.len() + 1, false)
+        .await
+        .unwrap();
+    assert_eq!(two.len(), 2);
     assert!(
         store
             .snapshots_within(&[p("hz/b")], None, 10, 1 << 20, false)

@@ -8,6 +8,7 @@
 //! abort the others' commits (its change is committed, and its retry is answered from the log).
 
 use std::future::Future;
+use std::sync::Arc;
 
 use sqlx::{ConnectOptions, Connection, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
@@ -49,25 +50,32 @@ pub(super) trait Writer: Send + Sync + 'static {
 /// took whichever pooled connection was free, the pages of the log's and the records' indexes
 /// were read again from the file for every group. On its own connection the writer is the only
 /// one writing, so its cache stays warm.
-pub(super) struct SqliteWriter {
+///
+/// That connection checkpoints the WAL every [`WRITER_AUTOCHECKPOINT_PAGES`] instead of SQLite's
+/// 1,000. Checkpointing from another connection in the background, once a second, was tried and
+/// not kept (BENCHMARKS.md): it copied hot index pages more often, and SQLite still needs the
+/// writer's own checkpoint to start the WAL over.
+#[derive(Debug)]
+pub(crate) struct SqliteWriter {
     pool: SqlitePool,
     conn: tokio::sync::Mutex<Option<SqliteConnection>>,
+    closed: std::sync::atomic::AtomicBool,
 }
 
 /// The writer's page cache (KiB): the indexes a commit walks stay in it.
 const WRITER_CACHE_KIB: i64 = 32 * 1024;
-/// WAL pages after which the writer's commit copies them back into the database file (SQLite's
-/// default is 1,000). Index pages are rewritten by almost every group; checkpointing less often
-/// copies each of them once for many groups (32 MiB of WAL at 4 KiB pages).
+/// WAL pages after which the writer's commit checkpoints (SQLite's default is 1,000): index pages
+/// rewritten by almost every group are copied once for many groups (32 MiB of WAL at 4 KiB pages).
 const WRITER_AUTOCHECKPOINT_PAGES: i64 = 8000;
 
 impl SqliteWriter {
     /// A writer on the pool's database; its connection is opened at the first group (a store
     /// that only reads never opens it) and again after a group fails.
-    pub(super) fn new(pool: SqlitePool) -> Self {
+    pub(crate) fn new(pool: SqlitePool) -> Self {
         Self {
             pool,
             conn: tokio::sync::Mutex::new(None),
+            closed: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -81,11 +89,26 @@ impl SqliteWriter {
             );
         Ok(options.connect().await?)
     }
+
+    /// Closes the writer's connection; later groups fail. Called after closing the pool, the
+    /// writer's is the last connection, and SQLite copies the whole WAL into the database file
+    /// as it closes.
+    pub(crate) async fn close(&self) {
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(conn) = self.conn.lock().await.take()
+            && let Err(e) = conn.close().await
+        {
+            tracing::warn!(error = %e, "closing the committer's connection failed");
+        }
+    }
 }
 
-impl Writer for SqliteWriter {
+impl Writer for Arc<SqliteWriter> {
     async fn commit_group(&self, works: &[&Work]) -> Result<Vec<Outcome>> {
-        // Only the committer task calls this: the lock is never contended.
+        if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Error::Internal("the store is closed".into()));
+        }
+        // Only the committer task (and `close`) lock it.
         let mut slot = self.conn.lock().await;
         let conn = match slot.as_mut() {
             Some(conn) => conn,
@@ -274,6 +297,62 @@ mod tests {
             .unwrap();
         assert_eq!(pages, WRITER_AUTOCHECKPOINT_PAGES);
         store.finish().await;
+    }
+
+    /// Changes in the database file alone (a copy of it, without the WAL); `None` when the copy
+    /// does not open.
+    async fn changes_in_file(path: &std::path::Path) -> Option<i64> {
+        let dir = tempfile::tempdir().unwrap();
+        let copy = dir.path().join("copy.db");
+        std::fs::copy(path, &copy).unwrap();
+        let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&copy)
+            .connect()
+            .await
+            .ok()?;
+        sqlx::query_scalar("SELECT count(*) FROM changes")
+            .fetch_one(&mut conn)
+            .await
+            .ok()
+    }
+
+    /// Closing the store closes the committer's connection too: the commits are all in the
+    /// database file, no WAL is left behind, and the closed store commits nothing.
+    #[tokio::test]
+    async fn closing_the_store_leaves_every_commit_in_the_database_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("linli.db");
+        let store = crate::store::SqliteStore::open_sqlite(&path).await.unwrap();
+        let device = DeviceId::new();
+        store.seed(&[device]).await;
+        // The schema and the seed into the file, so the copies below open.
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        for _ in 0..20 {
+            let seq = store
+                .commit_change(new_case(device, "hz/a"))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(seq > 0);
+        }
+        assert_eq!(
+            changes_in_file(&path).await,
+            Some(0),
+            "the commits are in the WAL"
+        );
+        store.close().await;
+        assert_eq!(changes_in_file(&path).await, Some(20));
+        assert!(
+            std::fs::metadata(path.with_extension("db-wal")).map_or(true, |m| m.len() == 0),
+            "the WAL is gone or empty once the store closed"
+        );
+        assert!(
+            store.commit_change(new_case(device, "hz/a")).await.is_err(),
+            "a closed store commits nothing"
+        );
     }
 
     /// The group written at once fails on its middle change (an unknown device), so it is

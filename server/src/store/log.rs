@@ -488,11 +488,12 @@ impl SqliteStore {
         personal: bool,
     ) -> Result<Vec<(String, Vec<u8>, Option<Vec<u8>>)>> {
         let mut qb = QueryBuilder::<Sqlite>::new(if personal {
-            "SELECT id, doc, doc_seq, doc_tail, personal_doc, personal_seq, personal_tail
+            "SELECT id, doc, doc_seq, doc_tail, bytes, personal_doc, personal_seq,
+                    personal_tail, personal_bytes
              FROM records INDEXED BY records_bootstrap WHERE "
         } else {
-            "SELECT id, doc, doc_seq, doc_tail, NULL AS personal_doc, 0 AS personal_seq,
-                    0 AS personal_tail
+            "SELECT id, doc, doc_seq, doc_tail, bytes, NULL AS personal_doc, 0 AS personal_seq,
+                    0 AS personal_tail, 0 AS personal_bytes
              FROM records INDEXED BY records_bootstrap WHERE "
         });
         push_within(&mut qb, "place", scopes);
@@ -513,9 +514,25 @@ impl SqliteStore {
                 let id: String = row.try_get("id")?;
                 let doc: Vec<u8> = row.try_get("doc")?;
                 let personal_doc: Option<Vec<u8>> = row.try_get("personal_doc")?;
-                bytes += doc.len() + personal_doc.as_ref().map_or(0, Vec::len);
                 let (doc_tail, personal_tail): (i64, i64) =
                     (row.try_get("doc_tail")?, row.try_get("personal_tail")?);
+                // The tails are not read yet. A part never saved whole (an empty save with a
+                // tail) is all in its tail: its logged changes (`bytes`) are its size; otherwise
+                // its save alone is a lower bound. Never stopping early, the page is cut exactly
+                // below once the tails are in.
+                let estimate = |saved: usize, tail: i64, logged: i64| {
+                    if tail > 0 && saved == 0 {
+                        usize::try_from(logged).unwrap_or(usize::MAX)
+                    } else {
+                        saved
+                    }
+                };
+                let (logged, personal_logged): (i64, i64) =
+                    (row.try_get("bytes")?, row.try_get("personal_bytes")?);
+                bytes += estimate(doc.len(), doc_tail, logged)
+                    + personal_doc
+                        .as_ref()
+                        .map_or(0, |p| estimate(p.len(), personal_tail, personal_logged));
                 if doc_tail > 0 || (personal_tail > 0 && personal_doc.is_some()) {
                     with_tail.insert(id.clone(), out.len());
                 }
@@ -562,6 +579,14 @@ impl SqliteStore {
             }
         }
         tx.commit().await?;
+        // Cut after the record whose whole documents reach the bound (never before the first).
+        let mut bytes = 0usize;
+        if let Some(last) = out.iter().position(|(_, doc, personal)| {
+            bytes += doc.len() + personal.as_ref().map_or(0, Vec::len);
+            bytes >= max_bytes
+        }) {
+            out.truncate(last + 1);
+        }
         Ok(out)
     }
 
@@ -902,11 +927,11 @@ impl SqliteStore {
 pub(super) static INSERT_RECORD_COLUMNS: LazyLock<String> = LazyLock::new(|| {
     format!(
         "{OFFICE_COLUMNS}, id, kind, place, status, category, created_at, updated_at, last_seq,
-         value, doc, bytes, version, doc_seq"
+         value, doc, bytes, version, doc_seq, doc_tail"
     )
 });
 pub(super) static INSERT_RECORD_VALUES: LazyLock<String> =
-    LazyLock::new(|| format!("{OFFICE_VALUES}, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?"));
+    LazyLock::new(|| format!("{OFFICE_VALUES}, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?"));
 
 static INSERT_RECORD: LazyLock<String> = LazyLock::new(|| {
     format!(
@@ -1155,9 +1180,12 @@ pub(super) fn bind_new_record<'q>(
             "a new record from a personal change".into(),
         ));
     };
-    let doc = doc
-        .as_deref()
-        .ok_or_else(|| Error::Internal("a new record is saved whole".into()))?;
+    // Without a saved document the record's document is its first change, in the log at `seq`
+    // (see migration 0013): an empty save with a tail of one.
+    let (doc, doc_seq, doc_tail): (&[u8], i64, i64) = match doc.as_deref() {
+        Some(doc) => (doc, seq, 0),
+        None => (&[], 0, 1),
+    };
     Ok(query
         .bind(change.record.to_string())
         .bind(change.kind.as_str())
@@ -1170,7 +1198,8 @@ pub(super) fn bind_new_record<'q>(
         .bind(value.to_string())
         .bind(doc)
         .bind(i64::try_from(change.bytes.len()).unwrap_or(i64::MAX))
-        .bind(seq))
+        .bind(doc_seq)
+        .bind(doc_tail))
 }
 
 /// Appends to a saved document the record's changes of that part logged after `after`, in log

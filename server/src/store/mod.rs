@@ -183,6 +183,8 @@ pub struct SqliteStore {
     pool: SqlitePool,
     /// The sync log's committer (see [`group`]).
     group: group::GroupCommit,
+    /// The committer's writer, closed with the store.
+    writer: std::sync::Arc<group::SqliteWriter>,
     /// When old rejections were last forgotten (ms).
     last_retention: std::sync::Arc<std::sync::Mutex<i64>>,
 }
@@ -211,8 +213,10 @@ impl SqliteStore {
     }
 
     pub(crate) fn over(pool: SqlitePool) -> SqliteStore {
+        let writer = std::sync::Arc::new(group::SqliteWriter::new(pool.clone()));
         SqliteStore {
-            group: group::GroupCommit::start(group::SqliteWriter::new(pool.clone())),
+            group: group::GroupCommit::start(std::sync::Arc::clone(&writer)),
+            writer,
             pool,
             last_retention: Default::default(),
         }
@@ -257,9 +261,10 @@ impl SqliteStore {
         Ok(unapplied(&sqlite_migrator(), &applied))
     }
 
-    /// Closes the pool (waits for connections to be returned).
+    /// Closes the pool (waits for connections to be returned), then the committer's connection.
     pub async fn close(&self) {
         self.pool.close().await;
+        self.writer.close().await;
     }
 
     /// The database file's path.

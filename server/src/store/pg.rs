@@ -913,15 +913,17 @@ async fn stamp_positions(tx: &mut PgConnection, logged: &mut [Logged]) -> Result
     Ok(())
 }
 
-/// A new record: its value, saved document and back-office columns in one write of its row
-/// (office parameters first, `$1`–`$20`, as [`OfficeRow::bind`] binds them).
+/// A new record: its value, document and back-office columns in one write of its row (office
+/// parameters first, `$1`–`$20`, as [`OfficeRow::bind`] binds them). Without a saved document
+/// (`$29` NULL) the record's document is its first change, in the log (see migration 0013).
 static INSERT_RECORD: LazyLock<String> = LazyLock::new(|| {
     format!(
         "INSERT INTO records (id, kind, place, status, category, created_at, updated_at,
-                              last_seq, value, has_conflicts, doc, bytes, version,
+                              last_seq, value, has_conflicts, doc, doc_tail, bytes, version,
                               {OFFICE_COLUMNS})
-         VALUES ($21, $22, $23, $24, $25, $26, $26, 0, $27::jsonb, $28, $29, $30, 1,
-                 {OFFICE_VALUES})
+         VALUES ($21, $22, $23, $24, $25, $26, $26, 0, $27::jsonb, $28,
+                 COALESCE($29, ''::bytea), CASE WHEN $29::bytea IS NULL THEN 1 ELSE 0 END,
+                 $30, 1, {OFFICE_VALUES})
          ON CONFLICT (id) DO NOTHING"
     )
 });
@@ -997,10 +999,7 @@ async fn commit_in(
                 .bind(change.received_at)
                 .bind(value.to_string())
                 .bind(has_conflicts)
-                .bind(
-                    doc.as_deref()
-                        .ok_or_else(|| Error::Internal("a new record is saved whole".into()))?,
-                )
+                .bind(doc.as_deref())
                 .bind(size)
                 .execute(&mut *conn)
                 .await?
