@@ -48,6 +48,10 @@ struct Args {
     /// The server binary (default: this workspace's, same profile).
     #[arg(long)]
     server_bin: Option<PathBuf>,
+    /// Keep the server's data in this (new, empty) directory instead of a temporary one, to
+    /// look into its database afterwards.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
 }
 
 /// A protocol-level seeder: a device identity, a token and a cursor.
@@ -325,6 +329,42 @@ fn postgres_sizes(url: &str) -> (u64, (u64, u64, u64)) {
     (size, (rows, shared, personal))
 }
 
+/// Where the server's bytes go: each table and index with its size, largest first.
+fn sqlite_breakdown(db: &Path) -> Vec<(String, u64)> {
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("open the server's database read-only");
+    conn.prepare("SELECT name, SUM(pgsize) FROM dbstat GROUP BY name ORDER BY 2 DESC")
+        .and_then(|mut q| {
+            q.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?
+                .collect()
+        })
+        .expect("read dbstat")
+}
+
+/// As [`sqlite_breakdown`], on PostgreSQL: a table's size counts its TOAST, an index its own.
+fn postgres_breakdown(url: &str) -> Vec<(String, u64)> {
+    let out = std::process::Command::new("psql")
+        .arg(url)
+        .args([
+            "-tAF,",
+            "-c",
+            "SELECT c.relname, CASE WHEN c.relkind = 'r' THEN pg_table_size(c.oid) \
+             ELSE pg_relation_size(c.oid) END AS size FROM pg_class c \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'i') ORDER BY size DESC",
+        ])
+        .output()
+        .expect("psql runs");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let (name, size) = l.split_once(',')?;
+            Some((name.to_string(), size.trim().parse().ok()?))
+        })
+        .collect()
+}
+
 fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
@@ -337,10 +377,17 @@ fn main() {
     let args = Args::parse();
     let n = args.records;
     let per_push = args.per_push.clamp(1, MAX_CHANGES_PER_PUSH);
-    let dir = tempfile::tempdir().expect("tempdir");
+    let temp = tempfile::tempdir().expect("tempdir");
+    let dir = match &args.data_dir {
+        Some(d) => {
+            std::fs::create_dir_all(d).expect("create the data directory");
+            d.clone()
+        }
+        None => temp.path().to_path_buf(),
+    };
     let server = match &args.server_bin {
-        Some(bin) => ServerProcess::start_bin(bin, dir.path(), NO_RATE_LIMITS),
-        None => ServerProcess::start_with_env(dir.path(), NO_RATE_LIMITS),
+        Some(bin) => ServerProcess::start_bin(bin, &dir, NO_RATE_LIMITS),
+        None => ServerProcess::start_with_env(&dir, NO_RATE_LIMITS),
     };
     let pid = server.pid().expect("server pid");
 
@@ -393,13 +440,20 @@ fn main() {
 
     let hwm = proc_status_kib(pid, "VmHWM");
     let rss = proc_status_kib(pid, "VmRSS");
-    let db = dir.path().join(SERVER_DB);
+    let db = dir.as_path().join(SERVER_DB);
     let (db_len, wal_len) = (file_len(&db), file_len(&db.with_extension("db-wal")));
     // On PostgreSQL (`LINLI_STORIES_POSTGRES`) the data is the database's, not the directory's.
-    let (data_dir, (rows, doc_bytes, personal_bytes)) =
-        match linli_tests::database_url_for(dir.path()) {
-            Some(url) => postgres_sizes(&url),
-            None => (dir_size(dir.path()), saved_docs(&db)),
+    let (data_dir, (rows, doc_bytes, personal_bytes), parts) =
+        match linli_tests::database_url_for(dir.as_path()) {
+            Some(url) => {
+                let (size, docs) = postgres_sizes(&url);
+                (size, docs, postgres_breakdown(&url))
+            }
+            None => (
+                dir_size(dir.as_path()),
+                saved_docs(&db),
+                sqlite_breakdown(&db),
+            ),
         };
     let phone_db = home.path().join(linli_ffi::DB_FILE);
     let (phone_db_len, phone_wal_len) = (
@@ -490,4 +544,18 @@ fn main() {
         mib(phone_db_len),
         mib(phone_wal_len)
     );
+    let total: u64 = parts.iter().map(|(_, b)| b).sum::<u64>().max(1);
+    println!("\n### Where the server's bytes go (tables and indexes, largest first)\n");
+    println!("| table or index | size | per record | share |\n|---|---|---|---|");
+    for (name, bytes) in &parts {
+        if *bytes * 200 < total {
+            continue;
+        }
+        println!(
+            "| `{name}` | {} | {:.0} bytes | {:.1}% |",
+            mib(*bytes),
+            *bytes as f64 / n as f64,
+            *bytes as f64 * 100.0 / total as f64
+        );
+    }
 }
