@@ -134,11 +134,10 @@ impl fmt::Debug for PlaceId {
 pub struct DeviceId(uuid::Uuid);
 
 impl DeviceId {
-    /// A fresh id: a UUIDv7, its time first, so that records created together sit together in
-    /// the server's indexes keyed by id (a commit then writes a few index pages, not one per
-    /// record). The rest is random; the time it shows is the record's `created_at` anyway.
+    /// A fresh random id. (Devices are few and index nothing large: no reason to show when a
+    /// phone was set up.)
     pub fn new() -> Self {
-        Self(uuid::Uuid::now_v7())
+        Self(uuid::Uuid::new_v4())
     }
 }
 

@@ -277,20 +277,7 @@ fn saved_docs(db: &Path) -> (u64, u64, u64) {
 
 /// The database's size and its records' saved documents, as [`saved_docs`], on PostgreSQL.
 fn postgres_sizes(url: &str) -> (u64, (u64, u64, u64)) {
-    let psql = |sql: &str| {
-        let out = std::process::Command::new("psql")
-            .arg(url)
-            .args(["-tAF,", "-c", sql])
-            .output()
-            .expect("psql runs");
-        assert!(
-            out.status.success(),
-            "psql: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).expect("psql prints text")
-    };
-    let size: u64 = psql("SELECT pg_database_size(current_database())")
+    let size: u64 = psql(url, "SELECT pg_database_size(current_database())")
         .trim()
         .parse()
         .expect("a number");
@@ -301,11 +288,14 @@ fn postgres_sizes(url: &str) -> (u64, (u64, u64, u64)) {
              ''::bytea), 'hex')"
         )
     };
-    let text = psql(&format!(
-        "SELECT {}, COALESCE({}, '') FROM records r",
-        with_tail("r.doc", "doc_seq", "record"),
-        with_tail("r.personal_doc", "personal_seq", "personal"),
-    ));
+    let text = psql(
+        url,
+        &format!(
+            "SELECT {}, COALESCE({}, '') FROM records r",
+            with_tail("r.doc", "doc_seq", "record"),
+            with_tail("r.personal_doc", "personal_seq", "personal"),
+        ),
+    );
     let saved = |hex: &str| -> u64 {
         if hex.is_empty() {
             return 0;
@@ -344,25 +334,34 @@ fn sqlite_breakdown(db: &Path) -> Vec<(String, u64)> {
 
 /// As [`sqlite_breakdown`], on PostgreSQL: a table's size counts its TOAST, an index its own.
 fn postgres_breakdown(url: &str) -> Vec<(String, u64)> {
+    psql(
+        url,
+        "SELECT c.relname, CASE WHEN c.relkind = 'r' THEN pg_table_size(c.oid) \
+         ELSE pg_relation_size(c.oid) END AS size FROM pg_class c \
+         JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'i') ORDER BY size DESC",
+    )
+    .lines()
+    .map(|l| {
+        let (name, size) = l.split_once(',').expect("two columns");
+        (name.to_string(), size.trim().parse().expect("a size"))
+    })
+    .collect()
+}
+
+/// What `psql` prints for one statement: unaligned, comma-separated, no headers.
+fn psql(url: &str, sql: &str) -> String {
     let out = std::process::Command::new("psql")
         .arg(url)
-        .args([
-            "-tAF,",
-            "-c",
-            "SELECT c.relname, CASE WHEN c.relkind = 'r' THEN pg_table_size(c.oid) \
-             ELSE pg_relation_size(c.oid) END AS size FROM pg_class c \
-             JOIN pg_namespace n ON n.oid = c.relnamespace \
-             WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'i') ORDER BY size DESC",
-        ])
+        .args(["-tAF,", "-c", sql])
         .output()
         .expect("psql runs");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| {
-            let (name, size) = l.split_once(',')?;
-            Some((name.to_string(), size.trim().parse().ok()?))
-        })
-        .collect()
+    assert!(
+        out.status.success(),
+        "psql: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("psql prints text")
 }
 
 fn mib(bytes: u64) -> String {
