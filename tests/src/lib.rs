@@ -252,7 +252,12 @@ impl ServerProcess {
         let mut child = cmd
             .args(["--demo", "--bind", bind, "--data-dir"])
             .arg(data_dir)
-            .env("RUST_LOG", "warn")
+            // `LINLI_SERVER_LOG` passes a log filter to the servers a test or bench starts
+            // (`sqlx::query=debug` logs every statement, for a query-plan check).
+            .env(
+                "RUST_LOG",
+                std::env::var("LINLI_SERVER_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             // The demo places and users only; a test may ask for the records with
             // `LINLI_DEMO_RECORDS=true`.
             .env("LINLI_DEMO_RECORDS", "false")

@@ -141,6 +141,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "bootstrap_order",
         include_str!("../../migrations/sqlite/0014_bootstrap_order.sql"),
     ),
+    (
+        15,
+        "unused_indexes",
+        include_str!("../../migrations/sqlite/0015_unused_indexes.sql"),
+    ),
 ];
 
 fn sqlite_migrator() -> Migrator {

@@ -766,17 +766,46 @@ enum Plan {
     /// Let SQLite find the few matches through an index on (kind, place) or (kind, category,
     /// status, place) and sort them.
     Few,
-    /// Let SQLite find the few matches through their own index (a bus run, conflicts, overdue,
-    /// a rare search term's ids) and sort them.
+    /// Let SQLite find the few matches through their own index (a bus run, a rare search
+    /// term's ids) and sort them.
     Own,
+    /// Read the few matches through the partial index named (see [`partial_index`]) and sort
+    /// them.
+    Partial(&'static str),
 }
 
 impl Plan {
     fn source(self) -> String {
         match self {
-            Plan::Walk(index) => format!("FROM records r INDEXED BY {index}"),
+            Plan::Walk(index) | Plan::Partial(index) => {
+                format!("FROM records r INDEXED BY {index}")
+            }
             Plan::Few | Plan::Own => "FROM records r".into(),
         }
+    }
+}
+
+/// The partial index holding only the records the filter can match, when it has one: the open
+/// cases for "overdue", the conflicted records for "conflicts". Named, because SQLite, without
+/// statistics, preferred seeking the kind (every case) to the index of the few, and read every
+/// case's row to test it.
+fn partial_index(f: &OfficeFilter) -> Option<&'static str> {
+    if f.session_id.is_some() || f.searches() {
+        None
+    } else if f.overdue_on.is_some() {
+        Some("records_open")
+    } else if f.has_conflicts {
+        Some("records_conflicted")
+    } else {
+        None
+    }
+}
+
+/// `FROM records r` for a count of the filter, naming its [`partial_index`] if it has one.
+fn count_source(f: &OfficeFilter) -> String {
+    match partial_index(f) {
+        Some(index) => format!("FROM records r INDEXED BY {index}"),
+        None => "FROM records r".into(),
     }
 }
 
@@ -990,6 +1019,9 @@ impl SqliteStore {
     /// by walking the order's index (see [`Plan`]). Deciding costs a count bounded by
     /// [`FEW_MATCHES`].
     async fn plan(&self, filter: &OfficeFilter) -> Result<Plan> {
+        if let Some(index) = partial_index(filter) {
+            return Ok(Plan::Partial(index));
+        }
         if has_own_index(filter) {
             return Ok(Plan::Own);
         }
@@ -1010,7 +1042,8 @@ impl SqliteStore {
 
     /// How many records the filter matches (its `sort`, `after` and `limit` are ignored).
     pub async fn office_count(&self, filter: &OfficeFilter) -> Result<i64> {
-        let mut qb = QueryBuilder::<Sqlite>::new("SELECT COUNT(*) FROM records r WHERE ");
+        let mut qb =
+            QueryBuilder::<Sqlite>::new(format!("SELECT COUNT(*) {} WHERE ", count_source(filter)));
         push_conditions(&mut qb, filter, counts_by_place(filter));
         Ok(qb.build_query_scalar().fetch_one(&self.pool).await?)
     }
@@ -1035,9 +1068,10 @@ impl SqliteStore {
                 qb.push_bind(word.to_string()).push(" AND ");
                 qb
             }
-            None => {
-                QueryBuilder::<Sqlite>::new("SELECT COUNT(*) FROM (SELECT 1 FROM records r WHERE ")
-            }
+            None => QueryBuilder::<Sqlite>::new(format!(
+                "SELECT COUNT(*) FROM (SELECT 1 {} WHERE ",
+                count_source(filter)
+            )),
         };
         push_conditions_but(
             &mut qb,
@@ -1362,12 +1396,19 @@ mod tests {
         .unwrap()
     }
 
-    #[tokio::test]
-    async fn the_migration_backfill_derives_what_the_commit_path_writes() {
+    /// A server's state over a new SQLite district holding the demo records (the directory must
+    /// outlive it).
+    async fn demo_district() -> (tempfile::TempDir, crate::state::AppState) {
         let dir = tempfile::tempdir().unwrap();
         let state = crate::run::open(crate::Config::new(dir.path()).with_demo_records())
             .await
             .unwrap();
+        (dir, state)
+    }
+
+    #[tokio::test]
+    async fn the_migration_backfill_derives_what_the_commit_path_writes() {
+        let (_dir, state) = demo_district().await;
         let store = state.store.sqlite();
         let written = snapshot(store).await;
         assert!(written.len() > 750);
@@ -1431,10 +1472,7 @@ mod tests {
     /// where the chosen plan would mostly be `Few`, so the walks are checked here).
     #[tokio::test]
     async fn every_plan_lists_the_same_pages() {
-        let dir = tempfile::tempdir().unwrap();
-        let state = crate::run::open(crate::Config::new(dir.path()).with_demo_records())
-            .await
-            .unwrap();
+        let (_dir, state) = demo_district().await;
         let store = state.store.sqlite();
         let street: PlaceId = "hz/baiyang".parse().unwrap();
         let base = OfficeFilter {
@@ -1492,6 +1530,64 @@ mod tests {
                     all_pages(store, &filter, walk(sort)).await,
                     own,
                     "{filter:?}"
+                );
+            }
+        }
+    }
+
+    /// The overdue and conflicted queues read their partial index (`INDEXED BY` fails the query
+    /// when SQLite cannot use the index for it) and list what the other plans list.
+    #[tokio::test]
+    async fn overdue_and_conflicts_read_their_partial_index() {
+        let (_dir, state) = demo_district().await;
+        let store = state.store.sqlite();
+        let street: PlaceId = "hz/baiyang".parse().unwrap();
+        // The demo street has few open cases with a deadline and no conflicts: open every other
+        // case with a deadline (a third of them on one day, so the orders have ties) and mark
+        // every third record conflicted, in the columns these queries read.
+        sqlx::query(
+            "UPDATE records SET status = 'assigned',
+                 deadline = CASE WHEN rowid % 3 = 0 THEN '2026-01-01'
+                     ELSE '2026-0' || (1 + rowid % 9) || '-15' END
+             WHERE kind = 'case' AND rowid % 2 = 0",
+        )
+        .execute(&store.pool)
+        .await
+        .unwrap();
+        sqlx::query("UPDATE records SET has_conflicts = 1 WHERE rowid % 3 = 0")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        // Every open case with a deadline is overdue on a day far ahead.
+        let overdue = OfficeFilter {
+            scopes: vec![street.clone()],
+            kind: Some(RecordKind::Case),
+            overdue_on: Some("2999-12-31".into()),
+            limit: 2,
+            ..Default::default()
+        };
+        let conflicts = OfficeFilter {
+            scopes: vec![street],
+            has_conflicts: true,
+            limit: 2,
+            ..Default::default()
+        };
+        for (filter, index) in [(overdue, "records_open"), (conflicts, "records_conflicted")] {
+            assert_eq!(store.plan(&filter).await.unwrap(), Plan::Partial(index));
+            for sort in [Sort::Updated, Sort::Created, Sort::Deadline] {
+                let filter = OfficeFilter {
+                    sort,
+                    ..filter.clone()
+                };
+                let partial = all_pages(store, &filter, Plan::Partial(index)).await;
+                assert!(partial.len() > 4, "{filter:?} matches several pages");
+                assert_eq!(all_pages(store, &filter, Plan::Own).await, partial);
+                assert_eq!(all_pages(store, &filter, walk(sort)).await, partial);
+                let count = partial.len() as i64;
+                assert_eq!(store.office_count(&filter).await.unwrap(), count);
+                assert_eq!(
+                    store.office_count_upto(&filter, 5000).await.unwrap(),
+                    Some(count)
                 );
             }
         }

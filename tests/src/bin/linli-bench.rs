@@ -180,12 +180,13 @@ impl SimPhone {
         }
     }
 
-    /// Pulls until caught up; returns the number of changes pulled.
+    /// Pulls until caught up; returns the number of changes and document snapshots pulled (a
+    /// server that bootstraps sends a new phone snapshots, not changes).
     fn catch_up(&mut self) -> usize {
         let mut n = 0;
         loop {
             let x = self.sync(vec![], 1000);
-            n += x.reply.changes.len();
+            n += x.reply.changes.len() + x.reply.snapshots.len();
             if !x.reply.more {
                 return n;
             }
@@ -349,6 +350,7 @@ fn main() {
     let bytes_up = AtomicUsize::new(0);
     let bytes_down = AtomicUsize::new(0);
     let pulled = AtomicUsize::new(0);
+    let snapshots = AtomicUsize::new(0);
     let work: Vec<Mutex<(SimPhone, Vec<Vec<PushChange>>)>> =
         phones.drain(..).zip(plan).map(Mutex::new).collect();
     let started = Instant::now();
@@ -356,8 +358,14 @@ fn main() {
         let every = Duration::from_secs_f64(every);
         std::thread::scope(|s| {
             for (i, slot) in work.iter().enumerate() {
-                let (latencies, first_later, bytes_up, bytes_down, pulled) =
-                    (&latencies, &first_later, &bytes_up, &bytes_down, &pulled);
+                let (latencies, first_later, bytes_up, bytes_down, pulled, snapshots) = (
+                    &latencies,
+                    &first_later,
+                    &bytes_up,
+                    &bytes_down,
+                    &pulled,
+                    &snapshots,
+                );
                 s.spawn(move || {
                     let mut guard = slot.lock().expect("phone");
                     let (phone, pushes) = &mut *guard;
@@ -373,6 +381,7 @@ fn main() {
                         bytes_up.fetch_add(x.sent, Ordering::Relaxed);
                         bytes_down.fetch_add(x.received, Ordering::Relaxed);
                         pulled.fetch_add(x.reply.changes.len(), Ordering::Relaxed);
+                        snapshots.fetch_add(x.reply.snapshots.len(), Ordering::Relaxed);
                         // From when the push was due, so a server falling behind shows.
                         let latency = due.elapsed();
                         latencies.lock().expect("lat").push(latency);
@@ -392,8 +401,14 @@ fn main() {
     };
     std::thread::scope(|s| {
         for t in 0..workers {
-            let (work, latencies, bytes_up, bytes_down, pulled) =
-                (&work, &latencies, &bytes_up, &bytes_down, &pulled);
+            let (work, latencies, bytes_up, bytes_down, pulled, snapshots) = (
+                &work,
+                &latencies,
+                &bytes_up,
+                &bytes_down,
+                &pulled,
+                &snapshots,
+            );
             // Worker `t` syncs phones t, t + concurrency, …: with a number of users that divides
             // the concurrency, each user then has at most concurrency / users pushes at once.
             s.spawn(move || {
@@ -406,6 +421,7 @@ fn main() {
                         bytes_up.fetch_add(x.sent, Ordering::Relaxed);
                         bytes_down.fetch_add(x.received, Ordering::Relaxed);
                         pulled.fetch_add(x.reply.changes.len(), Ordering::Relaxed);
+                        snapshots.fetch_add(x.reply.snapshots.len(), Ordering::Relaxed);
                         latencies.lock().expect("lat").push(x.elapsed);
                     }
                 }
@@ -469,8 +485,9 @@ fn main() {
     println!("| one new case: Automerge change on the wire | {sample_change} bytes |");
     println!("| the same case as plain JSON | {sample_json} bytes |");
     println!(
-        "| bytes down (pulled {} changes) | {} |",
+        "| bytes down (pulled {} changes and {} document snapshots) | {} |",
         pulled.load(Ordering::Relaxed),
+        snapshots.load(Ordering::Relaxed),
         bytes_down.load(Ordering::Relaxed)
     );
     println!(
@@ -497,7 +514,7 @@ fn main() {
     let x = watcher.sync(vec![], 500);
     println!("### One new change on a server holding {total} records\n");
     println!("| figure | value |\n|---|---|");
-    println!("| changes the watcher pulled to catch up first | {caught} |");
+    println!("| changes and snapshots the watcher pulled to catch up first | {caught} |");
     println!(
         "| round trips for the next sync | 1 (more = {}) |",
         x.reply.more

@@ -204,6 +204,17 @@ fn proc_status_kib(pid: u32, key: &str) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// CPU seconds a process has used so far (user and system, all its threads), from
+/// `/proc/PID/stat`, whose times count USER_HZ ticks (100 a second on Linux).
+fn cpu_secs(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; the fields after it follow its ')'.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    // utime and stime are fields 14 and 15; `fields` starts at field 3.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
+}
+
 fn file_len(path: &Path) -> u64 {
     std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
 }
@@ -410,6 +421,8 @@ fn main() {
         proxy.up.load(Ordering::SeqCst),
         proxy.down.load(Ordering::SeqCst),
     );
+    let server_pid = pid.to_string();
+    let cpu_before = (cpu_secs(&server_pid), cpu_secs("self"));
     let started = Instant::now();
     let (mut calls, mut rounds, mut pulled, mut skipped) = (0u32, 0u64, 0u64, 0u64);
     loop {
@@ -428,6 +441,11 @@ fn main() {
         }
     }
     let secs = started.elapsed().as_secs_f64();
+    let cpu = |before: Option<f64>, who: &str| match (before, cpu_secs(who)) {
+        (Some(b), Some(a)) => format!("{:.1} s", a - b),
+        _ => "not known".into(),
+    };
+    let (server_cpu, phone_cpu) = (cpu(cpu_before.0, &server_pid), cpu(cpu_before.1, "self"));
     let up = proxy.up.load(Ordering::SeqCst) - up_login;
     let down = proxy.down.load(Ordering::SeqCst) - down_login;
     let on_phone = phone.list().expect("list").len();
@@ -493,6 +511,9 @@ fn main() {
     );
     println!("| catch-up time (login excluded) | {secs:.2} s |");
     println!("| catch-up records per second | {:.0} |", n as f64 / secs);
+    println!(
+        "| CPU during the catch-up: server / phone and relay (this process) | {server_cpu} / {phone_cpu} |"
+    );
     println!(
         "| sync requests (round trips) | {rounds} (in {calls} `sync()` call{}) |",
         if calls == 1 { "" } else { "s" }

@@ -520,6 +520,7 @@ const KINDS: &[&str] = &[
     "record page (detail)",
     "statistics, whole street",
     "statistics, community + 3 months",
+    "queue, overdue",
 ];
 
 const PLACES: &[&str] = &[
@@ -582,6 +583,21 @@ fn filtered(d: &mut Dice) -> String {
     format!("/office/records?{}", q.join("&"))
 }
 
+/// Open cases past their deadline (the office phones' cases carry deadlines), in one of the
+/// orders, in the street or one of its places.
+fn overdue(d: &mut Dice) -> String {
+    let mut q = vec!["kind=case".to_string(), "overdue=1".to_string()];
+    if d.below(2) == 0 {
+        q.push(format!("place={}", enc(d.pick(PLACES))));
+    }
+    match d.below(3) {
+        0 => q.push("sort=created".into()),
+        1 => q.push("sort=deadline".into()),
+        _ => {}
+    }
+    format!("/office/records?{}", q.join("&"))
+}
+
 fn searched(d: &mut Dice, terms: &[&str]) -> String {
     let mut q = vec!["kind=case".to_string(), format!("q={}", enc(d.pick(terms)))];
     if d.below(2) == 0 {
@@ -633,6 +649,7 @@ fn one_request(
         "queue, filtered" => filtered(d),
         "queue, searched (3+ characters)" => searched(d, LONG_TERMS),
         "queue, searched (2 characters)" => searched(d, SHORT_TERMS),
+        "queue, overdue" => overdue(d),
         "queue, next pages (after cursor, pages 2–6)" => {
             // The first page is a filtered or searched one (not recorded here); then follow the
             // next-page links.
@@ -663,7 +680,7 @@ fn one_request(
 }
 
 /// Weights of the kinds in the mixed load (the paged kind makes up to five requests).
-const WEIGHTS: &[usize] = &[4, 3, 2, 1, 4, 1, 1];
+const WEIGHTS: &[usize] = &[4, 3, 2, 1, 4, 1, 1, 1];
 
 fn pick_kind(d: &mut Dice) -> &'static str {
     let total: usize = WEIGHTS.iter().sum();
