@@ -803,10 +803,7 @@ fn partial_index(f: &OfficeFilter) -> Option<&'static str> {
 
 /// `FROM records r` for a count of the filter, naming its [`partial_index`] if it has one.
 fn count_source(f: &OfficeFilter) -> String {
-    match partial_index(f) {
-        Some(index) => format!("FROM records r INDEXED BY {index}"),
-        None => "FROM records r".into(),
-    }
+    partial_index(f).map_or(Plan::Own, Plan::Partial).source()
 }
 
 /// Whether the filter has a condition that an index of its own finds few records for.
