@@ -969,9 +969,9 @@ impl<S: SyncStore> SyncService<'_, S> {
                 Refusal::new(RejectCode::InvalidRecord, e.to_string(), hash)
             })?;
         let kind = value.kind();
-        // Saved whole when new and once a tail has grown; otherwise the change extends the tail.
-        // (Leaving a new record unsaved, its document then only its change in the log, took
-        // about a tenth less disk and ran about a tenth slower: BENCHMARKS.md.)
+        // Saved whole once a tail has grown; otherwise the change extends the tail. A new record
+        // is not saved: its document is its first change, which the log holds already, so a
+        // save would store the same content twice (BENCHMARKS.md, issue 10).
         let whole = |tail: i64| tail + 1 >= SAVE_WHOLE_AFTER;
         let projection = match push.part {
             Part::Record => ProjectionUpdate::Record {
@@ -979,7 +979,7 @@ impl<S: SyncStore> SyncService<'_, S> {
                 category: value.category().map(str::to_owned),
                 value: value.to_json(),
                 doc: meta
-                    .is_none_or(|m| whole(m.doc_tail))
+                    .is_some_and(|m| whole(m.doc_tail))
                     .then(|| cached.doc.save()),
                 has_conflicts,
             },

@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::error::RecordError;
 use crate::ids::{PlaceId, RecordId};
 use crate::limits;
-use crate::records::{Note, Record};
+use crate::records::{Note, Record, bus_title, case_title, dated_title};
 use crate::schema::{FieldSpec, FieldType, RecordKind};
 
 /// Who is editing, on which actor, and the device's claimed time.
@@ -23,6 +23,19 @@ pub struct EditContext {
     pub user: String,
     /// The device clock, ms since epoch. Advisory only: never used for ordering.
     pub now_ms: i64,
+}
+
+/// What a list of records shows of one ([`RecordDoc::listing`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listing {
+    /// The record's kind.
+    pub kind: RecordKind,
+    /// Its place, as stored.
+    pub place: String,
+    /// A case's status; `None` for other kinds.
+    pub status: Option<String>,
+    /// Its one-line title ([`Record::title`]).
+    pub title: String,
 }
 
 /// One value of a conflicted field and who set it.
@@ -219,6 +232,45 @@ impl RecordDoc {
     /// The merged, typed value.
     pub fn record(&self) -> Result<Record, RecordError> {
         Record::hydrate(&self.doc, self.kind()?)
+    }
+
+    /// What a list shows of the record, read from only the fields it needs: the kind, place,
+    /// status and title [`RecordDoc::record`] gives wherever that succeeds, without hydrating the
+    /// rest (a phone lists every record of a bootstrap, where hydrating each whole took a third
+    /// of its time). An error where one of those fields is missing or of another type.
+    pub fn listing(&self) -> Result<Listing, RecordError> {
+        let kind = self.kind()?;
+        // As the typed record reads them: a `String` field from a text scalar, a `LongText`
+        // from a text object.
+        let scalar = |key: &str| match self.doc.get(ROOT, key)? {
+            Some((v @ automerge::Value::Scalar(_), _)) => v
+                .as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| RecordError::NotARecord(format!("{key} is not text"))),
+            _ => Err(RecordError::NotARecord(format!("{key} is not text"))),
+        };
+        let long = |key: &str| match self.doc.get(ROOT, key)? {
+            Some((automerge::Value::Object(automerge::ObjType::Text), obj)) => {
+                Ok(self.doc.text(&obj)?)
+            }
+            _ => Err(RecordError::NotARecord(format!("{key} is not long text"))),
+        };
+        let place = scalar("place")?;
+        let (status, title) = match kind {
+            RecordKind::Case => (Some(scalar("status")?), case_title(&long("summary")?)),
+            RecordKind::Bus => (
+                None,
+                bus_title(&scalar("run_number")?, &scalar("date")?, &scalar("estate")?),
+            ),
+            RecordKind::Contact => (None, dated_title(&scalar("household")?, &scalar("date")?)),
+            RecordKind::Volunteer => (None, dated_title(&scalar("activity")?, &scalar("date")?)),
+        };
+        Ok(Listing {
+            kind,
+            place,
+            status,
+            title,
+        })
     }
 
     /// Sets fields from `field=value` text, as one change. Lists are comma-separated; an empty
@@ -893,6 +945,86 @@ mod tests {
             panic!()
         };
         assert_eq!(bus.leaflets.value(), 635);
+    }
+
+    /// What `record()` says a list shows.
+    fn listed(doc: &RecordDoc) -> Listing {
+        let r = doc.record().unwrap();
+        Listing {
+            kind: r.kind(),
+            place: r.place().to_string(),
+            status: r.status().map(str::to_owned),
+            title: r.title(),
+        }
+    }
+
+    #[test]
+    fn a_listing_is_what_the_typed_record_lists() {
+        let place: PlaceId = "hz/baiyang/haitian".parse().unwrap();
+        let (a, b) = (ctx("bus1"), ctx("bus2"));
+        type Fields = Vec<(String, String)>;
+        let cases: [(RecordKind, Fields, Fields); 5] = [
+            (
+                RecordKind::Case,
+                kv(&[
+                    ("summary", "3幢楼道堆放杂物\n消防通道堵塞"),
+                    ("source", "bus_session"),
+                ]),
+                kv(&[("status", "assigned")]),
+            ),
+            (
+                RecordKind::Case,
+                kv(&[("summary", "路灯不亮")]),
+                kv(&[("summary", "路灯不亮\n已报修")]),
+            ),
+            (
+                RecordKind::Bus,
+                kv(&[("run_number", "1801"), ("date", "2026-11-03")]),
+                kv(&[("estate", "海天城")]),
+            ),
+            (
+                RecordKind::Contact,
+                kv(&[("household", "5幢2单元301"), ("date", "2026-11-04")]),
+                kv(&[("date", "2026-11-05")]),
+            ),
+            (
+                RecordKind::Volunteer,
+                kv(&[("activity", "义诊"), ("hours", "2.5")]),
+                kv(&[("activity", "理发")]),
+            ),
+        ];
+        for (kind, create, edit) in cases {
+            let (mut doc_a, c0) =
+                RecordDoc::create(RecordId::new(), kind, &place, &a, &create).unwrap();
+            // Before its creation arrives, a document has no kind: no listing, as no record.
+            let mut doc_b = RecordDoc::empty(doc_a.id());
+            assert!(doc_b.listing().is_err() && doc_b.record().is_err());
+            doc_b.apply_change(c0.raw_bytes()).unwrap();
+            assert_eq!(doc_a.listing().unwrap(), listed(&doc_a));
+            // Concurrent edits of the same fields: both read the same winner.
+            let x = doc_a.set_fields(&a, &edit).unwrap();
+            let mut other = edit.clone();
+            for (field, v) in &mut other {
+                if field == "date" {
+                    *v = "2026-11-06".into();
+                } else {
+                    v.push('乙');
+                }
+            }
+            if kind == RecordKind::Case {
+                other.push(("status".into(), "resolved".into()));
+            }
+            let y = doc_b.set_fields(&b, &other).unwrap();
+            doc_a.apply_change(y.raw_bytes()).unwrap();
+            doc_b.apply_change(x.raw_bytes()).unwrap();
+            for doc in [&doc_a, &doc_b] {
+                assert_eq!(doc.listing().unwrap(), listed(doc), "{kind:?}");
+            }
+            // A record that is only its first change (a snapshot of an unsaved record).
+            let loaded = RecordDoc::load(doc_a.id(), c0.raw_bytes()).unwrap();
+            assert_eq!(loaded.listing().unwrap(), listed(&loaded));
+            assert_eq!(doc_a.listing().unwrap(), doc_b.listing().unwrap());
+        }
     }
 
     #[test]

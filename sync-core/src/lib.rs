@@ -28,7 +28,7 @@ pub mod schema;
 pub mod shape;
 
 pub use automerge;
-pub use document::{ChangeInfo, Conflict, ConflictValue, EditContext, RecordDoc};
+pub use document::{ChangeInfo, Conflict, ConflictValue, EditContext, Listing, RecordDoc};
 pub use error::{CodecError, IdError, RecordError};
 pub use ids::{DeviceId, PlaceId, RecordId};
 pub use personal::PersonalDoc;

@@ -154,6 +154,21 @@ pub struct VolunteerLog {
     pub created_by: String,
 }
 
+/// A case's title: the first line of its summary.
+pub(crate) fn case_title(summary: &str) -> String {
+    summary.lines().next().unwrap_or("").to_string()
+}
+
+/// A service-bus session's title: run number, date and estate.
+pub(crate) fn bus_title(run_number: &str, date: &str, estate: &str) -> String {
+    format!("{run_number} {date} {estate}").trim().to_string()
+}
+
+/// A contact's or volunteer activity's title: what, then the date.
+pub(crate) fn dated_title(what: &str, date: &str) -> String {
+    format!("{what} {date}")
+}
+
 /// Any record, as hydrated from its document.
 #[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
@@ -338,12 +353,10 @@ impl Record {
     /// A one-line title for lists.
     pub fn title(&self) -> String {
         match self {
-            Record::Case(c) => c.summary.as_str().lines().next().unwrap_or("").to_string(),
-            Record::Bus(b) => format!("{} {} {}", b.run_number, b.date, b.estate)
-                .trim()
-                .to_string(),
-            Record::Contact(c) => format!("{} {}", c.household, c.date),
-            Record::Volunteer(v) => format!("{} {}", v.activity, v.date),
+            Record::Case(c) => case_title(c.summary.as_str()),
+            Record::Bus(b) => bus_title(&b.run_number, &b.date, &b.estate),
+            Record::Contact(c) => dated_title(&c.household, &c.date),
+            Record::Volunteer(v) => dated_title(&v.activity, &v.date),
         }
     }
 

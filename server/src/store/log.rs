@@ -487,15 +487,23 @@ impl SqliteStore {
         max_bytes: usize,
         personal: bool,
     ) -> Result<Vec<(String, Vec<u8>, Option<Vec<u8>>)>> {
+        // A record never saved whole with one change of its own (a new record's usual state) has
+        // that change at `last_seq`, unless a personal change came after it: read by log
+        // position, the table's own key, in the page's query.
         let mut qb = QueryBuilder::<Sqlite>::new(if personal {
             "SELECT id, doc, doc_seq, doc_tail, bytes, personal_doc, personal_seq,
-                    personal_tail, personal_bytes
-             FROM records INDEXED BY records_bootstrap WHERE "
+                    personal_tail, personal_bytes, "
         } else {
             "SELECT id, doc, doc_seq, doc_tail, bytes, NULL AS personal_doc, 0 AS personal_seq,
-                    0 AS personal_tail, 0 AS personal_bytes
-             FROM records INDEXED BY records_bootstrap WHERE "
+                    0 AS personal_tail, 0 AS personal_bytes, "
         });
+        qb.push(
+            "CASE WHEN doc_seq = 0 AND doc_tail = 1 THEN (
+                 SELECT c.bytes FROM changes c
+                 WHERE c.seq = records.last_seq AND c.record_id = records.id
+                   AND c.part = 'record') END AS only_change
+             FROM records INDEXED BY records_bootstrap WHERE ",
+        );
         push_within(&mut qb, "place", scopes);
         if let Some(a) = after {
             qb.push(" AND id > ").push_bind(a.to_string());
@@ -512,10 +520,19 @@ impl SqliteStore {
             let mut rows = query.fetch(&mut *tx);
             while let Some(row) = rows.try_next().await? {
                 let id: String = row.try_get("id")?;
-                let doc: Vec<u8> = row.try_get("doc")?;
+                let mut doc: Vec<u8> = row.try_get("doc")?;
                 let personal_doc: Option<Vec<u8>> = row.try_get("personal_doc")?;
-                let (doc_tail, personal_tail): (i64, i64) =
+                let (mut doc_tail, personal_tail): (i64, i64) =
                     (row.try_get("doc_tail")?, row.try_get("personal_tail")?);
+                let personal_pending = personal_tail > 0 && personal_doc.is_some();
+                // With a personal tail to read as well, the tails' query reads both parts.
+                if let (Some(change), false) = (
+                    row.try_get::<Option<Vec<u8>>, _>("only_change")?,
+                    personal_pending,
+                ) {
+                    doc.extend_from_slice(&change);
+                    doc_tail = 0;
+                }
                 // The tails are not read yet. A part never saved whole (an empty save with a
                 // tail) is all in its tail: its logged changes (`bytes`) are its size; otherwise
                 // its save alone is a lower bound. Never stopping early, the page is cut exactly
@@ -533,7 +550,7 @@ impl SqliteStore {
                     + personal_doc
                         .as_ref()
                         .map_or(0, |p| estimate(p.len(), personal_tail, personal_logged));
-                if doc_tail > 0 || (personal_tail > 0 && personal_doc.is_some()) {
+                if doc_tail > 0 || personal_pending {
                     with_tail.insert(id.clone(), out.len());
                 }
                 out.push((id, doc, personal_doc));

@@ -336,9 +336,11 @@ async fn a_new_phone_starts_from_paged_snapshots_and_then_pulls_what_came_after(
     let mut bus1 = app.login("bus1").await;
     let mut docs = Vec::new();
     let mut pushes = Vec::new();
+    let mut creations = HashMap::new();
     for _ in 0..5 {
         let (d, c) = new_case(&bus1, "hz/baiyang/haitian", "parking");
         pushes.push(push(&d, RecordKind::Case, &c));
+        creations.insert(*d.id().as_bytes(), c.raw_bytes().to_vec());
         docs.push(d);
     }
     // One record with a long history: its stored document is saved whole only now and then, the
@@ -362,6 +364,11 @@ async fn a_new_phone_starts_from_paged_snapshots_and_then_pulls_what_came_after(
         "saved whole now and then: tail {}",
         meta.doc_tail
     );
+    // A record with one change is not saved at all: that change, in the log, is its document.
+    for d in &docs[1..] {
+        let meta = app.state.store.record_meta(d.id()).await.unwrap().unwrap();
+        assert_eq!(meta.doc_tail, 1);
+    }
 
     // A new phone gets pages of whole documents, not the log's 45 changes one by one.
     let mut bus2 = app.login("bus2").await;
@@ -369,6 +376,15 @@ async fn a_new_phone_starts_from_paged_snapshots_and_then_pulls_what_came_after(
     assert_eq!(first.snapshots.len(), 2);
     assert!(first.changes.is_empty());
     assert!(first.more);
+    // Such a record's snapshot is its one change, read from the log.
+    let mut unsaved = 0;
+    for s in &first.snapshots {
+        if s.record != *docs[0].id().as_bytes() {
+            assert_eq!(s.doc, creations[&s.record]);
+            unsaved += 1;
+        }
+    }
+    assert!(unsaved >= 1);
     let mut held: HashMap<[u8; 16], RecordDoc> = HashMap::new();
     let take = |page: &protocol::SyncResponse, held: &mut HashMap<[u8; 16], RecordDoc>| {
         for s in &page.snapshots {
