@@ -242,12 +242,11 @@ impl RecordDoc {
         let kind = self.kind()?;
         // As the typed record reads them: a `String` field from a text scalar, a `LongText`
         // from a text object.
-        let scalar = |key: &str| match self.doc.get(ROOT, key)? {
-            Some((v @ automerge::Value::Scalar(_), _)) => v
-                .as_str()
-                .map(str::to_owned)
-                .ok_or_else(|| RecordError::NotARecord(format!("{key} is not text"))),
-            _ => Err(RecordError::NotARecord(format!("{key} is not text"))),
+        let scalar = |key: &str| {
+            self.doc
+                .get(ROOT, key)?
+                .and_then(|(v, _)| v.as_str().map(str::to_owned))
+                .ok_or_else(|| RecordError::NotARecord(format!("{key} is not text")))
         };
         let long = |key: &str| match self.doc.get(ROOT, key)? {
             Some((automerge::Value::Object(automerge::ObjType::Text), obj)) => {

@@ -20,6 +20,20 @@ impl LiveListener for Heard {
     }
 }
 
+/// Ends the app's listening loop when dropped: a failed step then fails the story, where the
+/// scope would otherwise wait forever for a loop that listens again after every stream.
+struct StopListening<'a> {
+    stop: &'a AtomicBool,
+    phone: &'a Phone,
+}
+
+impl Drop for StopListening<'_> {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.phone.client.stop_listening();
+    }
+}
+
 /// The next non-empty list of changed records (the empty ones say "sync once": a stream opened).
 fn next_ids(rx: &Receiver<Vec<String>>, within: Duration) -> Option<Vec<String>> {
     let deadline = Instant::now() + within;
@@ -54,6 +68,10 @@ fn a_listening_phone_hears_of_others_changes_and_syncs_when_told() {
                 b.client.listen(heard.clone()).expect("listen");
             }
         });
+        let stopping = StopListening {
+            stop: &stop,
+            phone: &b,
+        };
 
         // Step 1: the stream opens and says "sync once now".
         assert_eq!(rx.recv_timeout(wait).expect("hello"), Vec::<String>::new());
@@ -94,8 +112,7 @@ fn a_listening_phone_hears_of_others_changes_and_syncs_when_told() {
             next_ids(&rx, wait).expect("heard again"),
             vec![case.clone()]
         );
-        stop.store(true, Ordering::SeqCst);
-        b.client.stop_listening();
+        drop(stopping);
         listening.join().expect("the listening thread ends");
     });
     assert_eq!(b.sync().pulled, 1);
