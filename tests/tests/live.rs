@@ -12,11 +12,18 @@ use linli_ffi::LiveListener;
 
 use crate::common::*;
 
-struct Heard(Mutex<Sender<Vec<String>>>);
+struct Heard {
+    tx: Mutex<Sender<Vec<String>>>,
+    /// Empty lists heard: each stream's first is its hello, sent once it is subscribed.
+    opened: Arc<AtomicUsize>,
+}
 
 impl LiveListener for Heard {
     fn on_changes(&self, record_ids: Vec<String>) {
-        let _ = self.0.lock().unwrap().send(record_ids);
+        if record_ids.is_empty() {
+            self.opened.fetch_add(1, Ordering::SeqCst);
+        }
+        let _ = self.tx.lock().unwrap().send(record_ids);
     }
 }
 
@@ -57,14 +64,16 @@ fn a_listening_phone_hears_of_others_changes_and_syncs_when_told() {
     let (tx, rx) = channel();
     let wait = Duration::from_secs(5);
     let stop = AtomicBool::new(false);
-    let streams = AtomicUsize::new(0);
+    let opened = Arc::new(AtomicUsize::new(0));
 
     std::thread::scope(|s| {
         let listening = s.spawn(|| {
-            let heard = Arc::new(Heard(Mutex::new(tx.clone())));
+            let heard = Arc::new(Heard {
+                tx: Mutex::new(tx.clone()),
+                opened: opened.clone(),
+            });
             // The app's loop: listen again whenever the stream ends (the token expired).
             while !stop.load(Ordering::SeqCst) {
-                streams.fetch_add(1, Ordering::SeqCst);
                 b.client.listen(heard.clone()).expect("listen");
             }
         });
@@ -100,9 +109,11 @@ fn a_listening_phone_hears_of_others_changes_and_syncs_when_told() {
         );
 
         // Step 4: the token expires (6 s): the stream ends, the app listens again with a
-        // refreshed login, and hears bus1's next change.
+        // refreshed login, and hears bus1's next change. bus1 waits for the new stream's hello:
+        // a change committed before the stream subscribed is not announced on it (its hello
+        // says "sync once" instead).
         let deadline = Instant::now() + Duration::from_secs(20);
-        while streams.load(Ordering::SeqCst) < 2 {
+        while opened.load(Ordering::SeqCst) < 2 {
             assert!(Instant::now() < deadline, "the stream never ended");
             std::thread::sleep(Duration::from_millis(100));
         }
