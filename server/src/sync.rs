@@ -1015,7 +1015,6 @@ impl<S: SyncStore> SyncService<'_, S> {
             claimed_at: applied.claimed_at,
             received_at: pusher.received_at,
             touched: applied.touched,
-            message: change.message().map(str::to_owned),
         };
         let commit = Commit {
             change,

@@ -77,7 +77,6 @@ fn store_legacy_case(data_dir: &std::path::Path, device: DeviceId) -> RecordId {
                         claimed_at: ctx.now_ms,
                         received_at: ctx.now_ms,
                         touched: vec![],
-                        message: None,
                     },
                     projection: ProjectionUpdate::Record {
                         status: value.status().map(str::to_owned),

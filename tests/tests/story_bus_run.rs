@@ -132,6 +132,19 @@ fn run_1801(first_syncs_a: bool) {
             .iter()
             .all(|h| h["received_at"].as_i64().unwrap() > 0)
     );
+    // Each change's own message, read back from the change (the log keeps no copy).
+    assert!(
+        history[0]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("create case ")),
+        "{history:?}"
+    );
+    assert!(history.iter().all(|h| h["message"].is_string()));
+    assert!(
+        history
+            .iter()
+            .all(|h| h["actor"].as_str().is_some_and(|a| a.len() == 32))
+    );
     assert!(history.iter().any(|h| {
         h["user"] == "bus2"
             && h["touched"]

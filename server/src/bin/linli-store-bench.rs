@@ -100,7 +100,6 @@ fn case(device: DeviceId, n: usize) -> Commit {
             claimed_at: ctx.now_ms,
             received_at: ctx.now_ms,
             touched: fields.iter().map(|(k, _)| k.clone()).collect(),
-            message: None,
         },
         projection: ProjectionUpdate::Record {
             status: record.status().map(str::to_owned),

@@ -227,7 +227,6 @@ impl Phone {
                 claimed_at: 1,
                 received_at: 2,
                 touched: vec![key.into()],
-                message: Some("set".into()),
             },
             projection: ProjectionUpdate::Record {
                 status: Some("open".into()),
@@ -260,7 +259,6 @@ pub(crate) fn new_case(device: DeviceId, place: &str) -> Commit {
             claimed_at: 1,
             received_at: 2,
             touched: vec!["summary".into()],
-            message: None,
         },
         projection: ProjectionUpdate::Record {
             status: None,
@@ -290,7 +288,6 @@ pub(crate) fn at_version(c: &Commit, expected_version: i64) -> Commit {
             claimed_at: n.claimed_at,
             received_at: n.received_at,
             touched: n.touched.clone(),
-            message: n.message.clone(),
         },
         projection: match &c.projection {
             ProjectionUpdate::Record {

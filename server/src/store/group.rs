@@ -51,8 +51,8 @@ pub(super) trait Writer: Send + Sync + 'static {
 /// were read again from the file for every group. On its own connection the writer is the only
 /// one writing, so its cache stays warm.
 ///
-/// That connection checkpoints the WAL every [`WRITER_AUTOCHECKPOINT_PAGES`] instead of SQLite's
-/// 1,000. Checkpointing from another connection in the background, once a second, was tried and
+/// That connection checkpoints the WAL every [`WRITER_AUTOCHECKPOINT_BYTES`] instead of SQLite's
+/// 1,000 pages. Checkpointing from another connection in the background, once a second, was tried and
 /// not kept (BENCHMARKS.md): it copied hot index pages more often, and SQLite still needs the
 /// writer's own checkpoint to start the WAL over.
 #[derive(Debug)]
@@ -64,9 +64,10 @@ pub(crate) struct SqliteWriter {
 
 /// The writer's page cache (KiB): the indexes a commit walks stay in it.
 const WRITER_CACHE_KIB: i64 = 32 * 1024;
-/// WAL pages after which the writer's commit checkpoints (SQLite's default is 1,000): index pages
-/// rewritten by almost every group are copied once for many groups (32 MiB of WAL at 4 KiB pages).
-const WRITER_AUTOCHECKPOINT_PAGES: i64 = 8000;
+/// WAL bytes after which the writer's commit checkpoints (SQLite's default is 1,000 pages): index
+/// pages rewritten by almost every group are copied once for many groups. Set in pages of the
+/// database's own size, so a database made with larger pages keeps the same WAL.
+const WRITER_AUTOCHECKPOINT_BYTES: i64 = 32 * 1024 * 1024;
 
 impl SqliteWriter {
     /// A writer on the pool's database; its connection is opened at the first group (a store
@@ -82,12 +83,18 @@ impl SqliteWriter {
     async fn open(&self) -> Result<SqliteConnection> {
         let options = (*self.pool.connect_options())
             .clone()
-            .pragma("cache_size", format!("-{WRITER_CACHE_KIB}"))
-            .pragma(
-                "wal_autocheckpoint",
-                WRITER_AUTOCHECKPOINT_PAGES.to_string(),
-            );
-        Ok(options.connect().await?)
+            .pragma("cache_size", format!("-{WRITER_CACHE_KIB}"));
+        let mut conn = options.connect().await?;
+        let page: i64 = sqlx::query_scalar("PRAGMA page_size")
+            .fetch_one(&mut conn)
+            .await?;
+        let pages = WRITER_AUTOCHECKPOINT_BYTES / page.max(512);
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "PRAGMA wal_autocheckpoint = {pages}"
+        )))
+        .execute(&mut conn)
+        .await?;
+        Ok(conn)
     }
 
     /// Closes the writer's connection; later groups fail. Called after closing the pool, the
@@ -295,8 +302,48 @@ mod tests {
             .fetch_one(&mut conn)
             .await
             .unwrap();
-        assert_eq!(pages, WRITER_AUTOCHECKPOINT_PAGES);
+        let page: i64 = sqlx::query_scalar("PRAGMA page_size")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(pages * page, WRITER_AUTOCHECKPOINT_BYTES);
         store.finish().await;
+    }
+
+    /// A new database is made with 8 KiB pages; one made before keeps its 4 KiB pages, and its
+    /// writer checkpoints after the same WAL bytes (twice the pages).
+    #[tokio::test]
+    async fn an_existing_database_keeps_its_page_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("old.db");
+        let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&old)
+            .create_if_missing(true)
+            .page_size(4096)
+            .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+            .connect()
+            .await
+            .unwrap();
+        sqlx::query("CREATE TABLE before (x)")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        conn.close().await.unwrap();
+        for (path, page) in [(old, 4096), (dir.path().join("new.db"), 8192)] {
+            let store = crate::store::SqliteStore::open_sqlite(&path).await.unwrap();
+            let mut conn = SqliteWriter::new(store.pool.clone()).open().await.unwrap();
+            let size: i64 = sqlx::query_scalar("PRAGMA page_size")
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+            let pages: i64 = sqlx::query_scalar("PRAGMA wal_autocheckpoint")
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+            assert_eq!((size, pages), (page, WRITER_AUTOCHECKPOINT_BYTES / page));
+            store.seed(&[DeviceId::new()]).await;
+            store.close().await;
+        }
     }
 
     /// Changes in the database file alone (a copy of it, without the WAL); `None` when the copy

@@ -38,8 +38,6 @@ pub struct NewChange {
     pub received_at: i64,
     /// Fields the change touched.
     pub touched: Vec<String>,
-    /// The editing device's message.
-    pub message: Option<String>,
 }
 
 /// What a committed change leaves in the record's projection row.
@@ -710,7 +708,8 @@ impl SqliteStore {
     pub async fn change_meta(&self, record: RecordId) -> Result<Vec<ChangeMeta>> {
         let rows = sqlx::query(
             "SELECT c.seq, c.hash, c.actor, c.device_id, c.claimed_at, c.received_at, c.part,
-                    c.touched, c.message, CASE WHEN c.message IS NULL THEN c.bytes END AS bytes,
+                    c.touched, c.message,
+                    CASE WHEN c.message IS NULL OR c.actor = '' THEN c.bytes END AS bytes,
                     u.username, u.display_name
              FROM changes c JOIN users u ON u.id = c.user_id
              WHERE c.record_id = ? ORDER BY c.seq",
@@ -722,25 +721,22 @@ impl SqliteStore {
             .map(|row| {
                 let part: String = row.try_get("part")?;
                 let touched: String = row.try_get("touched")?;
-                let mut message: Option<String> = row.try_get("message")?;
-                if message.is_none() {
-                    // Logged before messages had their column: read it from the change.
-                    let bytes: Option<Vec<u8>> = row.try_get("bytes")?;
-                    message = bytes
-                        .and_then(|b| linli_sync_core::automerge::Change::from_bytes(b).ok())
-                        .and_then(|c| c.message().map(String::from));
-                }
+                let (message, actor) = read_from_change(
+                    row.try_get("message")?,
+                    row.try_get("actor")?,
+                    row.try_get("bytes")?,
+                );
                 Ok(ChangeMeta {
                     seq: row.try_get("seq")?,
                     hash: row.try_get("hash")?,
-                    actor: row.try_get("actor")?,
+                    actor,
                     username: row.try_get("username")?,
                     display_name: row.try_get("display_name")?,
                     device_id: row.try_get("device_id")?,
                     claimed_at: row.try_get("claimed_at")?,
                     received_at: row.try_get("received_at")?,
                     part: part.parse().map_err(Error::Internal)?,
-                    touched: serde_json::from_str(&touched).unwrap_or_default(),
+                    touched: super::touched::decode(&touched),
                     message,
                 })
             })
@@ -1034,8 +1030,8 @@ pub(super) async fn commit_in(
 
 /// The log row's columns [`bind_change`] binds, `CHANGE_VALUES` holding one row's parameters.
 pub(super) const CHANGE_COLUMNS: &str = "hash, record_id, place, kind, bytes, actor, device_id,
-     user_id, claimed_at, received_at, touched, part, message";
-pub(super) const CHANGE_VALUES: &str = "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?";
+     user_id, claimed_at, received_at, touched, part";
+pub(super) const CHANGE_VALUES: &str = "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?";
 
 /// Binds one log row's values, in the order of [`CHANGE_COLUMNS`].
 pub(super) fn bind_change<'q>(
@@ -1048,14 +1044,36 @@ pub(super) fn bind_change<'q>(
         .bind(change.place.as_str())
         .bind(change.kind.as_str())
         .bind(&change.bytes)
-        .bind(&change.actor)
+        .bind(LOGGED_ACTOR)
         .bind(change.device.to_string())
         .bind(&change.user_id)
         .bind(change.claimed_at)
         .bind(change.received_at)
-        .bind(serde_json::to_string(&change.touched).unwrap_or_else(|_| "[]".into()))
+        .bind(super::touched::encode(&change.touched))
         .bind(change.part.as_str())
-        .bind(change.message.as_deref())
+}
+
+/// What a new log row keeps in its `actor` column: nothing, since the change names its actor
+/// (33 bytes a row); the history reads it from the change ([`read_from_change`]).
+pub(super) const LOGGED_ACTOR: &str = "";
+
+/// A logged change's message and actor (hex): its row's where the row kept them (rows logged
+/// before, and rebuilt ones), else read from the change itself, which new rows leave them to.
+pub(super) fn read_from_change(
+    message: Option<String>,
+    actor: String,
+    bytes: Option<Vec<u8>>,
+) -> (Option<String>, String) {
+    if message.is_some() && !actor.is_empty() {
+        return (message, actor);
+    }
+    let change = bytes.and_then(|b| linli_sync_core::automerge::Change::from_bytes(b).ok());
+    let message = message.or_else(|| change.as_ref()?.message().map(String::from));
+    let actor = match change {
+        Some(c) if actor.is_empty() => c.actor_id().to_hex_string(),
+        _ => actor,
+    };
+    (message, actor)
 }
 
 /// The back-office row of a change to a record's shared document (`None` for a personal change).

@@ -26,6 +26,7 @@ mod pg_office;
 mod projection;
 mod seam;
 mod tokens;
+mod touched;
 mod web_sessions;
 
 use std::borrow::Cow;
@@ -194,6 +195,11 @@ pub struct SqliteStore {
     last_retention: std::sync::Arc<std::sync::Mutex<i64>>,
 }
 
+/// The page size of a new database. A log row is about 870 bytes (a new case's change is 590):
+/// four fill a 4 KiB page and a fifth does not fit, so a sixth of each page stayed empty; in
+/// 8 KiB pages nine fit. An existing database keeps the page size it was made with.
+const PAGE_SIZE: u32 = 8192;
+
 impl SqliteStore {
     /// Opens (creating if missing) the SQLite database at `path` and runs pending migrations.
     pub async fn open_sqlite(path: &Path) -> Result<SqliteStore> {
@@ -201,6 +207,7 @@ impl SqliteStore {
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
+            .page_size(PAGE_SIZE)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)

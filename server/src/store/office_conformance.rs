@@ -195,7 +195,6 @@ impl Rec {
                 claimed_at: at,
                 received_at: at,
                 touched: vec!["summary".into()],
-                message: None,
             },
             projection,
             expected_version: self.version,

@@ -64,6 +64,11 @@ const PG_MIGRATIONS: &[(i64, &str, &str)] = &[
         "changes_archive",
         include_str!("../../migrations/postgres/0005_changes_archive.sql"),
     ),
+    (
+        6,
+        "touched_text",
+        include_str!("../../migrations/postgres/0006_touched_text.sql"),
+    ),
 ];
 
 fn pg_migrator() -> Migrator {
@@ -222,7 +227,9 @@ impl PgStore {
     pub async fn change_meta(&self, record: RecordId) -> Result<Vec<super::ChangeMeta>> {
         let rows = sqlx::query(
             "SELECT c.seq, c.hash, c.actor, c.device_id, c.claimed_at, c.received_at, c.part,
-                    c.touched::text AS touched, c.message, u.username, u.display_name
+                    c.touched, c.message,
+                    CASE WHEN c.message IS NULL OR c.actor = '' THEN c.bytes END AS bytes,
+                    u.username, u.display_name
              FROM changes c JOIN users u ON u.id = c.user_id
              WHERE c.record_id = $1 ORDER BY c.seq",
         )
@@ -233,18 +240,23 @@ impl PgStore {
             .map(|row| {
                 let part: String = row.try_get("part")?;
                 let touched: String = row.try_get("touched")?;
+                let (message, actor) = super::log::read_from_change(
+                    row.try_get("message")?,
+                    row.try_get("actor")?,
+                    row.try_get("bytes")?,
+                );
                 Ok(super::ChangeMeta {
                     seq: row.try_get("seq")?,
                     hash: row.try_get("hash")?,
-                    actor: row.try_get("actor")?,
+                    actor,
                     username: row.try_get("username")?,
                     display_name: row.try_get("display_name")?,
                     device_id: row.try_get("device_id")?,
                     claimed_at: row.try_get("claimed_at")?,
                     received_at: row.try_get("received_at")?,
                     part: part.parse().map_err(Error::Internal)?,
-                    touched: serde_json::from_str(&touched).unwrap_or_default(),
-                    message: row.try_get("message")?,
+                    touched: super::touched::decode(&touched),
+                    message,
                 })
             })
             .collect()
@@ -1048,11 +1060,11 @@ async fn commit_in(
     if updated != 1 {
         return Ok(Err(CommitConflict::Version));
     }
-    let touched = serde_json::to_string(&change.touched).unwrap_or_else(|_| "[]".into());
+    let touched = super::touched::encode(&change.touched);
     let row: Option<i64> = sqlx::query_scalar(
         "INSERT INTO changes (hash, record_id, place, kind, part, bytes, actor, device_id,
-                              user_id, claimed_at, received_at, touched, message)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb, $13)
+                              user_id, claimed_at, received_at, touched)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
          ON CONFLICT (record_id, hash) DO NOTHING RETURNING id",
     )
     .bind(&change.hash[..])
@@ -1061,13 +1073,12 @@ async fn commit_in(
     .bind(change.kind.as_str())
     .bind(change.part.as_str())
     .bind(&change.bytes)
-    .bind(&change.actor)
+    .bind(super::log::LOGGED_ACTOR)
     .bind(&device)
     .bind(&change.user_id)
     .bind(change.claimed_at)
     .bind(change.received_at)
     .bind(touched)
-    .bind(change.message.as_deref())
     .fetch_optional(&mut *conn)
     .await?;
     // Another process committed this very change first: the caller reloads and finds it held.

@@ -2,7 +2,7 @@
 
 use axum::http::StatusCode;
 use linli_sync_core::{RecordDoc, RecordKind};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::common::{TestApp, new_case, push, push_personal};
 
@@ -168,6 +168,31 @@ async fn detail_shows_conflicts_with_who_set_each_value_and_masks_phones() {
             .any(|t| t == "summary")
     );
     assert_eq!(history[0]["user"], "bus1");
+    // The log keeps touched fields by number and messages only in the changes; the history
+    // reads them back as they were written.
+    assert_eq!(history[0]["message"], format!("create case {}", doc1.id()));
+    let set: Vec<_> = history
+        .iter()
+        .filter(|h| h["message"] == "set status")
+        .map(|h| h["touched"].clone())
+        .collect();
+    assert_eq!(
+        set,
+        vec![json!(["status"]), json!(["status"])],
+        "{history:?}"
+    );
+    // Each change's actor, read from the change: the two phones' edits are two actors.
+    let actors: Vec<&str> = history
+        .iter()
+        .filter(|h| h["message"] == "set status")
+        .map(|h| h["actor"].as_str().unwrap())
+        .collect();
+    assert!(
+        history
+            .iter()
+            .all(|h| h["actor"].as_str().unwrap().len() == 32)
+    );
+    assert_ne!(actors[0], actors[1], "bus1's and bus2's: {history:?}");
 
     // A steward of building 3 sees it with the phone masked; one elsewhere gets a 404.
     let steward1 = app.login("steward1").await;

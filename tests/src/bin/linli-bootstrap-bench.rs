@@ -343,6 +343,52 @@ fn sqlite_breakdown(db: &Path) -> Vec<(String, u64)> {
         .expect("read dbstat")
 }
 
+/// The record row's columns the sync path reads or writes (accept, pull, bootstrap); the rest
+/// are the back-office's projection.
+const SYNC_RECORD_COLUMNS: &str = "id, kind, place, last_seq, version, bytes, personal_bytes, doc, \
+     doc_seq, doc_tail, personal_doc, personal_seq, personal_tail";
+
+/// The database compacted (`VACUUM INTO` a copy), and the same copy holding only what sync reads
+/// and writes: without the back-office's search tables, its indexes on `records` and the
+/// projection's columns. Both in bytes, without a WAL.
+fn sqlite_sync_store(db: &Path) -> (u64, u64) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let copy = dir.path().join("copy.db");
+    rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .and_then(|c| c.execute("VACUUM INTO ?1", [copy.to_str().expect("a UTF-8 path")]))
+        .expect("copy the server's database");
+    let whole = file_len(&copy);
+    let conn = rusqlite::Connection::open(&copy).expect("open the copy");
+    let back_office: Vec<String> = conn
+        .prepare(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'records'
+               AND name NOT LIKE 'sqlite_autoindex%' AND name <> 'records_bootstrap'",
+        )
+        .and_then(|mut q| q.query_map([], |r| r.get(0))?.collect())
+        .expect("list the back-office's indexes");
+    let mut sql: String = back_office
+        .iter()
+        .map(|i| format!("DROP INDEX {i};"))
+        .collect();
+    sql.push_str(&format!(
+        "DROP TABLE record_fts; DROP TABLE record_grams; DROP TABLE record_text;
+         CREATE TABLE sync_records (id TEXT PRIMARY KEY NOT NULL, kind TEXT NOT NULL,
+             place TEXT NOT NULL, last_seq INTEGER NOT NULL, version INTEGER NOT NULL,
+             bytes INTEGER NOT NULL, personal_bytes INTEGER NOT NULL, doc BLOB NOT NULL,
+             doc_seq INTEGER NOT NULL, doc_tail INTEGER NOT NULL, personal_doc BLOB,
+             personal_seq INTEGER NOT NULL, personal_tail INTEGER NOT NULL);
+         INSERT INTO sync_records SELECT {SYNC_RECORD_COLUMNS} FROM records ORDER BY id;
+         DROP TABLE records;
+         ALTER TABLE sync_records RENAME TO records;
+         CREATE INDEX records_bootstrap ON records(id, place);
+         VACUUM;"
+    ));
+    conn.execute_batch(&sql)
+        .expect("reduce the copy to the sync store");
+    drop(conn);
+    (whole, file_len(&copy))
+}
+
 /// As [`sqlite_breakdown`], on PostgreSQL: a table's size counts its TOAST, an index its own.
 fn postgres_breakdown(url: &str) -> Vec<(String, u64)> {
     psql(
@@ -460,16 +506,17 @@ fn main() {
     let db = dir.as_path().join(SERVER_DB);
     let (db_len, wal_len) = (file_len(&db), file_len(&db.with_extension("db-wal")));
     // On PostgreSQL (`LINLI_STORIES_POSTGRES`) the data is the database's, not the directory's.
-    let (data_dir, (rows, doc_bytes, personal_bytes), parts) =
+    let (data_dir, (rows, doc_bytes, personal_bytes), parts, sync_store) =
         match linli_tests::database_url_for(dir.as_path()) {
             Some(url) => {
                 let (size, docs) = postgres_sizes(&url);
-                (size, docs, postgres_breakdown(&url))
+                (size, docs, postgres_breakdown(&url), None)
             }
             None => (
                 dir_size(dir.as_path()),
                 saved_docs(&db),
                 sqlite_breakdown(&db),
+                Some(sqlite_sync_store(&db)),
             ),
         };
     let phone_db = home.path().join(linli_ffi::DB_FILE);
@@ -558,6 +605,19 @@ fn main() {
         "| disk per record ÷ saved document per record | {:.2} |",
         data_dir as f64 / (doc_bytes + personal_bytes).max(1) as f64
     );
+    if let Some((whole, sync)) = sync_store {
+        let saved = (doc_bytes + personal_bytes).max(1) as f64;
+        println!(
+            "| the database compacted (`VACUUM INTO` a copy, no WAL): per record; ÷ saved document | {:.0} bytes; {:.2} |",
+            whole as f64 / n as f64,
+            whole as f64 / saved
+        );
+        println!(
+            "| the sync store alone (that copy without the back-office's search tables, indexes and projection columns): per record; ÷ saved document | {:.0} bytes; {:.2} |",
+            sync as f64 / n as f64,
+            sync as f64 / saved
+        );
+    }
     println!(
         "| phone store after catch-up | {} (db {}, WAL {}) |",
         mib(phone_db_len + phone_wal_len),
