@@ -52,9 +52,9 @@ pub(super) trait Writer: Send + Sync + 'static {
 /// one writing, so its cache stays warm.
 ///
 /// That connection checkpoints the WAL every [`WRITER_AUTOCHECKPOINT_BYTES`] instead of SQLite's
-/// 1,000 pages. Checkpointing from another connection in the background, once a second, was tried and
-/// not kept (BENCHMARKS.md): it copied hot index pages more often, and SQLite still needs the
-/// writer's own checkpoint to start the WAL over.
+/// 1,000 pages. Checkpointing from another connection in the background, once a second, was
+/// tried and not kept (BENCHMARKS.md): it copied hot index pages more often, and SQLite still
+/// needs the writer's own checkpoint to start the WAL over.
 #[derive(Debug)]
 pub(crate) struct SqliteWriter {
     pool: SqlitePool,
@@ -65,8 +65,8 @@ pub(crate) struct SqliteWriter {
 /// The writer's page cache (KiB): the indexes a commit walks stay in it.
 const WRITER_CACHE_KIB: i64 = 32 * 1024;
 /// WAL bytes after which the writer's commit checkpoints (SQLite's default is 1,000 pages): index
-/// pages rewritten by almost every group are copied once for many groups. Set in pages of the
-/// database's own size, so a database made with larger pages keeps the same WAL.
+/// pages rewritten by almost every group are copied once for many groups. Turned into pages of
+/// the database's own size when the connection opens, so the WAL stays 32 MiB whatever the page.
 const WRITER_AUTOCHECKPOINT_BYTES: i64 = 32 * 1024 * 1024;
 
 impl SqliteWriter {
